@@ -1,0 +1,615 @@
+//! Plugin configuration: parsed from the JSON Envoy hands to `on_configure`,
+//! validated whole, and turned into ready-to-use parts (ciphers, keys).
+//!
+//! Every error names the field (as a JSON path) and the form expected; the
+//! README's "Configuration reference" lists every field with its default.
+
+use std::fmt;
+
+use jsonwebtoken::jwk::JwkSet;
+use serde::Deserialize;
+
+use crate::cookie::{CookieAttributes, CookieCodec, SameSite, MIN_SECRET_LEN};
+use crate::token::TokenVerifier;
+
+/// A configuration error: which field, and what was wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid plugin config: field `{}`: {}", self.field, self.message)
+    }
+}
+
+fn err(field: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field: field.to_string(),
+        message: message.into(),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    cookie: RawCookie,
+    jwt: RawJwt,
+    sidecar: RawSidecar,
+    #[serde(default)]
+    identity_headers: RawIdentityHeaders,
+    #[serde(default = "default_start_header")]
+    session_start_header: String,
+    #[serde(default = "default_end_header")]
+    session_end_header: String,
+    #[serde(default)]
+    routes: Vec<RawRoute>,
+    #[serde(default = "default_retry_after")]
+    retry_after_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookie {
+    #[serde(default = "default_cookie_name")]
+    name: String,
+    keys: Vec<RawCookieKey>,
+    #[serde(default = "default_true")]
+    secure: bool,
+    #[serde(default = "default_true")]
+    http_only: bool,
+    #[serde(default = "default_same_site")]
+    same_site: String,
+    #[serde(default = "default_path")]
+    path: String,
+    #[serde(default)]
+    domain: Option<String>,
+    #[serde(default)]
+    max_age_seconds: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCookieKey {
+    id: u8,
+    secret: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    issuer: String,
+    audiences: Vec<String>,
+    jwks: serde_json::Value,
+    #[serde(default = "default_leeway")]
+    leeway_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSidecar {
+    cluster: String,
+    #[serde(default = "default_authority")]
+    authority: String,
+    token: String,
+    #[serde(default = "default_timeout_ms")]
+    timeout_ms: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawIdentityHeaders {
+    user_id: String,
+    session: String,
+    email: String,
+    roles: String,
+    client_ip: String,
+    forward_access_token: bool,
+}
+
+impl Default for RawIdentityHeaders {
+    fn default() -> Self {
+        Self {
+            user_id: "x-portero-user-id".into(),
+            session: "x-portero-session".into(),
+            email: "x-portero-email".into(),
+            roles: "x-portero-roles".into(),
+            client_ip: "x-portero-client-ip".into(),
+            forward_access_token: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path_prefix: String,
+    policy: String,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_cookie_name() -> String {
+    "__Host-portero".into()
+}
+fn default_same_site() -> String {
+    "Strict".into()
+}
+fn default_path() -> String {
+    "/".into()
+}
+fn default_leeway() -> u64 {
+    30
+}
+fn default_authority() -> String {
+    "redis-sidecar".into()
+}
+fn default_timeout_ms() -> u64 {
+    500
+}
+fn default_start_header() -> String {
+    "x-portero-start-session".into()
+}
+fn default_end_header() -> String {
+    "x-portero-end-session".into()
+}
+fn default_retry_after() -> u64 {
+    1
+}
+
+/// Largest accepted clock leeway: leeway is for clock skew, not for policy.
+pub const MAX_LEEWAY_SECONDS: u64 = 300;
+/// Bounds of the sidecar call timeout.
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=10_000;
+
+/// What the filter does on a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RoutePolicy {
+    /// A valid session is required (the default for every path).
+    Required,
+    /// No authentication; identity headers are still stripped, and session
+    /// start/end headers from the upstream are still honoured (login, logout).
+    Off,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteRule {
+    pub path_prefix: String,
+    pub policy: RoutePolicy,
+}
+
+/// Names of the headers the filter sends upstream. Incoming copies are removed
+/// from every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub session: String,
+    pub email: String,
+    pub roles: String,
+    pub client_ip: String,
+    /// Whether cookie clients' requests carry the session's access token
+    /// upstream as `Authorization: Bearer`.
+    pub forward_access_token: bool,
+}
+
+impl IdentityHeaders {
+    pub fn all(&self) -> [&str; 5] {
+        [
+            &self.user_id,
+            &self.session,
+            &self.email,
+            &self.roles,
+            &self.client_ip,
+        ]
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarConfig {
+    pub cluster: String,
+    pub authority: String,
+    pub token: String,
+    pub timeout_ms: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub cookie: CookieCodec,
+    pub cookie_attributes: CookieAttributes,
+    pub tokens: TokenVerifier,
+    pub sidecar: SidecarConfig,
+    pub identity_headers: IdentityHeaders,
+    pub session_start_header: String,
+    pub session_end_header: String,
+    pub routes: Vec<RouteRule>,
+    pub retry_after_seconds: u64,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let message = e.inner().to_string();
+            let path = e.path().to_string();
+            let parent = if path == "." { None } else { Some(path) };
+            // serde reports a missing field at its parent: name the field itself.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_string());
+            let field = match (parent, missing) {
+                (Some(parent), Some(name)) => format!("{parent}.{name}"),
+                (None, Some(name)) => name,
+                (Some(parent), None) => parent,
+                (None, None) => "(root)".to_string(),
+            };
+            err(&field, message)
+        })?;
+        raw.validate()
+    }
+
+    /// The policy for a request path: the longest matching rule wins.
+    pub fn route_policy(&self, path: &str) -> RoutePolicy {
+        let path = path.split_once('?').map_or(path, |(p, _)| p);
+        self.routes
+            .iter()
+            .filter(|r| path.starts_with(&r.path_prefix))
+            .max_by_key(|r| r.path_prefix.len())
+            .map_or(RoutePolicy::Required, |r| r.policy)
+    }
+}
+
+/// An HTTP header name as Envoy accepts it from a filter: lowercase token.
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// A cookie name per RFC 6265 (an RFC 7230 token).
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+impl RawConfig {
+    fn validate(self) -> Result<Config, ConfigError> {
+        let (cookie, cookie_attributes) = self.cookie.validate()?;
+        let tokens = self.jwt.validate()?;
+        let sidecar = self.sidecar.validate()?;
+        let identity_headers = self.identity_headers.validate()?;
+        for (field, name) in [
+            ("session_start_header", &self.session_start_header),
+            ("session_end_header", &self.session_end_header),
+        ] {
+            if !is_header_name(name) {
+                return Err(err(field, "expected a lowercase HTTP header name"));
+            }
+        }
+        let mut routes = Vec::with_capacity(self.routes.len());
+        for (i, route) in self.routes.into_iter().enumerate() {
+            if !route.path_prefix.starts_with('/') {
+                return Err(err(
+                    &format!("routes[{i}].path_prefix"),
+                    "expected a path starting with `/`",
+                ));
+            }
+            let policy = match route.policy.as_str() {
+                "required" => RoutePolicy::Required,
+                "off" => RoutePolicy::Off,
+                other => {
+                    return Err(err(
+                        &format!("routes[{i}].policy"),
+                        format!("expected \"required\" or \"off\", got {other:?}"),
+                    ))
+                }
+            };
+            routes.push(RouteRule {
+                path_prefix: route.path_prefix,
+                policy,
+            });
+        }
+        if !(1..=3600).contains(&self.retry_after_seconds) {
+            return Err(err("retry_after_seconds", "expected 1 to 3600"));
+        }
+        Ok(Config {
+            cookie,
+            cookie_attributes,
+            tokens,
+            sidecar,
+            identity_headers,
+            session_start_header: self.session_start_header,
+            session_end_header: self.session_end_header,
+            routes,
+            retry_after_seconds: self.retry_after_seconds,
+        })
+    }
+}
+
+impl RawCookie {
+    fn validate(self) -> Result<(CookieCodec, CookieAttributes), ConfigError> {
+        if !is_cookie_name(&self.name) {
+            return Err(err("cookie.name", "expected a cookie name (RFC 6265 token)"));
+        }
+        if self.keys.is_empty() {
+            return Err(err(
+                "cookie.keys",
+                "expected at least one {\"id\", \"secret\"}; the first seals new cookies",
+            ));
+        }
+        let mut keys: Vec<(u8, &[u8])> = Vec::with_capacity(self.keys.len());
+        for (i, key) in self.keys.iter().enumerate() {
+            if key.secret.len() < MIN_SECRET_LEN {
+                return Err(err(
+                    &format!("cookie.keys[{i}].secret"),
+                    format!("expected at least {MIN_SECRET_LEN} bytes of secret"),
+                ));
+            }
+            if keys.iter().any(|(id, _)| *id == key.id) {
+                return Err(err(
+                    &format!("cookie.keys[{i}].id"),
+                    format!("key id {} is listed twice", key.id),
+                ));
+            }
+            keys.push((key.id, key.secret.as_bytes()));
+        }
+        let same_site = match self.same_site.as_str() {
+            "Strict" | "strict" => SameSite::Strict,
+            "Lax" | "lax" => SameSite::Lax,
+            other => {
+                return Err(err(
+                    "cookie.same_site",
+                    format!("expected \"Strict\" or \"Lax\", got {other:?}"),
+                ))
+            }
+        };
+        if !self.path.starts_with('/') || self.path.contains(';') {
+            return Err(err("cookie.path", "expected a path starting with `/`"));
+        }
+        if let Some(domain) = &self.domain {
+            if domain.is_empty() || domain.contains([';', ' ', ',']) {
+                return Err(err("cookie.domain", "expected a domain name"));
+            }
+        }
+        // The prefixes are promises browsers enforce; refuse a config that
+        // would make browsers drop the cookie.
+        if self.name.starts_with("__Host-") {
+            if !self.secure {
+                return Err(err("cookie.secure", "a `__Host-` cookie must be Secure"));
+            }
+            if self.path != "/" {
+                return Err(err("cookie.path", "a `__Host-` cookie must have Path=/"));
+            }
+            if self.domain.is_some() {
+                return Err(err(
+                    "cookie.domain",
+                    "a `__Host-` cookie cannot have a Domain; rename the cookie to share it across sub-domains",
+                ));
+            }
+        }
+        if self.name.starts_with("__Secure-") && !self.secure {
+            return Err(err("cookie.secure", "a `__Secure-` cookie must be Secure"));
+        }
+        let codec = CookieCodec::new(&self.name, &keys)
+            .ok_or_else(|| err("cookie.keys", "could not derive the cookie keys"))?;
+        Ok((
+            codec,
+            CookieAttributes {
+                secure: self.secure,
+                http_only: self.http_only,
+                same_site,
+                path: self.path,
+                domain: self.domain,
+                max_age_seconds: self.max_age_seconds,
+            },
+        ))
+    }
+}
+
+impl RawJwt {
+    fn validate(self) -> Result<TokenVerifier, ConfigError> {
+        if self.issuer.is_empty() {
+            return Err(err("jwt.issuer", "expected the issuer URL of the sidecar"));
+        }
+        if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
+            return Err(err("jwt.audiences", "expected a non-empty list of audiences"));
+        }
+        if self.leeway_seconds > MAX_LEEWAY_SECONDS {
+            return Err(err(
+                "jwt.leeway_seconds",
+                format!("expected at most {MAX_LEEWAY_SECONDS}"),
+            ));
+        }
+        // The key set may be given as a JSON object or as a string holding one.
+        let jwks_value = match self.jwks {
+            serde_json::Value::String(s) => serde_json::from_str(&s)
+                .map_err(|e| err("jwt.jwks", format!("expected a JWKS: {e}")))?,
+            other => other,
+        };
+        let jwks: JwkSet = serde_json::from_value(jwks_value)
+            .map_err(|e| err("jwt.jwks", format!("expected a JWKS ({{\"keys\": [...]}}): {e}")))?;
+        TokenVerifier::new(&jwks, &self.issuer, &self.audiences, self.leeway_seconds)
+            .map_err(|e| err("jwt.jwks", e.0))
+    }
+}
+
+impl RawSidecar {
+    fn validate(self) -> Result<SidecarConfig, ConfigError> {
+        if self.cluster.is_empty() {
+            return Err(err("sidecar.cluster", "expected the Envoy cluster name of redis-sidecar"));
+        }
+        if self.authority.is_empty() {
+            return Err(err("sidecar.authority", "expected a host name"));
+        }
+        if self.token.len() < 16 || self.token.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(err(
+                "sidecar.token",
+                "expected the sidecar's filter credential: at least 16 printable characters",
+            ));
+        }
+        if !TIMEOUT_MS_RANGE.contains(&self.timeout_ms) {
+            return Err(err(
+                "sidecar.timeout_ms",
+                format!(
+                    "expected {} to {} milliseconds",
+                    TIMEOUT_MS_RANGE.start(),
+                    TIMEOUT_MS_RANGE.end()
+                ),
+            ));
+        }
+        Ok(SidecarConfig {
+            cluster: self.cluster,
+            authority: self.authority,
+            token: self.token,
+            timeout_ms: self.timeout_ms,
+        })
+    }
+}
+
+impl RawIdentityHeaders {
+    fn validate(self) -> Result<IdentityHeaders, ConfigError> {
+        for (field, name) in [
+            ("identity_headers.user_id", &self.user_id),
+            ("identity_headers.session", &self.session),
+            ("identity_headers.email", &self.email),
+            ("identity_headers.roles", &self.roles),
+            ("identity_headers.client_ip", &self.client_ip),
+        ] {
+            if !is_header_name(name) {
+                return Err(err(field, "expected a lowercase HTTP header name"));
+            }
+            if matches!(name.as_str(), "authorization" | "cookie" | "host") {
+                return Err(err(field, format!("`{name}` cannot carry identity")));
+            }
+        }
+        Ok(IdentityHeaders {
+            user_id: self.user_id,
+            session: self.session,
+            email: self.email,
+            roles: self.roles,
+            client_ip: self.client_ip,
+            forward_access_token: self.forward_access_token,
+        })
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::token::tests::{AUD, ISS, TEST_JWKS};
+    use serde_json::json;
+
+    pub fn valid_json() -> serde_json::Value {
+        json!({
+            "cookie": {"keys": [{"id": 1, "secret": "0123456789abcdef0123456789abcdef"}]},
+            "jwt": {
+                "issuer": ISS,
+                "audiences": [AUD],
+                "jwks": serde_json::from_str::<serde_json::Value>(TEST_JWKS).unwrap(),
+                "leeway_seconds": 5
+            },
+            "sidecar": {"cluster": "redis_sidecar", "token": "filter-token-0123456789"},
+            "routes": [{"path_prefix": "/auth/", "policy": "off"}]
+        })
+    }
+
+    pub fn valid_config() -> Config {
+        Config::from_json(valid_json().to_string().as_bytes()).unwrap()
+    }
+
+    fn error_for(mutate: impl FnOnce(&mut serde_json::Value)) -> ConfigError {
+        let mut v = valid_json();
+        mutate(&mut v);
+        Config::from_json(v.to_string().as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = valid_config();
+        assert_eq!(c.cookie.name(), "__Host-portero");
+        assert!(c.cookie_attributes.secure && c.cookie_attributes.http_only);
+        assert_eq!(c.cookie_attributes.same_site, SameSite::Strict);
+        assert_eq!(c.cookie_attributes.path, "/");
+        assert_eq!(c.sidecar.timeout_ms, 500);
+        assert_eq!(c.route_policy("/me"), RoutePolicy::Required);
+        assert_eq!(c.route_policy("/auth/login?x=1"), RoutePolicy::Off);
+        assert_eq!(c.route_policy("/authx"), RoutePolicy::Required);
+    }
+
+    #[test]
+    fn jwks_may_be_a_string() {
+        let mut v = valid_json();
+        v["jwt"]["jwks"] = json!(TEST_JWKS);
+        assert!(Config::from_json(v.to_string().as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
+            ("(root)", Box::new(|v| *v = json!([]))),
+            ("cookie", Box::new(|v| { v.as_object_mut().unwrap().remove("cookie"); })),
+            ("bogus", Box::new(|v| v["bogus"] = json!(1))),
+            ("cookie.keys", Box::new(|v| v["cookie"]["keys"] = json!([]))),
+            ("cookie.keys[0].secret", Box::new(|v| v["cookie"]["keys"][0]["secret"] = json!("short"))),
+            ("cookie.keys[0].id", Box::new(|v| v["cookie"]["keys"][0]["id"] = json!(300))),
+            ("cookie.keys[1].id", Box::new(|v| {
+                v["cookie"]["keys"] = json!([
+                    {"id": 1, "secret": "0123456789abcdef0123456789abcdef"},
+                    {"id": 1, "secret": "fedcba9876543210fedcba9876543210"}
+                ])
+            })),
+            ("cookie.name", Box::new(|v| v["cookie"]["name"] = json!("bad name"))),
+            ("cookie.same_site", Box::new(|v| v["cookie"]["same_site"] = json!("None"))),
+            ("cookie.secure", Box::new(|v| v["cookie"]["secure"] = json!(false))),
+            ("cookie.path", Box::new(|v| v["cookie"]["path"] = json!("/app"))),
+            ("cookie.domain", Box::new(|v| v["cookie"]["domain"] = json!("example.com"))),
+            ("jwt.issuer", Box::new(|v| v["jwt"]["issuer"] = json!(""))),
+            ("jwt.audiences", Box::new(|v| v["jwt"]["audiences"] = json!([]))),
+            ("jwt.leeway_seconds", Box::new(|v| v["jwt"]["leeway_seconds"] = json!(3600))),
+            ("jwt.leeway_seconds", Box::new(|v| v["jwt"]["leeway_seconds"] = json!(-1))),
+            ("jwt.jwks", Box::new(|v| v["jwt"]["jwks"] = json!({"keys": []}))),
+            ("jwt.jwks", Box::new(|v| v["jwt"]["jwks"] = json!("not json"))),
+            ("jwt.jwks", Box::new(|v| v["jwt"]["jwks"] = json!({"keys": [{"kty": "oct", "k": "AA", "kid": "x"}]}))),
+            ("sidecar.cluster", Box::new(|v| v["sidecar"]["cluster"] = json!(""))),
+            ("sidecar.token", Box::new(|v| v["sidecar"]["token"] = json!("short"))),
+            ("sidecar.timeout_ms", Box::new(|v| v["sidecar"]["timeout_ms"] = json!(0))),
+            ("identity_headers.roles", Box::new(|v| v["identity_headers"] = json!({"roles": "X-Roles"}))),
+            ("identity_headers.user_id", Box::new(|v| v["identity_headers"] = json!({"user_id": "cookie"}))),
+            ("session_start_header", Box::new(|v| v["session_start_header"] = json!("bad header"))),
+            ("routes[0].path_prefix", Box::new(|v| v["routes"][0]["path_prefix"] = json!("auth"))),
+            ("routes[0].policy", Box::new(|v| v["routes"][0]["policy"] = json!("maybe"))),
+            ("retry_after_seconds", Box::new(|v| v["retry_after_seconds"] = json!(0))),
+        ];
+        for (field, mutate) in cases {
+            let e = error_for(mutate);
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(field), "{e}");
+        }
+    }
+
+    #[test]
+    fn not_json_is_an_error_not_a_panic() {
+        for bad in [&b""[..], b"{", b"\xff\xfe", b"null", b"42"] {
+            assert!(Config::from_json(bad).is_err());
+        }
+    }
+
+    #[test]
+    fn lax_and_domain_when_host_prefix_is_off() {
+        let mut v = valid_json();
+        v["cookie"]["name"] = json!("portero");
+        v["cookie"]["same_site"] = json!("Lax");
+        v["cookie"]["domain"] = json!("example.com");
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap();
+        assert_eq!(c.cookie_attributes.same_site, SameSite::Lax);
+        assert_eq!(c.cookie_attributes.domain.as_deref(), Some("example.com"));
+    }
+}

@@ -1,0 +1,415 @@
+//! The flow's state machine against a fake host: every branch of both
+//! flowcharts, and the response side.
+
+use std::collections::BTreeMap;
+use std::rc::Rc;
+
+use portero_wire::{AccessClaims, LookupRequest, LookupResponse, SessionView};
+
+use super::*;
+use crate::config::tests::valid_config;
+use crate::token::tests::{claims, sign, NOW};
+
+const SID: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+
+#[derive(Default)]
+struct FakeHost {
+    now: u64,
+    request: BTreeMap<String, String>,
+    response: Vec<(String, String)>,
+    calls: Vec<SidecarCall>,
+    sent: Option<LocalResponse>,
+    dispatch_fails: bool,
+}
+
+impl FakeHost {
+    fn new() -> Self {
+        let mut host = FakeHost {
+            now: NOW,
+            ..Default::default()
+        };
+        host.request.insert(":path".into(), "/me".into());
+        host
+    }
+
+    fn with(mut self, name: &str, value: &str) -> Self {
+        self.request.insert(name.into(), value.into());
+        self
+    }
+
+    fn sent_status(&self) -> Option<u32> {
+        self.sent.as_ref().map(|r| r.status)
+    }
+
+    fn sent_header(&self, name: &str) -> Option<&str> {
+        self.sent.as_ref().and_then(|r| {
+            r.headers
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        })
+    }
+
+    fn sent_reason(&self) -> String {
+        let body: serde_json::Value =
+            serde_json::from_slice(&self.sent.as_ref().unwrap().body).unwrap();
+        body["reason"].as_str().unwrap().to_string()
+    }
+
+    fn lookup(&self) -> LookupRequest {
+        serde_json::from_slice(&self.calls[0].body).unwrap()
+    }
+}
+
+impl Host for FakeHost {
+    fn now(&self) -> u64 {
+        self.now
+    }
+    fn client_address(&self) -> Option<String> {
+        Some("203.0.113.7:5555".into())
+    }
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.request.get(name).cloned()
+    }
+    fn set_request_header(&mut self, name: &str, value: &str) {
+        self.request.insert(name.into(), value.into());
+    }
+    fn remove_request_header(&mut self, name: &str) {
+        self.request.remove(name);
+    }
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn add_response_header(&mut self, name: &str, value: &str) {
+        self.response.push((name.into(), value.into()));
+    }
+    fn remove_response_header(&mut self, name: &str) {
+        self.response.retain(|(k, _)| k != name);
+    }
+    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String> {
+        if self.dispatch_fails {
+            return Err("no such cluster".into());
+        }
+        self.calls.push(call);
+        Ok(())
+    }
+    fn send_local_response(&mut self, response: LocalResponse) {
+        assert!(self.sent.is_none(), "two local responses");
+        self.sent = Some(response);
+    }
+}
+
+fn config() -> Rc<Config> {
+    Rc::new(valid_config())
+}
+
+fn session() -> SessionView {
+    let c = claims();
+    SessionView {
+        handle: c.sid.clone(),
+        user_id: c.sub.clone(),
+        email: "ada@example.com".into(),
+        roles: vec!["admin".into(), "dev".into()],
+        created_at: NOW - 100,
+        last_seen_at: NOW,
+        expires_at: NOW + 3600,
+        idle_expires_at: NOW + 600,
+        client_ip: "203.0.113.7".into(),
+        user_agent: "test".into(),
+        access_token: "header.payload.sig".into(),
+        access_jti: c.jti.clone(),
+        access_expires_at: NOW + 300,
+    }
+}
+
+fn ok_reply(session: &SessionView) -> SidecarReply {
+    SidecarReply {
+        status: Some(200),
+        body: serde_json::to_vec(&LookupResponse {
+            session: session.clone(),
+        })
+        .unwrap(),
+    }
+}
+
+fn cookie_host(config: &Config) -> FakeHost {
+    let value = config.cookie.seal(SID).unwrap();
+    FakeHost::new().with("cookie", &format!("theme=dark; __Host-portero={value}"))
+}
+
+fn bearer_host(claims: &AccessClaims) -> FakeHost {
+    FakeHost::new().with("authorization", &format!("Bearer {}", sign(claims)))
+}
+
+#[test]
+fn cookie_flow_forwards_identity_and_hides_the_cookie() {
+    let config = config();
+    let mut host = cookie_host(&config).with("x-portero-user-id", "spoofed");
+    let mut flow = Flow::new(config);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(host.lookup(), LookupRequest::SessionId(SID.into()));
+    let call = &host.calls[0];
+    assert_eq!(call.cluster, "redis_sidecar");
+    assert!(call
+        .headers
+        .contains(&("authorization".into(), "Bearer filter-token-0123456789".into())));
+    assert_eq!(host.request_header("x-portero-user-id"), None, "spoofed header stripped");
+    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(host.sent, None);
+    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(host.request["x-portero-roles"], "admin,dev");
+    assert_eq!(host.request["x-portero-email"], "ada@example.com");
+    assert_eq!(host.request["x-portero-session"], session().handle);
+    assert_eq!(host.request["x-portero-client-ip"], "203.0.113.7");
+    assert_eq!(host.request["authorization"], "Bearer header.payload.sig");
+    assert_eq!(host.request["cookie"], "theme=dark");
+}
+
+#[test]
+fn no_cookie_no_token_is_401_without_lookup() {
+    let mut host = FakeHost::new();
+    let mut flow = Flow::new(config());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert!(host.calls.is_empty());
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "no_credentials");
+    assert_eq!(host.sent_header("www-authenticate"), Some("Bearer realm=\"portero\""));
+    assert_eq!(host.sent_header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn cookie_that_does_not_decrypt_is_401_and_cleared() {
+    let config = config();
+    for value in ["garbage", "", "AQE", &"A".repeat(5000)] {
+        let mut host = FakeHost::new().with("cookie", &format!("__Host-portero={value}"));
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.sent_status(), Some(401), "{value}");
+        assert_eq!(host.sent_reason(), "cookie_invalid");
+        assert!(host.sent_header("set-cookie").unwrap().contains("Max-Age=0"));
+    }
+}
+
+#[test]
+fn unknown_session_is_401() {
+    let config = config();
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    let reply = SidecarReply {
+        status: Some(404),
+        body: br#"{"error":"session_not_found","message":"no such session"}"#.to_vec(),
+    };
+    flow.on_sidecar_reply(&mut host, reply);
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "session_not_found");
+}
+
+#[test]
+fn expired_session_or_tokens_are_401() {
+    let config = config();
+    let mut expired = session();
+    expired.expires_at = NOW;
+    let mut stale = session();
+    stale.access_expires_at = NOW - 1;
+    let mut tokenless = session();
+    tokenless.access_token = String::new();
+    for (s, reason) in [
+        (expired, "session_not_found"),
+        (stale, "session_tokens_invalid"),
+        (tokenless, "session_tokens_invalid"),
+    ] {
+        let mut host = cookie_host(&config);
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        flow.on_sidecar_reply(&mut host, ok_reply(&s));
+        assert_eq!(host.sent_status(), Some(401));
+        assert_eq!(host.sent_reason(), reason);
+    }
+}
+
+#[test]
+fn sidecar_trouble_is_503_and_keeps_the_cookie() {
+    let config = config();
+    let replies = [
+        SidecarReply { status: None, body: vec![] },
+        SidecarReply { status: Some(500), body: vec![] },
+        SidecarReply { status: Some(401), body: br#"{"error":"unauthorized","message":""}"#.to_vec() },
+        SidecarReply { status: Some(200), body: b"not json".to_vec() },
+        SidecarReply { status: Some(200), body: br#"{"session":{}}"#.to_vec() },
+        SidecarReply { status: Some(404), body: b"<html>".to_vec() },
+    ];
+    for reply in replies {
+        let mut host = cookie_host(&config);
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        assert_eq!(flow.on_sidecar_reply(&mut host, reply.clone()), Verdict::Pause);
+        assert_eq!(host.sent_status(), Some(503), "{reply:?}");
+        assert_eq!(host.sent_header("retry-after"), Some("1"));
+        assert_eq!(host.sent_header("set-cookie"), None, "store trouble is not a logout");
+        assert!(host.request_header("x-portero-user-id").is_none());
+    }
+}
+
+#[test]
+fn dispatch_failure_is_503() {
+    let config = config();
+    let mut host = cookie_host(&config);
+    host.dispatch_fails = true;
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(503));
+    assert_eq!(host.sent_reason(), "sidecar_unavailable");
+}
+
+#[test]
+fn identity_that_could_split_a_header_is_refused() {
+    let config = config();
+    let mut bad = session();
+    bad.email = "a@b\r\nx-portero-roles: admin".into();
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&bad));
+    assert_eq!(host.sent_status(), Some(503));
+    assert_eq!(host.sent_reason(), "sidecar_bad_reply");
+}
+
+#[test]
+fn bearer_flow_forwards_with_the_callers_token() {
+    let c = claims();
+    let mut host = bearer_host(&c);
+    let token = host.request["authorization"].clone();
+    let mut flow = Flow::new(config());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(host.lookup(), LookupRequest::SessionHandle(c.sid.clone()));
+    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(host.sent, None);
+    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(host.request["authorization"], token);
+}
+
+#[test]
+fn bearer_token_rejections_are_401_with_www_authenticate() {
+    let mut expired = claims();
+    expired.exp = NOW - 100;
+    let mut no_sid = claims();
+    no_sid.sid = String::new();
+    let mut bad_sid = claims();
+    bad_sid.sid = "not a handle".into();
+    for (c, reason) in [
+        (expired, "token_expired"),
+        (no_sid, "token_without_sid"),
+        (bad_sid, "token_without_sid"),
+    ] {
+        let mut host = bearer_host(&c);
+        let mut flow = Flow::new(config());
+        flow.on_request_headers(&mut host);
+        assert!(host.calls.is_empty());
+        assert_eq!(host.sent_status(), Some(401));
+        assert_eq!(host.sent_reason(), reason);
+        assert_eq!(
+            host.sent_header("www-authenticate"),
+            Some("Bearer realm=\"portero\", error=\"invalid_token\"")
+        );
+        assert_eq!(host.sent_header("set-cookie"), None);
+    }
+}
+
+#[test]
+fn bearer_token_must_be_the_sessions_current_token() {
+    for mutate in [
+        (|s: &mut SessionView| s.access_jti = "older".into()) as fn(&mut SessionView),
+        |s| s.user_id = "someone-else".into(),
+        |s| s.handle = "x".repeat(43),
+    ] {
+        let mut host = bearer_host(&claims());
+        let mut flow = Flow::new(config());
+        flow.on_request_headers(&mut host);
+        let mut s = session();
+        mutate(&mut s);
+        flow.on_sidecar_reply(&mut host, ok_reply(&s));
+        assert_eq!(host.sent_status(), Some(401));
+        assert_eq!(host.sent_reason(), "session_tokens_invalid");
+    }
+}
+
+#[test]
+fn non_bearer_authorization_falls_back_to_the_cookie() {
+    let mut host = FakeHost::new().with("authorization", "Basic dXNlcjpwYXNz");
+    let mut flow = Flow::new(config());
+    flow.on_request_headers(&mut host);
+    assert_eq!(host.sent_reason(), "no_credentials");
+}
+
+#[test]
+fn off_route_passes_anonymously_without_identity() {
+    let mut host = FakeHost::new()
+        .with(":path", "/auth/login")
+        .with("x-portero-roles", "admin");
+    let mut flow = Flow::new(config());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+    assert!(host.calls.is_empty() && host.sent.is_none());
+    assert_eq!(host.request_header("x-portero-roles"), None);
+}
+
+#[test]
+fn late_or_duplicate_replies_are_ignored() {
+    let mut host = FakeHost::new();
+    let mut flow = Flow::new(config());
+    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert!(host.sent.is_none() && host.request_header("x-portero-user-id").is_none());
+}
+
+#[test]
+fn start_session_header_becomes_a_cookie() {
+    let config = config();
+    let mut host = FakeHost::new();
+    host.add_response_header("x-portero-start-session", SID);
+    Flow::new(config.clone()).on_response_headers(&mut host);
+    assert_eq!(host.response_header("x-portero-start-session"), None);
+    let set_cookie = host.response_header("set-cookie").unwrap();
+    assert!(set_cookie.starts_with("__Host-portero="));
+    assert!(set_cookie.ends_with("; Path=/; Secure; HttpOnly; SameSite=Strict"));
+    let value = set_cookie
+        .trim_start_matches("__Host-portero=")
+        .split(';')
+        .next()
+        .unwrap();
+    assert_eq!(config.cookie.open(value).unwrap(), SID);
+}
+
+#[test]
+fn bad_start_session_header_is_502_without_cookie() {
+    let mut host = FakeHost::new();
+    host.add_response_header(":status", "200");
+    host.add_response_header("x-portero-start-session", "not a session id");
+    Flow::new(config()).on_response_headers(&mut host);
+    assert_eq!(host.response_header("set-cookie"), None);
+    assert_eq!(host.response_header(":status").as_deref(), Some("502"));
+    assert_eq!(host.response_header("x-portero-start-session"), None);
+}
+
+#[test]
+fn end_session_header_clears_the_cookie() {
+    let mut host = FakeHost::new();
+    host.add_response_header("x-portero-end-session", "1");
+    Flow::new(config()).on_response_headers(&mut host);
+    assert_eq!(host.response_header("x-portero-end-session"), None);
+    assert!(host
+        .response_header("set-cookie")
+        .unwrap()
+        .starts_with("__Host-portero=; Path=/; Max-Age=0"));
+}
+
+#[test]
+fn client_address_forms() {
+    assert_eq!(ip_of_address("10.0.0.1:80").as_deref(), Some("10.0.0.1"));
+    assert_eq!(ip_of_address("[::1]:80").as_deref(), Some("::1"));
+    assert_eq!(ip_of_address("::1").as_deref(), Some("::1"));
+    assert_eq!(ip_of_address("garbage"), None);
+}

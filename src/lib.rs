@@ -1,0 +1,25 @@
+//! portero: an edge session gate for Envoy.
+//!
+//! Everything that decides lives in plain Rust that does not know it runs in
+//! wasm: the cookie codec ([`cookie`]), access-token verification ([`token`]),
+//! the plugin configuration ([`config`]) and the flow of one request as a
+//! state machine over a small host trait ([`flow`]). The proxy-wasm shell
+//! (`shell`, built for wasm only) moves bytes between Envoy and that core.
+#![cfg_attr(
+    test,
+    allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing
+    )
+)]
+
+pub mod config;
+pub mod cookie;
+pub mod flow;
+pub mod reject;
+pub mod token;
+
+#[cfg(all(target_arch = "wasm32", not(test)))]
+mod shell;

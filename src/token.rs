@@ -1,0 +1,337 @@
+//! Bearer access tokens: RS256 only, key chosen by `kid` from a pinned JWKS.
+//!
+//! Never `none`, never an HMAC algorithm (so an RSA public key can't be used as
+//! an HMAC secret), never a key named by `jku`/`x5u`: only keys in the
+//! configured set verify. Time claims are checked here against the host's
+//! clock, not by the library, so the reasons are precise and tests control time.
+
+use std::collections::HashMap;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, Validation};
+use portero_wire::AccessClaims;
+
+/// Longest bearer token accepted before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8192;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenError {
+    TooLong,
+    Malformed,
+    DisallowedAlgorithm,
+    MissingKeyId,
+    UnknownKeyId,
+    BadSignature,
+    WrongIssuer,
+    WrongAudience,
+    Expired,
+    NotYetValid,
+    MissingSessionId,
+}
+
+impl TokenError {
+    /// Stable reason code (response body, logs, metrics).
+    pub fn reason(self) -> &'static str {
+        match self {
+            TokenError::TooLong => "token_too_long",
+            TokenError::Malformed => "token_malformed",
+            TokenError::DisallowedAlgorithm => "token_algorithm_not_allowed",
+            TokenError::MissingKeyId => "token_without_kid",
+            TokenError::UnknownKeyId => "token_unknown_kid",
+            TokenError::BadSignature => "token_bad_signature",
+            TokenError::WrongIssuer => "token_wrong_issuer",
+            TokenError::WrongAudience => "token_wrong_audience",
+            TokenError::Expired => "token_expired",
+            TokenError::NotYetValid => "token_not_yet_valid",
+            TokenError::MissingSessionId => "token_without_sid",
+        }
+    }
+}
+
+/// Why a JWKS could not be pinned; names the offending key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeySetError(pub String);
+
+/// Verifies access tokens against a pinned key set.
+pub struct TokenVerifier {
+    keys: HashMap<String, DecodingKey>,
+    validation: Validation,
+    leeway: u64,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("kids", &self.keys.keys().collect::<Vec<_>>())
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(
+        jwks: &JwkSet,
+        issuer: &str,
+        audiences: &[String],
+        leeway_seconds: u64,
+    ) -> Result<Self, KeySetError> {
+        let mut keys = HashMap::new();
+        for (i, jwk) in jwks.keys.iter().enumerate() {
+            let kid = jwk
+                .common
+                .key_id
+                .clone()
+                .ok_or_else(|| KeySetError(format!("keys[{i}] has no \"kid\"")))?;
+            if !matches!(jwk.algorithm, AlgorithmParameters::RSA(_)) {
+                return Err(KeySetError(format!("keys[{i}] ({kid}) is not an RSA key")));
+            }
+            if let Some(alg) = jwk.common.key_algorithm {
+                if alg != KeyAlgorithm::RS256 {
+                    return Err(KeySetError(format!(
+                        "keys[{i}] ({kid}) has alg {alg:?}; only RS256 is accepted"
+                    )));
+                }
+            }
+            if let Some(usage) = &jwk.common.public_key_use {
+                if *usage != PublicKeyUse::Signature {
+                    return Err(KeySetError(format!("keys[{i}] ({kid}) is not a \"sig\" key")));
+                }
+            }
+            let key = DecodingKey::from_jwk(jwk)
+                .map_err(|e| KeySetError(format!("keys[{i}] ({kid}): {e}")))?;
+            if keys.insert(kid.clone(), key).is_some() {
+                return Err(KeySetError(format!("keys[{i}]: duplicate kid {kid}")));
+            }
+        }
+        if keys.is_empty() {
+            return Err(KeySetError("the key set is empty".into()));
+        }
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.algorithms = vec![Algorithm::RS256];
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(audiences);
+        // Time claims are checked in `verify` against the host clock.
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        Ok(Self {
+            keys,
+            validation,
+            leeway: leeway_seconds,
+        })
+    }
+
+    /// Verifies a bearer token at time `now` (Unix seconds).
+    pub fn verify(&self, token: &str, now: u64) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        let header = decode_header(token).map_err(|e| match e.kind() {
+            // An unknown "alg" (including "none") fails header parsing.
+            ErrorKind::Json(_) if token_alg_is_unsupported(token) => {
+                TokenError::DisallowedAlgorithm
+            }
+            _ => TokenError::Malformed,
+        })?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::DisallowedAlgorithm);
+        }
+        let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
+        let key = self.keys.get(&kid).ok_or(TokenError::UnknownKeyId)?;
+        let data = decode::<AccessClaims>(token, key, &self.validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::InvalidSignature => TokenError::BadSignature,
+                ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
+                ErrorKind::InvalidAudience => TokenError::WrongAudience,
+                ErrorKind::InvalidAlgorithm => TokenError::DisallowedAlgorithm,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        let claims = data.claims;
+        if claims.exp.saturating_add(self.leeway) <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.nbf > now.saturating_add(self.leeway) {
+            return Err(TokenError::NotYetValid);
+        }
+        if claims.sid.is_empty() {
+            return Err(TokenError::MissingSessionId);
+        }
+        Ok(claims)
+    }
+}
+
+/// Whether the token's header names an `alg` this library does not know
+/// (notably `none`), so that it is reported as a disallowed algorithm.
+fn token_alg_is_unsupported(token: &str) -> bool {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    let Some(header) = token.split('.').next() else {
+        return false;
+    };
+    let Ok(bytes) = URL_SAFE_NO_PAD.decode(header) else {
+        return false;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        return false;
+    };
+    value.get("alg").and_then(|a| a.as_str()).is_some()
+}
+
+/// The token of an `Authorization: Bearer <token>` header, if that is its form.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        None
+    } else {
+        Some(token)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    // A 2048-bit test key (PKCS#1), generated for these tests only.
+    pub const TEST_PRIVATE_PEM: &str = include_str!("../tests/fixtures/test-rsa.pem");
+    pub const OTHER_PRIVATE_PEM: &str = include_str!("../tests/fixtures/other-rsa.pem");
+    pub const TEST_JWKS: &str = include_str!("../tests/fixtures/test-jwks.json");
+
+    pub const ISS: &str = "https://portero.test";
+    pub const AUD: &str = "portero-apps";
+    pub const NOW: u64 = 1_800_000_000;
+
+    pub fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: ISS.into(),
+            aud: AUD.into(),
+            sub: "user-1".into(),
+            sid: "h".repeat(43),
+            jti: "jti-1".into(),
+            iat: NOW - 10,
+            nbf: NOW - 10,
+            exp: NOW + 300,
+            ver: 1,
+        }
+    }
+
+    pub fn sign_with(pem: &str, kid: &str, claims: &AccessClaims) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+    }
+
+    pub fn sign(claims: &AccessClaims) -> String {
+        sign_with(TEST_PRIVATE_PEM, "test-key", claims)
+    }
+
+    pub fn verifier() -> TokenVerifier {
+        let jwks: JwkSet = serde_json::from_str(TEST_JWKS).unwrap();
+        TokenVerifier::new(&jwks, ISS, &[AUD.to_string()], 5).unwrap()
+    }
+
+    fn b64(json: &str) -> String {
+        URL_SAFE_NO_PAD.encode(json)
+    }
+
+    #[test]
+    fn valid_token_verifies() {
+        let got = verifier().verify(&sign(&claims()), NOW).unwrap();
+        assert_eq!(got, claims());
+    }
+
+    #[test]
+    fn expiry_and_not_before_with_leeway() {
+        let v = verifier();
+        let mut c = claims();
+        c.exp = NOW - 3;
+        assert!(v.verify(&sign(&c), NOW).is_ok(), "within leeway");
+        c.exp = NOW - 5;
+        assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::Expired));
+        let mut c = claims();
+        c.nbf = NOW + 60;
+        assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn wrong_issuer_audience_and_missing_sid() {
+        let v = verifier();
+        let mut c = claims();
+        c.iss = "https://evil".into();
+        assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::WrongIssuer));
+        let mut c = claims();
+        c.aud = "other".into();
+        assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::WrongAudience));
+        let mut c = claims();
+        c.sid = String::new();
+        assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::MissingSessionId));
+    }
+
+    #[test]
+    fn other_key_and_unknown_kid() {
+        let v = verifier();
+        let forged = sign_with(OTHER_PRIVATE_PEM, "test-key", &claims());
+        assert_eq!(v.verify(&forged, NOW), Err(TokenError::BadSignature));
+        let unknown = sign_with(TEST_PRIVATE_PEM, "nope", &claims());
+        assert_eq!(v.verify(&unknown, NOW), Err(TokenError::UnknownKeyId));
+    }
+
+    #[test]
+    fn alg_none_and_hs256_with_public_key_are_refused() {
+        let v = verifier();
+        let payload = b64(&serde_json::to_string(&claims()).unwrap());
+        let none = format!("{}.{payload}.", b64(r#"{"alg":"none","kid":"test-key"}"#));
+        assert_eq!(v.verify(&none, NOW), Err(TokenError::DisallowedAlgorithm));
+        let jwks: serde_json::Value = serde_json::from_str(TEST_JWKS).unwrap();
+        let n = jwks["keys"][0]["n"].as_str().unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("test-key".into());
+        let hs = encode(&header, &claims(), &EncodingKey::from_secret(n.as_bytes())).unwrap();
+        assert_eq!(v.verify(&hs, NOW), Err(TokenError::DisallowedAlgorithm));
+    }
+
+    #[test]
+    fn malformed_tokens() {
+        let v = verifier();
+        for bad in ["", "a", "a.b", "a.b.c", "....", "é.é.é", "e30.e30.e30"] {
+            assert!(v.verify(bad, NOW).is_err(), "{bad:?} verified");
+        }
+        assert_eq!(v.verify(&"a".repeat(9000), NOW), Err(TokenError::TooLong));
+        let good = sign(&claims());
+        assert!(v.verify(&good[..good.len() - 3], NOW).is_err());
+        let no_kid = {
+            let header = Header::new(Algorithm::RS256);
+            let key = EncodingKey::from_rsa_pem(TEST_PRIVATE_PEM.as_bytes()).unwrap();
+            encode(&header, &claims(), &key).unwrap()
+        };
+        assert_eq!(v.verify(&no_kid, NOW), Err(TokenError::MissingKeyId));
+    }
+
+    #[test]
+    fn bearer_header_forms() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("bearer  abc "), Some("abc"));
+        assert_eq!(bearer_token("Basic abc"), None);
+        assert_eq!(bearer_token("Bearer "), None);
+        assert_eq!(bearer_token("Bearer"), None);
+    }
+
+    #[test]
+    fn key_set_is_checked() {
+        let empty: JwkSet = serde_json::from_str(r#"{"keys":[]}"#).unwrap();
+        assert!(TokenVerifier::new(&empty, ISS, &[], 0).is_err());
+        let mut jwks: serde_json::Value = serde_json::from_str(TEST_JWKS).unwrap();
+        jwks["keys"][0].as_object_mut().unwrap().remove("kid");
+        let no_kid: JwkSet = serde_json::from_value(jwks).unwrap();
+        let err = TokenVerifier::new(&no_kid, ISS, &[], 0).unwrap_err();
+        assert!(err.0.contains("kid"), "{err:?}");
+    }
+}
