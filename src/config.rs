@@ -21,7 +21,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid plugin config: field `{}`: {}", self.field, self.message)
+        write!(
+            f,
+            "invalid plugin config: field `{}`: {}",
+            self.field, self.message
+        )
     }
 }
 
@@ -337,7 +341,10 @@ impl RawConfig {
 impl RawCookie {
     fn validate(self) -> Result<(CookieCodec, CookieAttributes), ConfigError> {
         if !is_cookie_name(&self.name) {
-            return Err(err("cookie.name", "expected a cookie name (RFC 6265 token)"));
+            return Err(err(
+                "cookie.name",
+                "expected a cookie name (RFC 6265 token)",
+            ));
         }
         if self.keys.is_empty() {
             return Err(err(
@@ -420,7 +427,10 @@ impl RawJwt {
             return Err(err("jwt.issuer", "expected the issuer URL of the sidecar"));
         }
         if self.audiences.is_empty() || self.audiences.iter().any(String::is_empty) {
-            return Err(err("jwt.audiences", "expected a non-empty list of audiences"));
+            return Err(err(
+                "jwt.audiences",
+                "expected a non-empty list of audiences",
+            ));
         }
         if self.leeway_seconds > MAX_LEEWAY_SECONDS {
             return Err(err(
@@ -434,8 +444,12 @@ impl RawJwt {
                 .map_err(|e| err("jwt.jwks", format!("expected a JWKS: {e}")))?,
             other => other,
         };
-        let jwks: JwkSet = serde_json::from_value(jwks_value)
-            .map_err(|e| err("jwt.jwks", format!("expected a JWKS ({{\"keys\": [...]}}): {e}")))?;
+        let jwks: JwkSet = serde_json::from_value(jwks_value).map_err(|e| {
+            err(
+                "jwt.jwks",
+                format!("expected a JWKS ({{\"keys\": [...]}}): {e}"),
+            )
+        })?;
         TokenVerifier::new(&jwks, &self.issuer, &self.audiences, self.leeway_seconds)
             .map_err(|e| err("jwt.jwks", e.0))
     }
@@ -444,7 +458,10 @@ impl RawJwt {
 impl RawSidecar {
     fn validate(self) -> Result<SidecarConfig, ConfigError> {
         if self.cluster.is_empty() {
-            return Err(err("sidecar.cluster", "expected the Envoy cluster name of redis-sidecar"));
+            return Err(err(
+                "sidecar.cluster",
+                "expected the Envoy cluster name of redis-sidecar",
+            ));
         }
         if self.authority.is_empty() {
             return Err(err("sidecar.authority", "expected a host name"));
@@ -555,38 +572,114 @@ pub(crate) mod tests {
     fn each_bad_field_is_named() {
         let cases: Vec<(&str, Box<dyn FnOnce(&mut serde_json::Value)>)> = vec![
             ("(root)", Box::new(|v| *v = json!([]))),
-            ("cookie", Box::new(|v| { v.as_object_mut().unwrap().remove("cookie"); })),
+            (
+                "cookie",
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("cookie");
+                }),
+            ),
             ("bogus", Box::new(|v| v["bogus"] = json!(1))),
             ("cookie.keys", Box::new(|v| v["cookie"]["keys"] = json!([]))),
-            ("cookie.keys[0].secret", Box::new(|v| v["cookie"]["keys"][0]["secret"] = json!("short"))),
-            ("cookie.keys[0].id", Box::new(|v| v["cookie"]["keys"][0]["id"] = json!(300))),
-            ("cookie.keys[1].id", Box::new(|v| {
-                v["cookie"]["keys"] = json!([
-                    {"id": 1, "secret": "0123456789abcdef0123456789abcdef"},
-                    {"id": 1, "secret": "fedcba9876543210fedcba9876543210"}
-                ])
-            })),
-            ("cookie.name", Box::new(|v| v["cookie"]["name"] = json!("bad name"))),
-            ("cookie.same_site", Box::new(|v| v["cookie"]["same_site"] = json!("None"))),
-            ("cookie.secure", Box::new(|v| v["cookie"]["secure"] = json!(false))),
-            ("cookie.path", Box::new(|v| v["cookie"]["path"] = json!("/app"))),
-            ("cookie.domain", Box::new(|v| v["cookie"]["domain"] = json!("example.com"))),
+            (
+                "cookie.keys[0].secret",
+                Box::new(|v| v["cookie"]["keys"][0]["secret"] = json!("short")),
+            ),
+            (
+                "cookie.keys[0].id",
+                Box::new(|v| v["cookie"]["keys"][0]["id"] = json!(300)),
+            ),
+            (
+                "cookie.keys[1].id",
+                Box::new(|v| {
+                    v["cookie"]["keys"] = json!([
+                        {"id": 1, "secret": "0123456789abcdef0123456789abcdef"},
+                        {"id": 1, "secret": "fedcba9876543210fedcba9876543210"}
+                    ])
+                }),
+            ),
+            (
+                "cookie.name",
+                Box::new(|v| v["cookie"]["name"] = json!("bad name")),
+            ),
+            (
+                "cookie.same_site",
+                Box::new(|v| v["cookie"]["same_site"] = json!("None")),
+            ),
+            (
+                "cookie.secure",
+                Box::new(|v| v["cookie"]["secure"] = json!(false)),
+            ),
+            (
+                "cookie.path",
+                Box::new(|v| v["cookie"]["path"] = json!("/app")),
+            ),
+            (
+                "cookie.domain",
+                Box::new(|v| v["cookie"]["domain"] = json!("example.com")),
+            ),
             ("jwt.issuer", Box::new(|v| v["jwt"]["issuer"] = json!(""))),
-            ("jwt.audiences", Box::new(|v| v["jwt"]["audiences"] = json!([]))),
-            ("jwt.leeway_seconds", Box::new(|v| v["jwt"]["leeway_seconds"] = json!(3600))),
-            ("jwt.leeway_seconds", Box::new(|v| v["jwt"]["leeway_seconds"] = json!(-1))),
-            ("jwt.jwks", Box::new(|v| v["jwt"]["jwks"] = json!({"keys": []}))),
-            ("jwt.jwks", Box::new(|v| v["jwt"]["jwks"] = json!("not json"))),
-            ("jwt.jwks", Box::new(|v| v["jwt"]["jwks"] = json!({"keys": [{"kty": "oct", "k": "AA", "kid": "x"}]}))),
-            ("sidecar.cluster", Box::new(|v| v["sidecar"]["cluster"] = json!(""))),
-            ("sidecar.token", Box::new(|v| v["sidecar"]["token"] = json!("short"))),
-            ("sidecar.timeout_ms", Box::new(|v| v["sidecar"]["timeout_ms"] = json!(0))),
-            ("identity_headers.roles", Box::new(|v| v["identity_headers"] = json!({"roles": "X-Roles"}))),
-            ("identity_headers.user_id", Box::new(|v| v["identity_headers"] = json!({"user_id": "cookie"}))),
-            ("session_start_header", Box::new(|v| v["session_start_header"] = json!("bad header"))),
-            ("routes[0].path_prefix", Box::new(|v| v["routes"][0]["path_prefix"] = json!("auth"))),
-            ("routes[0].policy", Box::new(|v| v["routes"][0]["policy"] = json!("maybe"))),
-            ("retry_after_seconds", Box::new(|v| v["retry_after_seconds"] = json!(0))),
+            (
+                "jwt.audiences",
+                Box::new(|v| v["jwt"]["audiences"] = json!([])),
+            ),
+            (
+                "jwt.leeway_seconds",
+                Box::new(|v| v["jwt"]["leeway_seconds"] = json!(3600)),
+            ),
+            (
+                "jwt.leeway_seconds",
+                Box::new(|v| v["jwt"]["leeway_seconds"] = json!(-1)),
+            ),
+            (
+                "jwt.jwks",
+                Box::new(|v| v["jwt"]["jwks"] = json!({"keys": []})),
+            ),
+            (
+                "jwt.jwks",
+                Box::new(|v| v["jwt"]["jwks"] = json!("not json")),
+            ),
+            (
+                "jwt.jwks",
+                Box::new(|v| {
+                    v["jwt"]["jwks"] = json!({"keys": [{"kty": "oct", "k": "AA", "kid": "x"}]})
+                }),
+            ),
+            (
+                "sidecar.cluster",
+                Box::new(|v| v["sidecar"]["cluster"] = json!("")),
+            ),
+            (
+                "sidecar.token",
+                Box::new(|v| v["sidecar"]["token"] = json!("short")),
+            ),
+            (
+                "sidecar.timeout_ms",
+                Box::new(|v| v["sidecar"]["timeout_ms"] = json!(0)),
+            ),
+            (
+                "identity_headers.roles",
+                Box::new(|v| v["identity_headers"] = json!({"roles": "X-Roles"})),
+            ),
+            (
+                "identity_headers.user_id",
+                Box::new(|v| v["identity_headers"] = json!({"user_id": "cookie"})),
+            ),
+            (
+                "session_start_header",
+                Box::new(|v| v["session_start_header"] = json!("bad header")),
+            ),
+            (
+                "routes[0].path_prefix",
+                Box::new(|v| v["routes"][0]["path_prefix"] = json!("auth")),
+            ),
+            (
+                "routes[0].policy",
+                Box::new(|v| v["routes"][0]["policy"] = json!("maybe")),
+            ),
+            (
+                "retry_after_seconds",
+                Box::new(|v| v["retry_after_seconds"] = json!(0)),
+            ),
         ];
         for (field, mutate) in cases {
             let e = error_for(mutate);

@@ -99,9 +99,7 @@ impl CookieCodec {
     pub fn new(name: &str, keys: &[(u8, &[u8])]) -> Option<Self> {
         let keys = keys
             .iter()
-            .map(|(id, secret)| {
-                derive_key(*id, secret).map(|cipher| CookieKey { id: *id, cipher })
-            })
+            .map(|(id, secret)| derive_key(*id, secret).map(|cipher| CookieKey { id: *id, cipher }))
             .collect::<Option<Vec<_>>>()?;
         if keys.is_empty() {
             return None;
@@ -256,7 +254,9 @@ fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
 
 /// The value of the first cookie called `name` in a `Cookie` header.
 pub fn find_cookie<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    cookie_pairs(header).find(|(n, _)| *n == name).map(|(_, v)| v)
+    cookie_pairs(header)
+        .find(|(n, _)| *n == name)
+        .map(|(_, v)| v)
 }
 
 /// The `Cookie` header without any cookie called `name`; `None` when nothing

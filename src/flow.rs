@@ -17,7 +17,7 @@ use portero_wire::{AccessClaims, ErrorBody, LookupRequest, LookupResponse, Sessi
 
 use crate::config::{Config, RoutePolicy};
 use crate::cookie::find_cookie;
-use crate::reject::{Rejection, Reason};
+use crate::reject::{Reason, Rejection};
 use crate::token::bearer_token;
 
 /// A response the filter sends itself instead of forwarding the request.
@@ -163,16 +163,22 @@ impl Flow {
                 let value = value.to_string();
                 self.obtain_session_id(host, &value)
             }
-            None => self.reject(host, ClientKind::Anonymous, Rejection::new(Reason::NoCredentials)),
+            None => self.reject(
+                host,
+                ClientKind::Anonymous,
+                Rejection::new(Reason::NoCredentials),
+            ),
         }
     }
 
     /// "Obtain the session id": decrypt the cookie.
     fn obtain_session_id(&mut self, host: &mut dyn Host, cookie_value: &str) -> Verdict {
         match self.config.cookie.open(cookie_value) {
-            Ok(session_id) => {
-                self.look_up_session(host, Credential::Cookie, LookupRequest::SessionId(session_id))
-            }
+            Ok(session_id) => self.look_up_session(
+                host,
+                Credential::Cookie,
+                LookupRequest::SessionId(session_id),
+            ),
             Err(e) => self.reject(
                 host,
                 ClientKind::Cookie,
@@ -214,7 +220,11 @@ impl Flow {
         lookup: LookupRequest,
     ) -> Verdict {
         let Ok(body) = serde_json::to_vec(&lookup) else {
-            return self.reject(host, credential.kind(), Rejection::new(Reason::SidecarUnavailable));
+            return self.reject(
+                host,
+                credential.kind(),
+                Rejection::new(Reason::SidecarUnavailable),
+            );
         };
         let sidecar = &self.config.sidecar;
         let call = SidecarCall {
@@ -253,12 +263,16 @@ impl Flow {
         };
         match read_session_reply(&reply) {
             SessionAnswer::Found(session) => self.exists_session(host, credential, *session),
-            SessionAnswer::NotFound => {
-                self.reject(host, credential.kind(), Rejection::new(Reason::SessionNotFound))
-            }
-            SessionAnswer::Trouble(reason, detail) => {
-                self.reject(host, credential.kind(), Rejection::new(reason).detail(&detail))
-            }
+            SessionAnswer::NotFound => self.reject(
+                host,
+                credential.kind(),
+                Rejection::new(Reason::SessionNotFound),
+            ),
+            SessionAnswer::Trouble(reason, detail) => self.reject(
+                host,
+                credential.kind(),
+                Rejection::new(reason).detail(&detail),
+            ),
         }
     }
 
@@ -270,7 +284,11 @@ impl Flow {
         session: SessionView,
     ) -> Verdict {
         if session.expires_at <= host.now() {
-            return self.reject(host, credential.kind(), Rejection::new(Reason::SessionNotFound));
+            return self.reject(
+                host,
+                credential.kind(),
+                Rejection::new(Reason::SessionNotFound),
+            );
         }
         self.verify_session_tokens(host, credential, session)
     }
@@ -296,13 +314,22 @@ impl Flow {
             }
         };
         if !tokens_ok {
-            return self.reject(host, credential.kind(), Rejection::new(Reason::SessionTokensInvalid));
+            return self.reject(
+                host,
+                credential.kind(),
+                Rejection::new(Reason::SessionTokensInvalid),
+            );
         }
         self.make_the_request(host, credential.kind(), &session)
     }
 
     /// "Make the request": identity headers on, session cookie off.
-    fn make_the_request(&mut self, host: &mut dyn Host, kind: ClientKind, session: &SessionView) -> Verdict {
+    fn make_the_request(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ClientKind,
+        session: &SessionView,
+    ) -> Verdict {
         let headers = &self.config.identity_headers;
         let roles = session.roles.join(",");
         let values = [
@@ -327,7 +354,10 @@ impl Flow {
         if kind == ClientKind::Cookie {
             self.remove_session_cookie(host);
             if headers.forward_access_token {
-                host.set_request_header("authorization", &format!("Bearer {}", session.access_token));
+                host.set_request_header(
+                    "authorization",
+                    &format!("Bearer {}", session.access_token),
+                );
             }
         }
         self.state = State::Done;
@@ -414,7 +444,9 @@ fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
 
 /// A header value Envoy will accept and that cannot split a header.
 fn is_header_value(value: &str) -> bool {
-    value.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+    value
+        .bytes()
+        .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
 }
 
 /// `ip` of an `ip:port` or `[ip6]:port` address.
@@ -422,7 +454,10 @@ fn ip_of_address(address: &str) -> Option<String> {
     if let Ok(socket) = address.parse::<std::net::SocketAddr>() {
         return Some(socket.ip().to_string());
     }
-    address.parse::<std::net::IpAddr>().ok().map(|ip| ip.to_string())
+    address
+        .parse::<std::net::IpAddr>()
+        .ok()
+        .map(|ip| ip.to_string())
 }
 
 #[cfg(test)]

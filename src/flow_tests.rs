@@ -153,11 +153,19 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
     assert_eq!(host.lookup(), LookupRequest::SessionId(SID.into()));
     let call = &host.calls[0];
     assert_eq!(call.cluster, "redis_sidecar");
-    assert!(call
-        .headers
-        .contains(&("authorization".into(), "Bearer filter-token-0123456789".into())));
-    assert_eq!(host.request_header("x-portero-user-id"), None, "spoofed header stripped");
-    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert!(call.headers.contains(&(
+        "authorization".into(),
+        "Bearer filter-token-0123456789".into()
+    )));
+    assert_eq!(
+        host.request_header("x-portero-user-id"),
+        None,
+        "spoofed header stripped"
+    );
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
     assert_eq!(host.sent, None);
     assert_eq!(host.request["x-portero-user-id"], "user-1");
     assert_eq!(host.request["x-portero-roles"], "admin,dev");
@@ -176,7 +184,10 @@ fn no_cookie_no_token_is_401_without_lookup() {
     assert!(host.calls.is_empty());
     assert_eq!(host.sent_status(), Some(401));
     assert_eq!(host.sent_reason(), "no_credentials");
-    assert_eq!(host.sent_header("www-authenticate"), Some("Bearer realm=\"portero\""));
+    assert_eq!(
+        host.sent_header("www-authenticate"),
+        Some("Bearer realm=\"portero\"")
+    );
     assert_eq!(host.sent_header("cache-control"), Some("no-store"));
 }
 
@@ -190,7 +201,10 @@ fn cookie_that_does_not_decrypt_is_401_and_cleared() {
         assert!(host.calls.is_empty());
         assert_eq!(host.sent_status(), Some(401), "{value}");
         assert_eq!(host.sent_reason(), "cookie_invalid");
-        assert!(host.sent_header("set-cookie").unwrap().contains("Max-Age=0"));
+        assert!(host
+            .sent_header("set-cookie")
+            .unwrap()
+            .contains("Max-Age=0"));
     }
 }
 
@@ -236,21 +250,46 @@ fn expired_session_or_tokens_are_401() {
 fn sidecar_trouble_is_503_and_keeps_the_cookie() {
     let config = config();
     let replies = [
-        SidecarReply { status: None, body: vec![] },
-        SidecarReply { status: Some(500), body: vec![] },
-        SidecarReply { status: Some(401), body: br#"{"error":"unauthorized","message":""}"#.to_vec() },
-        SidecarReply { status: Some(200), body: b"not json".to_vec() },
-        SidecarReply { status: Some(200), body: br#"{"session":{}}"#.to_vec() },
-        SidecarReply { status: Some(404), body: b"<html>".to_vec() },
+        SidecarReply {
+            status: None,
+            body: vec![],
+        },
+        SidecarReply {
+            status: Some(500),
+            body: vec![],
+        },
+        SidecarReply {
+            status: Some(401),
+            body: br#"{"error":"unauthorized","message":""}"#.to_vec(),
+        },
+        SidecarReply {
+            status: Some(200),
+            body: b"not json".to_vec(),
+        },
+        SidecarReply {
+            status: Some(200),
+            body: br#"{"session":{}}"#.to_vec(),
+        },
+        SidecarReply {
+            status: Some(404),
+            body: b"<html>".to_vec(),
+        },
     ];
     for reply in replies {
         let mut host = cookie_host(&config);
         let mut flow = Flow::new(config.clone());
         flow.on_request_headers(&mut host);
-        assert_eq!(flow.on_sidecar_reply(&mut host, reply.clone()), Verdict::Pause);
+        assert_eq!(
+            flow.on_sidecar_reply(&mut host, reply.clone()),
+            Verdict::Pause
+        );
         assert_eq!(host.sent_status(), Some(503), "{reply:?}");
         assert_eq!(host.sent_header("retry-after"), Some("1"));
-        assert_eq!(host.sent_header("set-cookie"), None, "store trouble is not a logout");
+        assert_eq!(
+            host.sent_header("set-cookie"),
+            None,
+            "store trouble is not a logout"
+        );
         assert!(host.request_header("x-portero-user-id").is_none());
     }
 }
@@ -287,7 +326,10 @@ fn bearer_flow_forwards_with_the_callers_token() {
     let mut flow = Flow::new(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
     assert_eq!(host.lookup(), LookupRequest::SessionHandle(c.sid.clone()));
-    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
     assert_eq!(host.sent, None);
     assert_eq!(host.request["x-portero-user-id"], "user-1");
     assert_eq!(host.request["authorization"], token);
@@ -361,7 +403,10 @@ fn off_route_passes_anonymously_without_identity() {
 fn late_or_duplicate_replies_are_ignored() {
     let mut host = FakeHost::new();
     let mut flow = Flow::new(config());
-    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
     assert!(host.sent.is_none() && host.request_header("x-portero-user-id").is_none());
 }
 

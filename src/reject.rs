@@ -103,9 +103,7 @@ impl Rejection {
                 )),
                 ClientKind::Cookie => headers.push((
                     "set-cookie".to_string(),
-                    config
-                        .cookie_attributes
-                        .clear_cookie(config.cookie.name()),
+                    config.cookie_attributes.clear_cookie(config.cookie.name()),
                 )),
                 ClientKind::Anonymous => headers.push((
                     "www-authenticate".to_string(),

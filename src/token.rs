@@ -95,7 +95,9 @@ impl TokenVerifier {
             }
             if let Some(usage) = &jwk.common.public_key_use {
                 if *usage != PublicKeyUse::Signature {
-                    return Err(KeySetError(format!("keys[{i}] ({kid}) is not a \"sig\" key")));
+                    return Err(KeySetError(format!(
+                        "keys[{i}] ({kid}) is not a \"sig\" key"
+                    )));
                 }
             }
             let key = DecodingKey::from_jwk(jwk)
@@ -139,15 +141,14 @@ impl TokenVerifier {
         }
         let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
         let key = self.keys.get(&kid).ok_or(TokenError::UnknownKeyId)?;
-        let data = decode::<AccessClaims>(token, key, &self.validation).map_err(|e| {
-            match e.kind() {
+        let data =
+            decode::<AccessClaims>(token, key, &self.validation).map_err(|e| match e.kind() {
                 ErrorKind::InvalidSignature => TokenError::BadSignature,
                 ErrorKind::InvalidIssuer => TokenError::WrongIssuer,
                 ErrorKind::InvalidAudience => TokenError::WrongAudience,
                 ErrorKind::InvalidAlgorithm => TokenError::DisallowedAlgorithm,
                 _ => TokenError::Malformed,
-            }
-        })?;
+            })?;
         let claims = data.claims;
         if claims.exp.saturating_add(self.leeway) <= now {
             return Err(TokenError::Expired);
@@ -226,7 +227,12 @@ pub(crate) mod tests {
     pub fn sign_with(pem: &str, kid: &str, claims: &AccessClaims) -> String {
         let mut header = Header::new(Algorithm::RS256);
         header.kid = Some(kid.into());
-        encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap()).unwrap()
+        encode(
+            &header,
+            claims,
+            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
     }
 
     pub fn sign(claims: &AccessClaims) -> String {

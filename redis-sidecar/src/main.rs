@@ -1,1 +1,225 @@
-fn main() {}
+//! redis-sidecar: the session store service of portero.
+//!
+//! proxy-wasm filters cannot open TCP sockets, so the filter reaches Redis
+//! through this small HTTP service (an Envoy cluster it calls with
+//! `dispatch_http_call`). It also holds the RS256 private key: it signs the
+//! access tokens and serves the JWKS.
+#![cfg_attr(
+    test,
+    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
+)]
+
+mod api;
+mod keys;
+mod store;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "redis-sidecar",
+    version,
+    about = "portero's session store service"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the /v1 API.
+    Serve(ServeArgs),
+    /// Write a new RS256 private key (PKCS#8 PEM) to a file.
+    Keygen {
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print the JWKS of a private key (for the filter's `jwt.jwks`).
+    Jwks {
+        #[arg(long, env = "PORTERO_SIGNING_KEY_FILE")]
+        signing_key: std::path::PathBuf,
+        #[arg(long, env = "PORTERO_KEY_ID")]
+        key_id: Option<String>,
+    },
+}
+
+/// Every flag can also come from the environment variable named beside it;
+/// prefer the environment (or a file) for secrets, which flags show in `ps`.
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PORTERO_SIDECAR_LISTEN", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Redis URL (redis://[user:pass@]host:port[/db]).
+    #[arg(
+        long,
+        env = "PORTERO_REDIS_URL",
+        default_value = "redis://127.0.0.1:6379"
+    )]
+    redis_url: String,
+    /// Prefix of every Redis key.
+    #[arg(long, env = "PORTERO_KEY_PREFIX", default_value = "portero")]
+    key_prefix: String,
+    /// Timeout of each Redis connect and command, in milliseconds.
+    #[arg(long, env = "PORTERO_REDIS_TIMEOUT_MS", default_value_t = 250)]
+    redis_timeout_ms: u64,
+    /// RS256 private key (PEM, PKCS#8 or PKCS#1).
+    #[arg(long, env = "PORTERO_SIGNING_KEY_FILE")]
+    signing_key: std::path::PathBuf,
+    /// `kid` of the signing key; default: its RFC 7638 thumbprint.
+    #[arg(long, env = "PORTERO_KEY_ID")]
+    key_id: Option<String>,
+    /// Credential of the filter (look-ups). At least 16 characters.
+    #[arg(long, env = "PORTERO_FILTER_TOKEN", hide_env_values = true)]
+    filter_token: String,
+    /// Credential of admin calls (create, end). At least 16 characters.
+    #[arg(long, env = "PORTERO_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: String,
+    /// Key of the session-id hash (at least 32 bytes).
+    #[arg(long, env = "PORTERO_SESSION_HASH_KEY", hide_env_values = true)]
+    session_hash_key: String,
+    /// `iss` of the access tokens.
+    #[arg(long, env = "PORTERO_ISSUER", default_value = "https://portero.local")]
+    issuer: String,
+    /// `aud` of the access tokens.
+    #[arg(long, env = "PORTERO_AUDIENCE", default_value = "portero-apps")]
+    audience: String,
+    /// Lifetime of an access token, seconds.
+    #[arg(long, env = "PORTERO_ACCESS_TTL", default_value_t = 900)]
+    access_ttl: u64,
+    /// Idle timeout of a session, seconds.
+    #[arg(long, env = "PORTERO_IDLE_TIMEOUT", default_value_t = 1800)]
+    idle_timeout: u64,
+    /// Absolute lifetime of a session, seconds.
+    #[arg(long, env = "PORTERO_ABSOLUTE_TIMEOUT", default_value_t = 86400)]
+    absolute_timeout: u64,
+}
+
+fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
+    if args.filter_token.len() < 16 || args.admin_token.len() < 16 {
+        return Err("--filter-token and --admin-token need at least 16 characters".into());
+    }
+    if args.filter_token == args.admin_token {
+        return Err("--filter-token and --admin-token must differ".into());
+    }
+    if args.session_hash_key.len() < 32 {
+        return Err("--session-hash-key needs at least 32 bytes".into());
+    }
+    if args.idle_timeout == 0 || args.absolute_timeout == 0 || args.access_ttl == 0 {
+        return Err("--idle-timeout, --absolute-timeout and --access-ttl must be positive".into());
+    }
+    let pem = std::fs::read_to_string(&args.signing_key)
+        .map_err(|e| format!("--signing-key {}: {e}", args.signing_key.display()))?;
+    let signing_key = keys::SigningKey::from_pem(&pem, args.key_id.clone())
+        .map_err(|e| format!("--signing-key {}: {e}", args.signing_key.display()))?;
+    let store = store::Store::new(
+        &args.redis_url,
+        &args.key_prefix,
+        args.session_hash_key.as_bytes(),
+        Duration::from_millis(args.redis_timeout_ms),
+    )
+    .map_err(|e| format!("--redis-url: {e}"))?;
+    Ok(api::AppState {
+        store,
+        signing_key,
+        issuer: args.issuer.clone(),
+        audience: args.audience.clone(),
+        access_ttl: args.access_ttl,
+        lifetimes: store::Lifetimes {
+            idle: args.idle_timeout,
+            absolute: args.absolute_timeout,
+        },
+        filter_token: api::token_digest(&args.filter_token),
+        admin_token: api::token_digest(&args.admin_token),
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(args: ServeArgs) -> Result<(), String> {
+    let state = Arc::new(build_state(&args)?);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, redis = %args.redis_url, "redis-sidecar serving");
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .map_err(|e| e.to_string())?;
+    tracing::info!("redis-sidecar stopped");
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PORTERO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())
+            .and_then(|rt| rt.block_on(serve(args))),
+        Command::Keygen { out } => keys::generate_pem().and_then(|pem| write_private(&out, &pem)),
+        Command::Jwks {
+            signing_key,
+            key_id,
+        } => std::fs::read_to_string(&signing_key)
+            .map_err(|e| format!("{}: {e}", signing_key.display()))
+            .and_then(|pem| keys::SigningKey::from_pem(&pem, key_id))
+            .map(|key| println!("{}", key.jwks())),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("redis-sidecar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes a secret file readable by its owner only.
+fn write_private(path: &std::path::Path, contents: &str) -> Result<(), String> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    file.write_all(contents.as_bytes())
+        .map_err(|e| format!("{}: {e}", path.display()))
+}
