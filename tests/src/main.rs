@@ -1,1 +1,89 @@
-fn main() {}
+//! `portero-stack`: the demo stack of `make run`, the same processes the
+//! integration tests start, on fixed documented ports. Stops everything on
+//! Ctrl-C (SIGINT) or SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use portero_integration::{workspace_root, Stack, StackOptions, COOKIE_NAME};
+
+fn main() {
+    let root = workspace_root();
+    let run_dir = root.join(".run");
+    std::fs::create_dir_all(&run_dir).expect(".run/");
+    // The demo signs with its own key, made once; tests use a committed one.
+    let key = run_dir.join("signing-key.pem");
+    if !key.exists() {
+        let status = Command::new(root.join("target/release/redis-sidecar"))
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .status()
+            .expect("redis-sidecar keygen");
+        assert!(status.success(), "redis-sidecar keygen failed");
+    }
+    let port = |var: &str, default: u16| -> u16 {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let options = StackOptions {
+        listen_port: port("PORTERO_PORT", 8080),
+        admin_port: port("PORTERO_ADMIN_PORT", 9901),
+        sidecar_port: port("PORTERO_SIDECAR_PORT", 7070),
+        redis_port: port("PORTERO_REDIS_PORT", 6380),
+        upstream_port: port("PORTERO_UPSTREAM_PORT", 3000),
+        signing_key: key,
+        key_id: "demo-key".into(),
+        work_dir: Some(PathBuf::from(&run_dir)),
+        ..StackOptions::default()
+    };
+
+    // Block the stop signals before any thread exists, then wait for one.
+    let mut signals: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigemptyset(&mut signals);
+        libc::sigaddset(&mut signals, libc::SIGINT);
+        libc::sigaddset(&mut signals, libc::SIGTERM);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &signals, std::ptr::null_mut());
+    }
+
+    let stack = Stack::start_with(options);
+    let o = &stack.options;
+    let url = format!("http://127.0.0.1:{}", o.listen_port);
+    println!(
+        r#"
+portero demo stack is up (logs in .run/):
+  Envoy + portero   {url}   (admin http://127.0.0.1:{admin})
+  redis-sidecar     http://127.0.0.1:{sidecar}
+  Fastify upstream  http://127.0.0.1:{upstream}
+  Redis             127.0.0.1:{redis}
+
+Web client (cookie):
+  COOKIE=$(curl -si -H 'content-type: application/json' \
+       -d '{{"username":"ada","password":"lovelace","client":"web"}}' {url}/auth/login \
+       | sed -nE 's/^set-cookie: {cookie}=([^;]+).*/\1/ip')
+  curl -s -H "cookie: {cookie}=$COOKIE" {url}/me
+
+App client (JWT):
+  TOKEN=$(curl -s -H 'content-type: application/json' \
+       -d '{{"username":"alan","password":"turing","client":"app"}}' {url}/auth/login | sed -E 's/.*"access_token":"([^"]+)".*/\1/')
+  curl -s -H "authorization: Bearer $TOKEN" {url}/me
+
+Ctrl-C stops everything.
+"#,
+        admin = o.admin_port,
+        sidecar = o.sidecar_port,
+        upstream = o.upstream_port,
+        redis = o.redis_port,
+        cookie = COOKIE_NAME,
+    );
+
+    let mut received: libc::c_int = 0;
+    unsafe {
+        libc::sigwait(&signals, &mut received);
+    }
+    println!("stopping…");
+    drop(stack);
+}
