@@ -169,6 +169,8 @@ pub struct StackOptions {
     pub work_dir: Option<PathBuf>,
     /// Edits applied to the plugin config before Envoy starts.
     pub plugin_config_patch: Option<fn(&mut Value)>,
+    /// Don't wait for Envoy to be ready (it is expected to refuse its config).
+    pub expect_envoy_failure: bool,
 }
 
 impl Default for StackOptions {
@@ -186,6 +188,7 @@ impl Default for StackOptions {
             key_id: TEST_KID.to_string(),
             work_dir: None,
             plugin_config_patch: None,
+            expect_envoy_failure: false,
         }
     }
 }
@@ -367,7 +370,9 @@ impl Stack {
         ));
 
         stack.wait_http("fastify", options.upstream_port, "/healthz");
-        stack.wait_http("envoy", options.admin_port, "/ready");
+        if !options.expect_envoy_failure {
+            stack.wait_http("envoy", options.admin_port, "/ready");
+        }
         stack
     }
 
@@ -377,7 +382,10 @@ impl Stack {
             "redis",
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"]),
+                .args(["--save", "", "--appendonly", "no"])
+                // A snapshot taken with SAVE (tests) is reloaded on restart.
+                .arg("--dir")
+                .arg(&self.dir),
             self.dir.join("redis.log"),
         ));
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -500,6 +508,18 @@ impl Stack {
 
     pub fn get(&self, path: &str, headers: &[(&str, &str)]) -> Reply {
         self.request("GET", path, headers, None)
+    }
+
+    /// A GET through Envoy that may find nobody listening.
+    pub fn try_get(&self, path: &str) -> Option<Reply> {
+        let mut response = self.agent.get(self.url(path)).call().ok()?;
+        let status = response.status().as_u16();
+        let body = response.body_mut().read_to_string().unwrap_or_default();
+        Some(Reply {
+            status,
+            headers: vec![],
+            body,
+        })
     }
 
     /// One request to any URL.

@@ -1,0 +1,290 @@
+//! Session issuance, header hygiene, failure handling and per-route control,
+//! through real Envoy + portero, redis-sidecar, Redis and Fastify.
+
+use std::time::{Duration, Instant};
+
+use portero_integration::{Stack, StackOptions, COOKIE_NAME};
+use serde_json::json;
+
+fn cookie(value: &str) -> String {
+    format!("{COOKIE_NAME}={value}")
+}
+
+const SPOOFED: [(&str, &str); 5] = [
+    ("x-portero-user-id", "root"),
+    ("x-portero-session", "forged"),
+    ("x-portero-email", "root@example.com"),
+    ("x-portero-roles", "superuser"),
+    ("x-portero-client-ip", "10.9.9.9"),
+];
+
+#[test]
+fn login_sets_the_cookie_and_logout_ends_the_session() {
+    let stack = Stack::start();
+    let reply = stack.request(
+        "POST",
+        "/auth/login",
+        &[],
+        Some(&json!({"username": "ada", "password": "lovelace", "client": "web"})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.header("x-portero-start-session"),
+        None,
+        "internal header leaked"
+    );
+    let set_cookie = reply.set_cookie(COOKIE_NAME).expect("Set-Cookie");
+    let attributes: Vec<&str> = set_cookie.split("; ").skip(1).collect();
+    assert_eq!(
+        attributes,
+        ["Path=/", "Secure", "HttpOnly", "SameSite=Strict"]
+    );
+    let value = reply.cookie_value(COOKIE_NAME).unwrap();
+    // Redis holds the session under a keyed hash, never the id itself.
+    let keys = stack.session_keys();
+    assert_eq!(keys.len(), 1);
+    let me = stack.get("/me", &[("cookie", &cookie(&value))]).json();
+    let handle = me["session"].as_str().unwrap();
+    assert_eq!(keys[0], format!("portero:session:{{{handle}}}"));
+
+    let out = stack.request(
+        "POST",
+        "/auth/logout",
+        &[("cookie", &cookie(&value))],
+        Some(&json!({})),
+    );
+    assert_eq!(out.status, 200, "{}", out.body);
+    assert_eq!(out.json()["ended"], true);
+    assert_eq!(
+        out.header("x-portero-end-session"),
+        None,
+        "internal header leaked"
+    );
+    let cleared = out.set_cookie(COOKIE_NAME).expect("cookie cleared");
+    assert!(
+        cleared.starts_with(&format!("{COOKIE_NAME}=; Path=/; Max-Age=0")),
+        "{cleared}"
+    );
+    assert!(
+        stack.session_keys().is_empty(),
+        "session still in Redis after logout"
+    );
+    let after = stack.get("/me", &[("cookie", &cookie(&value))]);
+    assert_eq!(after.status, 401);
+    assert_eq!(after.json()["reason"], "session_not_found");
+}
+
+#[test]
+fn every_login_gets_a_new_session() {
+    let stack = Stack::start();
+    let first = stack.login_web("ada", "lovelace");
+    // Logging in again while holding a cookie does not reuse its session.
+    let reply = stack.request(
+        "POST",
+        "/auth/login",
+        &[("cookie", &cookie(&first))],
+        Some(&json!({"username": "ada", "password": "lovelace", "client": "web"})),
+    );
+    let second = reply.cookie_value(COOKIE_NAME).unwrap();
+    let me1 = stack.get("/me", &[("cookie", &cookie(&first))]).json();
+    let me2 = stack.get("/me", &[("cookie", &cookie(&second))]).json();
+    assert_ne!(me1["session"], me2["session"]);
+    assert_eq!(stack.session_keys().len(), 2);
+}
+
+#[test]
+fn wrong_password_gets_no_session() {
+    let stack = Stack::start();
+    let reply = stack.request(
+        "POST",
+        "/auth/login",
+        &[],
+        Some(&json!({"username": "ada", "password": "nope", "client": "web"})),
+    );
+    assert_eq!(reply.status, 401);
+    assert!(reply.headers_named("set-cookie").is_empty());
+    assert!(stack.session_keys().is_empty());
+}
+
+#[test]
+fn spoofed_identity_headers_are_stripped() {
+    let stack = Stack::start();
+    let value = stack.login_web("alan", "turing");
+    let token = stack.login_app("alan", "turing");
+    let cookie_header = cookie(&value);
+    let bearer = format!("Bearer {token}");
+    for credential in [
+        ("cookie", cookie_header.as_str()),
+        ("authorization", bearer.as_str()),
+    ] {
+        let mut headers = SPOOFED.to_vec();
+        headers.push(credential);
+        let me = stack.get("/me", &headers).json();
+        assert_eq!(me["user_id"], "user-alan");
+        assert_eq!(me["email"], "alan@example.com");
+        assert_eq!(me["roles"], json!(["dev"]));
+        assert_eq!(me["client_ip"], "127.0.0.1");
+        assert_ne!(me["session"], "forged");
+    }
+    // On the login route (policy off) nothing is authenticated, and the
+    // forged identity still does not get through: the login records the
+    // client IP Envoy saw.
+    let reply = stack.request(
+        "POST",
+        "/auth/login",
+        &SPOOFED,
+        Some(&json!({"username": "alan", "password": "turing", "client": "web"})),
+    );
+    assert_eq!(reply.status, 200);
+    let key = &stack.session_keys()[0];
+    let record = stack.redis_cli(&["HGET", key, "record"]);
+    assert!(record.contains("\"client_ip\":\"127.0.0.1\""), "{record}");
+}
+
+#[test]
+fn sidecar_down_is_503_and_the_session_survives() {
+    let mut stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    let token = stack.login_app("ada", "lovelace");
+    stack.stop_sidecar();
+    for (name, credential) in [
+        ("cookie", cookie(&value)),
+        ("authorization", format!("Bearer {token}")),
+    ] {
+        let reply = stack.get("/me", &[(name, &credential)]);
+        assert_eq!(reply.status, 503, "{}", reply.body);
+        assert_eq!(reply.json()["reason"], "sidecar_unavailable");
+        assert_eq!(reply.header("retry-after"), Some("1"));
+        assert_eq!(reply.header("cache-control"), Some("no-store"));
+        assert_eq!(
+            reply.set_cookie(COOKIE_NAME),
+            None,
+            "store trouble must not log out"
+        );
+    }
+    stack.start_sidecar();
+    assert_eq!(stack.get("/me", &[("cookie", &cookie(&value))]).status, 200);
+    assert_eq!(
+        stack
+            .get("/me", &[("authorization", &format!("Bearer {token}"))])
+            .status,
+        200
+    );
+}
+
+#[test]
+fn redis_down_is_503_and_the_session_survives() {
+    let mut stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    // Keep the data: stop Redis with a snapshot, start it again from it.
+    stack.redis_cli(&["SAVE"]);
+    stack.stop_redis();
+    let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.set_cookie(COOKIE_NAME), None);
+    let ready = stack.send("GET", &stack.sidecar_url("/readyz"), &[], None);
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.json()["error"], "store_unavailable");
+    stack.start_redis();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+        if reply.status == 200 {
+            break;
+        }
+        assert_eq!(reply.status, 503, "only 503 while the store recovers");
+        assert!(Instant::now() < deadline, "session did not come back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn sidecar_that_hangs_is_503_after_the_timeout() {
+    let stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    let pid = stack.sidecar.as_ref().unwrap().pid().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let started = Instant::now();
+    let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+    let waited = started.elapsed();
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["reason"], "sidecar_unavailable");
+    // The configured sidecar timeout is 500 ms: the request was held, then refused.
+    assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert_eq!(stack.get("/me", &[("cookie", &cookie(&value))]).status, 200);
+}
+
+#[test]
+fn sidecar_answering_garbage_is_503() {
+    // Point the filter's sidecar calls at the Fastify app: it answers, but
+    // not in the sidecar's language.
+    let stack = Stack::start_with(StackOptions {
+        plugin_config_patch: Some(|config| config["sidecar"]["cluster"] = json!("upstream_app")),
+        ..StackOptions::default()
+    });
+    let value = stack.login_web("ada", "lovelace");
+    let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["reason"], "sidecar_bad_reply");
+    assert_eq!(reply.set_cookie(COOKIE_NAME), None);
+}
+
+#[test]
+fn sidecar_refusing_the_filter_credential_is_503() {
+    let stack = Stack::start_with(StackOptions {
+        plugin_config_patch: Some(|config| {
+            config["sidecar"]["token"] = json!("a-wrong-credential-0123456789")
+        }),
+        ..StackOptions::default()
+    });
+    let value = stack.login_web("ada", "lovelace");
+    let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+    assert_eq!(
+        reply.status, 503,
+        "a misconfiguration is not the user's fault"
+    );
+    assert_eq!(reply.set_cookie(COOKIE_NAME), None);
+}
+
+#[test]
+fn disabled_route_passes_without_a_session() {
+    let stack = Stack::start();
+    let mut headers = SPOOFED.to_vec();
+    headers.push(("cookie", "__Host-portero=garbage"));
+    let reply = stack.get("/public/hello", &headers);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.json()["hello"], "world");
+    // Envoy strips the identity headers on the route where the filter is off.
+    assert_eq!(reply.json()["user_id"], serde_json::Value::Null);
+    // The filter is on everywhere else.
+    assert_eq!(stack.get("/me", &[]).status, 401);
+    assert_eq!(stack.get("/publicity", &[]).status, 401);
+}
+
+#[test]
+fn bad_plugin_config_is_refused_and_the_field_named() {
+    let stack = Stack::start_with(StackOptions {
+        plugin_config_patch: Some(|config| config["cookie"]["keys"][0]["secret"] = json!("short")),
+        expect_envoy_failure: true,
+        ..StackOptions::default()
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let envoy = stack.envoy.as_ref().unwrap();
+    loop {
+        let log = std::fs::read_to_string(&envoy.log).unwrap_or_default();
+        if log.contains("field `cookie.keys[0].secret`") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no config error in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Whether Envoy exits or stays up without the filter, nothing is served
+    // unauthenticated.
+    if let Some(reply) = stack.try_get("/me") {
+        assert_ne!(reply.status, 200, "{}", reply.body);
+    }
+}
