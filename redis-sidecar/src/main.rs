@@ -34,7 +34,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve the /v1 API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Write a new RS256 private key (PKCS#8 PEM) to a file.
     Keygen {
         #[arg(long)]
@@ -189,7 +189,7 @@ fn main() -> ExitCode {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())
-            .and_then(|rt| rt.block_on(serve(args))),
+            .and_then(|rt| rt.block_on(serve(*args))),
         Command::Keygen { out } => keys::generate_pem().and_then(|pem| write_private(&out, &pem)),
         Command::Jwks {
             signing_key,

