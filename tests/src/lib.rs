@@ -522,7 +522,7 @@ impl Stack {
         })
     }
 
-    /// One request to any URL.
+    /// One request to any URL; a JSON body gets `content-type: application/json`.
     pub fn send(
         &self,
         method: &str,
@@ -530,19 +530,33 @@ impl Stack {
         headers: &[(&str, &str)],
         body: Option<&Value>,
     ) -> Reply {
+        match body {
+            Some(json) => {
+                let mut with_type = headers.to_vec();
+                with_type.push(("content-type", "application/json"));
+                self.send_raw(method, url, &with_type, json.to_string().as_bytes())
+            }
+            None => self.send_raw(method, url, headers, b""),
+        }
+    }
+
+    /// One request with exactly these headers and body bytes.
+    pub fn send_raw(
+        &self,
+        method: &str,
+        url: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Reply {
         let mut builder = ureq::http::Request::builder().method(method).uri(url);
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
-        let response = match body {
-            Some(json) => {
-                let request = builder
-                    .header("content-type", "application/json")
-                    .body(json.to_string())
-                    .expect("request");
-                self.agent.run(request)
-            }
-            None => self.agent.run(builder.body(()).expect("request")),
+        let response = if body.is_empty() {
+            self.agent.run(builder.body(()).expect("request"))
+        } else {
+            self.agent
+                .run(builder.body(body.to_vec()).expect("request"))
         };
         let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = response.status().as_u16();
