@@ -48,6 +48,8 @@ struct RawConfig {
     session_start_header: String,
     #[serde(default = "default_end_header")]
     session_end_header: String,
+    #[serde(default = "default_access_token_header")]
+    access_token_header: String,
     #[serde(default)]
     routes: Vec<RawRoute>,
     #[serde(default = "default_retry_after")]
@@ -89,6 +91,8 @@ struct RawJwt {
     jwks: serde_json::Value,
     #[serde(default = "default_leeway")]
     leeway_seconds: u64,
+    #[serde(default = "default_refresh_window")]
+    refresh_window_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -148,6 +152,12 @@ fn default_path() -> String {
 fn default_leeway() -> u64 {
     30
 }
+fn default_refresh_window() -> u64 {
+    3600
+}
+fn default_access_token_header() -> String {
+    "x-portero-access-token".into()
+}
 fn default_authority() -> String {
     "redis-sidecar".into()
 }
@@ -166,6 +176,8 @@ fn default_retry_after() -> u64 {
 
 /// Largest accepted clock leeway: leeway is for clock skew, not for policy.
 pub const MAX_LEEWAY_SECONDS: u64 = 300;
+/// Largest refresh window: a week. The session's own expiry bounds it anyway.
+pub const MAX_REFRESH_WINDOW_SECONDS: u64 = 7 * 86400;
 /// Bounds of the sidecar call timeout.
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=10_000;
 
@@ -229,6 +241,8 @@ pub struct Config {
     pub identity_headers: IdentityHeaders,
     pub session_start_header: String,
     pub session_end_header: String,
+    /// Response header that hands a bearer client its refreshed token.
+    pub access_token_header: String,
     pub routes: Vec<RouteRule>,
     pub retry_after_seconds: u64,
 }
@@ -293,6 +307,7 @@ impl RawConfig {
         for (field, name) in [
             ("session_start_header", &self.session_start_header),
             ("session_end_header", &self.session_end_header),
+            ("access_token_header", &self.access_token_header),
         ] {
             if !is_header_name(name) {
                 return Err(err(field, "expected a lowercase HTTP header name"));
@@ -332,6 +347,7 @@ impl RawConfig {
             identity_headers,
             session_start_header: self.session_start_header,
             session_end_header: self.session_end_header,
+            access_token_header: self.access_token_header,
             routes,
             retry_after_seconds: self.retry_after_seconds,
         })
@@ -450,8 +466,20 @@ impl RawJwt {
                 format!("expected a JWKS ({{\"keys\": [...]}}): {e}"),
             )
         })?;
-        TokenVerifier::new(&jwks, &self.issuer, &self.audiences, self.leeway_seconds)
-            .map_err(|e| err("jwt.jwks", e.0))
+        if self.refresh_window_seconds > MAX_REFRESH_WINDOW_SECONDS {
+            return Err(err(
+                "jwt.refresh_window_seconds",
+                format!("expected at most {MAX_REFRESH_WINDOW_SECONDS}"),
+            ));
+        }
+        TokenVerifier::new(
+            &jwks,
+            &self.issuer,
+            &self.audiences,
+            self.leeway_seconds,
+            self.refresh_window_seconds,
+        )
+        .map_err(|e| err("jwt.jwks", e.0))
     }
 }
 

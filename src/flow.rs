@@ -110,6 +110,8 @@ enum State {
 pub struct Flow {
     config: Rc<Config>,
     state: State,
+    /// A bearer client's token was rotated: hand it the new one.
+    refreshed_token: Option<String>,
 }
 
 impl Flow {
@@ -117,6 +119,7 @@ impl Flow {
         Self {
             config,
             state: State::Start,
+            refreshed_token: None,
         }
     }
 
@@ -174,11 +177,9 @@ impl Flow {
     /// "Obtain the session id": decrypt the cookie.
     fn obtain_session_id(&mut self, host: &mut dyn Host, cookie_value: &str) -> Verdict {
         match self.config.cookie.open(cookie_value) {
-            Ok(session_id) => self.look_up_session(
-                host,
-                Credential::Cookie,
-                LookupRequest::SessionId(session_id),
-            ),
+            Ok(session_id) => {
+                self.look_up_session(host, Credential::Cookie, LookupRequest::by_id(&session_id))
+            }
             Err(e) => self.reject(
                 host,
                 ClientKind::Cookie,
@@ -189,10 +190,12 @@ impl Flow {
 
     // ── bearer flow ─────────────────────────────────────────────────────
 
-    /// "Is the JWT valid?": signature, key, issuer, audience, time.
+    /// "Is the JWT valid?": signature, key, issuer, audience, time. A token
+    /// that is only expired (within the refresh window) goes on: the session
+    /// look-up refreshes it, as the flowchart's refresh branch asks.
     fn verify_jwt(&mut self, host: &mut dyn Host, token: &str) -> Verdict {
         match self.config.tokens.verify(token, host.now()) {
-            Ok(claims) => self.exists_session_id(host, claims),
+            Ok(verified) => self.exists_session_id(host, verified.claims),
             Err(e) => self.reject(host, ClientKind::Bearer, Rejection::new(Reason::Token(e))),
         }
     }
@@ -206,7 +209,7 @@ impl Flow {
                 Rejection::new(Reason::Token(crate::token::TokenError::MissingSessionId)),
             );
         }
-        let lookup = LookupRequest::SessionHandle(claims.sid.clone());
+        let lookup = LookupRequest::by_handle(&claims.sid, &claims.jti);
         self.look_up_session(host, Credential::Bearer(Box::new(claims)), lookup)
     }
 
@@ -263,11 +266,9 @@ impl Flow {
         };
         match read_session_reply(&reply) {
             SessionAnswer::Found(session) => self.exists_session(host, credential, *session),
-            SessionAnswer::NotFound => self.reject(
-                host,
-                credential.kind(),
-                Rejection::new(Reason::SessionNotFound),
-            ),
+            SessionAnswer::Refused(reason) => {
+                self.reject(host, credential.kind(), Rejection::new(reason))
+            }
             SessionAnswer::Trouble(reason, detail) => self.reject(
                 host,
                 credential.kind(),
@@ -293,7 +294,9 @@ impl Flow {
         self.verify_session_tokens(host, credential, session)
     }
 
-    /// "Are the session's tokens valid?"
+    /// "Are the session's tokens valid?" The sidecar has already refreshed
+    /// an expired access token and told a current token from a replay; what
+    /// is left is to check that its answer fits the request.
     fn verify_session_tokens(
         &mut self,
         host: &mut dyn Host,
@@ -301,24 +304,26 @@ impl Flow {
         session: SessionView,
     ) -> Verdict {
         let now = host.now();
-        let tokens_ok = match &credential {
-            // The bearer token must be this session's current access token,
-            // for this session's user.
+        let session_token_ok = !session.access_token.is_empty() && session.access_expires_at > now;
+        let bearer_fits = match &credential {
             Credential::Bearer(claims) => {
-                claims.sid == session.handle
-                    && claims.sub == session.user_id
-                    && claims.jti == session.access_jti
+                claims.sid == session.handle && claims.sub == session.user_id
             }
-            Credential::Cookie => {
-                !session.access_token.is_empty() && session.access_expires_at > now
-            }
+            Credential::Cookie => true,
         };
-        if !tokens_ok {
+        if !session_token_ok || !bearer_fits {
             return self.reject(
                 host,
                 credential.kind(),
                 Rejection::new(Reason::SessionTokensInvalid),
             );
+        }
+        if let Credential::Bearer(claims) = &credential {
+            if claims.jti != session.access_jti {
+                // The presented token was rotated (by this request or a
+                // concurrent one): upstream and client get the current one.
+                self.refreshed_token = Some(session.access_token.clone());
+            }
         }
         self.make_the_request(host, credential.kind(), &session)
     }
@@ -359,6 +364,8 @@ impl Flow {
                     &format!("Bearer {}", session.access_token),
                 );
             }
+        } else if self.refreshed_token.is_some() {
+            host.set_request_header("authorization", &format!("Bearer {}", session.access_token));
         }
         self.state = State::Done;
         Verdict::Continue
@@ -391,6 +398,11 @@ impl Flow {
     pub fn on_response_headers(&mut self, host: &mut dyn Host) {
         let config = &self.config;
         let name = config.cookie.name();
+        // Only the filter speaks this header to clients.
+        host.remove_response_header(&config.access_token_header);
+        if let Some(token) = self.refreshed_token.take() {
+            host.add_response_header(&config.access_token_header, &token);
+        }
         if let Some(session_id) = host.response_header(&config.session_start_header) {
             host.remove_response_header(&config.session_start_header);
             match config.cookie.seal(session_id.trim()) {
@@ -419,12 +431,13 @@ impl Flow {
 /// The parsed answer of a session look-up.
 enum SessionAnswer {
     Found(Box<SessionView>),
-    NotFound,
+    Refused(Reason),
     Trouble(Reason, String),
 }
 
-/// Reads the sidecar's reply. Only a well-formed `404 session_not_found`
-/// means "no session"; anything unexpected is trouble (503), never a logout.
+/// Reads the sidecar's reply. Only a well-formed `404` with a known verdict
+/// means "no usable session"; anything unexpected is trouble (503), never a
+/// logout.
 fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
     match reply.status {
         None => SessionAnswer::Trouble(Reason::SidecarUnavailable, "no answer".into()),
@@ -432,9 +445,12 @@ fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
             Ok(answer) => SessionAnswer::Found(Box::new(answer.session)),
             Err(e) => SessionAnswer::Trouble(Reason::SidecarBadReply, e.to_string()),
         },
-        Some(404) => match serde_json::from_slice::<ErrorBody>(&reply.body) {
-            Ok(body) if body.error == portero_wire::SESSION_NOT_FOUND => SessionAnswer::NotFound,
-            _ => SessionAnswer::Trouble(Reason::SidecarBadReply, "unexpected 404".into()),
+        Some(404) => match serde_json::from_slice::<ErrorBody>(&reply.body)
+            .ok()
+            .and_then(|body| Reason::from_verdict(&body.error))
+        {
+            Some(reason) => SessionAnswer::Refused(reason),
+            None => SessionAnswer::Trouble(Reason::SidecarBadReply, "unexpected 404".into()),
         },
         Some(status) => {
             SessionAnswer::Trouble(Reason::SidecarUnavailable, format!("status {status}"))

@@ -113,6 +113,7 @@ fn session() -> SessionView {
         user_id: c.sub.clone(),
         email: "ada@example.com".into(),
         roles: vec!["admin".into(), "dev".into()],
+        permissions: vec![],
         created_at: NOW - 100,
         last_seen_at: NOW,
         expires_at: NOW + 3600,
@@ -122,6 +123,7 @@ fn session() -> SessionView {
         access_token: "header.payload.sig".into(),
         access_jti: c.jti.clone(),
         access_expires_at: NOW + 300,
+        rotations: 0,
     }
 }
 
@@ -130,6 +132,7 @@ fn ok_reply(session: &SessionView) -> SidecarReply {
         status: Some(200),
         body: serde_json::to_vec(&LookupResponse {
             session: session.clone(),
+            rotated: false,
         })
         .unwrap(),
     }
@@ -150,7 +153,7 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
     let mut host = cookie_host(&config).with("x-portero-user-id", "spoofed");
     let mut flow = Flow::new(config);
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
-    assert_eq!(host.lookup(), LookupRequest::SessionId(SID.into()));
+    assert_eq!(host.lookup(), LookupRequest::by_id(SID));
     let call = &host.calls[0];
     assert_eq!(call.cluster, "redis_sidecar");
     assert!(call.headers.contains(&(
@@ -325,7 +328,7 @@ fn bearer_flow_forwards_with_the_callers_token() {
     let token = host.request["authorization"].clone();
     let mut flow = Flow::new(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
-    assert_eq!(host.lookup(), LookupRequest::SessionHandle(c.sid.clone()));
+    assert_eq!(host.lookup(), LookupRequest::by_handle(&c.sid, &c.jti));
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
         Verdict::Continue
@@ -338,7 +341,7 @@ fn bearer_flow_forwards_with_the_callers_token() {
 #[test]
 fn bearer_token_rejections_are_401_with_www_authenticate() {
     let mut expired = claims();
-    expired.exp = NOW - 100;
+    expired.exp = NOW - 10_000; // beyond the default refresh window
     let mut no_sid = claims();
     no_sid.sid = String::new();
     let mut bad_sid = claims();
@@ -363,11 +366,11 @@ fn bearer_token_rejections_are_401_with_www_authenticate() {
 }
 
 #[test]
-fn bearer_token_must_be_the_sessions_current_token() {
+fn bearer_token_must_belong_to_the_session_it_names() {
     for mutate in [
-        (|s: &mut SessionView| s.access_jti = "older".into()) as fn(&mut SessionView),
-        |s| s.user_id = "someone-else".into(),
+        (|s: &mut SessionView| s.user_id = "someone-else".into()) as fn(&mut SessionView),
         |s| s.handle = "x".repeat(43),
+        |s| s.access_expires_at = NOW,
     ] {
         let mut host = bearer_host(&claims());
         let mut flow = Flow::new(config());
@@ -375,9 +378,92 @@ fn bearer_token_must_be_the_sessions_current_token() {
         let mut s = session();
         mutate(&mut s);
         flow.on_sidecar_reply(&mut host, ok_reply(&s));
-        assert_eq!(host.sent_status(), Some(401));
+        assert_eq!(host.sent_status(), Some(401), "{s:?} {:?}", host.calls);
         assert_eq!(host.sent_reason(), "session_tokens_invalid");
     }
+}
+
+#[test]
+fn expired_bearer_token_within_the_window_is_refreshed() {
+    let mut v = crate::config::tests::valid_json();
+    v["jwt"]["refresh_window_seconds"] = serde_json::json!(600);
+    let config = Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap());
+    let mut old = claims();
+    old.exp = NOW - 60;
+    let mut host = bearer_host(&old);
+    let mut flow = Flow::new(config);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(host.lookup(), LookupRequest::by_handle(&old.sid, &old.jti));
+    let mut rotated = session();
+    rotated.access_jti = "jti-2".into();
+    rotated.access_token = "new.access.token".into();
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&rotated)),
+        Verdict::Continue,
+        "{:?}",
+        host.sent
+    );
+    assert_eq!(host.request["authorization"], "Bearer new.access.token");
+    host.add_response_header("x-portero-access-token", "forged-by-upstream");
+    flow.on_response_headers(&mut host);
+    let handed: Vec<_> = host
+        .response
+        .iter()
+        .filter(|(k, _)| k == "x-portero-access-token")
+        .collect();
+    assert_eq!(handed.len(), 1);
+    assert_eq!(handed[0].1, "new.access.token");
+}
+
+#[test]
+fn expired_bearer_token_beyond_the_window_is_401_without_lookup() {
+    let mut old = claims();
+    old.exp = NOW - 60;
+    let mut host = bearer_host(&old);
+    let mut flow = Flow::new(config()); // refresh window 3600 by default
+    flow.on_request_headers(&mut host);
+    assert_eq!(host.calls.len(), 1, "within the default window");
+    old.exp = NOW - 7200;
+    let mut host = bearer_host(&old);
+    let mut flow = Flow::new(config());
+    flow.on_request_headers(&mut host);
+    assert!(host.calls.is_empty());
+    assert_eq!(host.sent_reason(), "token_expired");
+}
+
+#[test]
+fn sidecar_verdicts_become_401_with_their_reason() {
+    let config = config();
+    for code in [
+        "session_not_found",
+        "session_revoked",
+        "user_banned",
+        "token_replayed",
+    ] {
+        let mut host = bearer_host(&claims());
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        let body = serde_json::json!({"error": code, "message": "no"}).to_string();
+        flow.on_sidecar_reply(
+            &mut host,
+            SidecarReply {
+                status: Some(404),
+                body: body.into_bytes(),
+            },
+        );
+        assert_eq!(host.sent_status(), Some(401), "{code}");
+        assert_eq!(host.sent_reason(), code);
+    }
+}
+
+#[test]
+fn unchanged_bearer_token_gets_no_new_token_header() {
+    let mut host = bearer_host(&claims());
+    let mut flow = Flow::new(config());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header("x-portero-access-token"), None);
 }
 
 #[test]

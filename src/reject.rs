@@ -10,6 +10,10 @@ pub enum Reason {
     CookieInvalid,
     Token(TokenError),
     SessionNotFound,
+    SessionRevoked,
+    UserBanned,
+    /// A rotated-away token came back after its grace window.
+    TokenReplayed,
     SessionTokensInvalid,
     /// The sidecar could not be reached, timed out or failed (503).
     SidecarUnavailable,
@@ -24,10 +28,24 @@ impl Reason {
             Reason::NoCredentials => "no_credentials",
             Reason::CookieInvalid => "cookie_invalid",
             Reason::Token(e) => e.reason(),
-            Reason::SessionNotFound => "session_not_found",
+            Reason::SessionNotFound => portero_wire::SESSION_NOT_FOUND,
+            Reason::SessionRevoked => portero_wire::SESSION_REVOKED,
+            Reason::UserBanned => portero_wire::USER_BANNED,
+            Reason::TokenReplayed => portero_wire::TOKEN_REPLAYED,
             Reason::SessionTokensInvalid => "session_tokens_invalid",
             Reason::SidecarUnavailable => "sidecar_unavailable",
             Reason::SidecarBadReply => "sidecar_bad_reply",
+        }
+    }
+
+    /// The reason for a sidecar verdict code (`portero_wire::SESSION_VERDICTS`).
+    pub fn from_verdict(code: &str) -> Option<Reason> {
+        match code {
+            portero_wire::SESSION_NOT_FOUND => Some(Reason::SessionNotFound),
+            portero_wire::SESSION_REVOKED => Some(Reason::SessionRevoked),
+            portero_wire::USER_BANNED => Some(Reason::UserBanned),
+            portero_wire::TOKEN_REPLAYED => Some(Reason::TokenReplayed),
+            _ => None,
         }
     }
 

@@ -53,11 +53,20 @@ impl TokenError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySetError(pub String);
 
+/// A token whose signature, key, issuer and audience check out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub claims: AccessClaims,
+    /// Past `exp` but within the refresh window: only good for a refresh.
+    pub expired: bool,
+}
+
 /// Verifies access tokens against a pinned key set.
 pub struct TokenVerifier {
     keys: HashMap<String, DecodingKey>,
     validation: Validation,
     leeway: u64,
+    refresh_window: u64,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -75,6 +84,7 @@ impl TokenVerifier {
         issuer: &str,
         audiences: &[String],
         leeway_seconds: u64,
+        refresh_window_seconds: u64,
     ) -> Result<Self, KeySetError> {
         let mut keys = HashMap::new();
         for (i, jwk) in jwks.keys.iter().enumerate() {
@@ -121,11 +131,14 @@ impl TokenVerifier {
             keys,
             validation,
             leeway: leeway_seconds,
+            refresh_window: refresh_window_seconds,
         })
     }
 
-    /// Verifies a bearer token at time `now` (Unix seconds).
-    pub fn verify(&self, token: &str, now: u64) -> Result<AccessClaims, TokenError> {
+    /// Verifies a bearer token at time `now` (Unix seconds). A token past
+    /// `exp` (plus leeway) by at most the refresh window verifies with
+    /// `expired: true`; later than that it is [`TokenError::Expired`].
+    pub fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -150,7 +163,9 @@ impl TokenVerifier {
                 _ => TokenError::Malformed,
             })?;
         let claims = data.claims;
-        if claims.exp.saturating_add(self.leeway) <= now {
+        let valid_until = claims.exp.saturating_add(self.leeway);
+        let expired = valid_until <= now;
+        if expired && valid_until.saturating_add(self.refresh_window) <= now {
             return Err(TokenError::Expired);
         }
         if claims.nbf > now.saturating_add(self.leeway) {
@@ -159,7 +174,7 @@ impl TokenVerifier {
         if claims.sid.is_empty() {
             return Err(TokenError::MissingSessionId);
         }
-        Ok(claims)
+        Ok(Verified { claims, expired })
     }
 }
 
@@ -241,7 +256,7 @@ pub(crate) mod tests {
 
     pub fn verifier() -> TokenVerifier {
         let jwks: JwkSet = serde_json::from_str(TEST_JWKS).unwrap();
-        TokenVerifier::new(&jwks, ISS, &[AUD.to_string()], 5).unwrap()
+        TokenVerifier::new(&jwks, ISS, &[AUD.to_string()], 5, 0).unwrap()
     }
 
     fn b64(json: &str) -> String {
@@ -251,7 +266,13 @@ pub(crate) mod tests {
     #[test]
     fn valid_token_verifies() {
         let got = verifier().verify(&sign(&claims()), NOW).unwrap();
-        assert_eq!(got, claims());
+        assert_eq!(
+            got,
+            Verified {
+                claims: claims(),
+                expired: false
+            }
+        );
     }
 
     #[test]
@@ -265,6 +286,21 @@ pub(crate) mod tests {
         let mut c = claims();
         c.nbf = NOW + 60;
         assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::NotYetValid));
+    }
+
+    #[test]
+    fn expired_within_the_refresh_window_is_only_good_for_refresh() {
+        let jwks: JwkSet = serde_json::from_str(TEST_JWKS).unwrap();
+        let v = TokenVerifier::new(&jwks, ISS, &[AUD.to_string()], 5, 60).unwrap();
+        let mut c = claims();
+        c.exp = NOW - 30;
+        assert!(v.verify(&sign(&c), NOW).unwrap().expired);
+        c.exp = NOW - 5 - 60;
+        assert_eq!(v.verify(&sign(&c), NOW), Err(TokenError::Expired));
+        // The window never excuses a bad signature.
+        c.exp = NOW - 30;
+        let forged = sign_with(OTHER_PRIVATE_PEM, "test-key", &c);
+        assert_eq!(v.verify(&forged, NOW), Err(TokenError::BadSignature));
     }
 
     #[test]
@@ -333,11 +369,11 @@ pub(crate) mod tests {
     #[test]
     fn key_set_is_checked() {
         let empty: JwkSet = serde_json::from_str(r#"{"keys":[]}"#).unwrap();
-        assert!(TokenVerifier::new(&empty, ISS, &[], 0).is_err());
+        assert!(TokenVerifier::new(&empty, ISS, &[], 0, 0).is_err());
         let mut jwks: serde_json::Value = serde_json::from_str(TEST_JWKS).unwrap();
         jwks["keys"][0].as_object_mut().unwrap().remove("kid");
         let no_kid: JwkSet = serde_json::from_value(jwks).unwrap();
-        let err = TokenVerifier::new(&no_kid, ISS, &[], 0).unwrap_err();
+        let err = TokenVerifier::new(&no_kid, ISS, &[], 0, 0).unwrap_err();
         assert!(err.0.contains("kid"), "{err:?}");
     }
 }

@@ -68,6 +68,9 @@ app.post("/auth/login", async (request, reply) => {
     request.log.error({ error: String(error) }, "sidecar unreachable");
     return reply.code(503).header("retry-after", "1").send({ error: "session_store_unavailable" });
   }
+  if (created.status === 403) {
+    return reply.code(403).send({ error: "user_banned" });
+  }
   if (created.status !== 201) {
     request.log.error({ status: created.status, body: created.json }, "session not created");
     return reply.code(503).header("retry-after", "1").send({ error: "session_store_unavailable" });
@@ -91,6 +94,40 @@ app.post("/auth/logout", async (request, reply) => {
   }
   reply.header(config.endHeader, "1");
   return { ended: ended.json.ended };
+});
+
+// Ends every session of the caller (e.g. after a password change).
+app.post("/auth/logout-everywhere", async (request, reply) => {
+  const userId = request.headers["x-portero-user-id"];
+  if (!userId) {
+    return reply.code(401).send({ error: "no_session" });
+  }
+  const revoked = await sidecar("POST", `/v1/users/${encodeURIComponent(userId)}/revoke`).catch(() => null);
+  if (!revoked || revoked.status !== 200) {
+    return reply.code(503).header("retry-after", "1").send({ error: "session_store_unavailable" });
+  }
+  reply.header(config.endHeader, "1");
+  return revoked.json;
+});
+
+// Demo admin route: ban (or unban) a demo user. Roles come from portero.
+app.post("/admin/users/:username/ban", async (request, reply) => {
+  const roles = (request.headers["x-portero-roles"] ?? "").split(",");
+  if (!roles.includes("admin")) {
+    return reply.code(403).send({ error: "admin_only" });
+  }
+  const user = USERS[request.params.username];
+  if (!user) {
+    return reply.code(404).send({ error: "no_such_user" });
+  }
+  const banned = request.body?.banned !== false;
+  const updated = await sidecar("PUT", `/v1/users/${encodeURIComponent(user.id)}`, {
+    status: banned ? "banned" : "active",
+  }).catch(() => null);
+  if (!updated || updated.status !== 200) {
+    return reply.code(503).header("retry-after", "1").send({ error: "session_store_unavailable" });
+  }
+  return updated.json;
 });
 
 // Echoes what the upstream received, so people and tests can see it.

@@ -39,23 +39,53 @@ pub struct AccessClaims {
     pub ver: u64,
 }
 
-/// How the filter names the session it wants: cookie clients know the raw
-/// session id (decrypted from the cookie), bearer clients only the handle
-/// (the token's `sid`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum LookupRequest {
-    SessionId(String),
-    SessionHandle(String),
+/// Filter → sidecar: resolve a session. Cookie clients name it by the raw
+/// session id (decrypted from the cookie), bearer clients by its handle (the
+/// token's `sid`) and also say which token they presented, so the sidecar can
+/// tell a current token from a rotated one or a replay.
+///
+/// Exactly one of `session_id` and `session_handle` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LookupRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_handle: Option<String>,
+    /// `jti` of the bearer token presented (bearer clients only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presented_jti: Option<String>,
 }
 
-/// What a live session looks like to the filter. All times are Unix seconds.
+impl LookupRequest {
+    pub fn by_id(session_id: &str) -> Self {
+        Self {
+            session_id: Some(session_id.to_string()),
+            ..Self::default()
+        }
+    }
+
+    pub fn by_handle(handle: &str, presented_jti: &str) -> Self {
+        Self {
+            session_handle: Some(handle.to_string()),
+            presented_jti: Some(presented_jti.to_string()),
+            ..Self::default()
+        }
+    }
+}
+
+/// What a live session looks like to the filter: the session, its user's
+/// current standing (one round trip), and its current access token. All
+/// times are Unix seconds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionView {
     pub handle: String,
     pub user_id: String,
     pub email: String,
+    /// The user's roles and permissions now (from the user record, not from
+    /// the login nor from any token).
     pub roles: Vec<String>,
+    pub permissions: Vec<String>,
     pub created_at: u64,
     pub last_seen_at: u64,
     /// Absolute expiry: the session ends then whatever its activity.
@@ -68,13 +98,17 @@ pub struct SessionView {
     pub access_token: String,
     pub access_jti: String,
     pub access_expires_at: u64,
+    /// How many times the access token has been rotated.
+    pub rotations: u64,
 }
 
-/// `200` reply to [`LookupRequest`]. A missing or expired session is a `404`
-/// with [`ErrorBody`] code `session_not_found`.
+/// `200` reply to [`LookupRequest`]. Any session that cannot be used is a
+/// `404` with an [`ErrorBody`] whose code is one of [`SESSION_VERDICTS`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupResponse {
     pub session: SessionView,
+    /// True when this look-up rotated the access token.
+    pub rotated: bool,
 }
 
 /// Admin: start a session for a user who has just proven who they are.
@@ -83,8 +117,13 @@ pub struct LookupResponse {
 pub struct CreateSessionRequest {
     pub user_id: String,
     pub email: String,
+    /// The user's roles, as the app knows them at login (they replace the
+    /// user record's).
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Replaces the user record's permissions when given.
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
     #[serde(default)]
     pub client_ip: String,
     #[serde(default)]
@@ -118,11 +157,77 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// Error code of a look-up for a session that does not exist (or expired).
+/// The session does not exist, or expired (idle or absolute).
 pub const SESSION_NOT_FOUND: &str = "session_not_found";
+/// The session was revoked (the user's token version moved past it).
+pub const SESSION_REVOKED: &str = "session_revoked";
+/// The user is banned.
+pub const USER_BANNED: &str = "user_banned";
+/// The presented token was rotated away and its grace window is over.
+pub const TOKEN_REPLAYED: &str = "token_replayed";
+/// Every code of a `404` look-up answer: a definite "no", not store trouble.
+pub const SESSION_VERDICTS: [&str; 4] = [
+    SESSION_NOT_FOUND,
+    SESSION_REVOKED,
+    USER_BANNED,
+    TOKEN_REPLAYED,
+];
 
-/// Smallest and largest length of a session id / handle on the wire
-/// (base64url of 32 bytes is 43 characters).
+/// Admin: a user's standing, as set by `PUT /v1/users/{user_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub user_id: String,
+    pub status: UserStatus,
+    pub roles: Vec<String>,
+    pub permissions: Vec<String>,
+    pub token_version: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserStatus {
+    Active,
+    Banned,
+}
+
+/// Admin: change a user's standing; absent fields are left as they are.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUserRequest {
+    #[serde(default)]
+    pub status: Option<UserStatus>,
+    #[serde(default)]
+    pub roles: Option<Vec<String>>,
+    #[serde(default)]
+    pub permissions: Option<Vec<String>>,
+}
+
+/// Admin: `POST /v1/users/{user_id}/revoke` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeUserResponse {
+    pub ended: u64,
+    pub token_version: u64,
+}
+
+/// Admin: one entry of `GET /v1/users/{user_id}/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionSummary {
+    pub handle: String,
+    pub created_at: u64,
+    pub last_seen_at: u64,
+    pub expires_at: u64,
+    pub client_ip: String,
+    pub user_agent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionList {
+    pub sessions: Vec<SessionSummary>,
+}
+
+/// Smallest and largest length of a session id / handle on the wire.
+/// Ids and handles are 65 characters: a 22-character user tag and 43
+/// characters of randomness (ids) or of keyed hash (handles).
 pub const SESSION_ID_MIN_LEN: usize = 22;
 pub const SESSION_ID_MAX_LEN: usize = 128;
 
@@ -140,11 +245,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lookup_request_is_tagged_by_kind() {
-        let json = serde_json::to_string(&LookupRequest::SessionHandle("h".into())).unwrap();
-        assert_eq!(json, r#"{"session_handle":"h"}"#);
+    fn lookup_request_wire_form() {
+        let json = serde_json::to_string(&LookupRequest::by_handle("h", "j")).unwrap();
+        assert_eq!(json, r#"{"session_handle":"h","presented_jti":"j"}"#);
         let back: LookupRequest = serde_json::from_str(r#"{"session_id":"x"}"#).unwrap();
-        assert_eq!(back, LookupRequest::SessionId("x".into()));
+        assert_eq!(back, LookupRequest::by_id("x"));
         assert!(serde_json::from_str::<LookupRequest>(r#"{"other":"x"}"#).is_err());
     }
 

@@ -12,14 +12,18 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use portero_wire::{
     AccessClaims, CreateSessionRequest, CreateSessionResponse, EndSessionResponse, ErrorBody,
-    LookupRequest, LookupResponse, SESSION_NOT_FOUND,
+    LookupRequest, LookupResponse, RevokeUserResponse, SessionList, UpdateUserRequest, UserView,
+    USER_BANNED,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::keys::SigningKey;
-use crate::store::{new_session_id, Lifetimes, SessionRecord, Store, StoreError};
+use crate::store::{
+    is_session_token, random_token, IssuedToken, Lifetimes, Lookup, SessionRecord, Store,
+    StoreError,
+};
 
 /// Largest request body accepted.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -31,6 +35,10 @@ pub struct AppState {
     pub audience: String,
     pub access_ttl: u64,
     pub lifetimes: Lifetimes,
+    /// How long a rotated-away token still maps to its successor, seconds.
+    pub refresh_grace: u64,
+    /// End the session when a rotated-away token is presented after the grace.
+    pub revoke_on_replay: bool,
     /// SHA-256 of the credentials, compared in constant time.
     pub filter_token: [u8; 32],
     pub admin_token: [u8; 32],
@@ -45,6 +53,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(portero_wire::LOOKUP_PATH, post(lookup_session))
         .route(portero_wire::SESSIONS_PATH, post(create_session))
         .route("/v1/sessions/{handle}", delete(end_session))
+        .route("/v1/users/{user_id}", get(get_user).put(update_user))
+        .route("/v1/users/{user_id}/revoke", post(revoke_user))
+        .route("/v1/users/{user_id}/sessions", get(list_sessions))
         .route(portero_wire::JWKS_PATH, get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -170,23 +181,69 @@ fn check_header_safe(field: &str, value: &str, max: usize) -> Result<(), ApiErro
     Ok(())
 }
 
-fn validate_create(req: &CreateSessionRequest) -> Result<(), ApiError> {
-    if req.user_id.is_empty() {
+/// Roles and permissions travel upstream comma-separated.
+fn check_names(field: &str, names: &[String]) -> Result<(), ApiError> {
+    if names.len() > 64 {
+        return Err(ApiError::bad_request(format!("at most 64 `{field}`")));
+    }
+    for name in names {
+        if name.is_empty() || name.contains(',') || name.contains(' ') {
+            return Err(ApiError::bad_request(format!(
+                "each of `{field}` must be non-empty, without `,` or spaces"
+            )));
+        }
+        check_header_safe(field, name, 128)?;
+    }
+    Ok(())
+}
+
+fn check_user_id(user_id: &str) -> Result<(), ApiError> {
+    if user_id.is_empty() {
         return Err(ApiError::bad_request("`user_id` is required"));
     }
-    check_header_safe("user_id", &req.user_id, 256)?;
+    check_header_safe("user_id", user_id, 256)
+}
+
+/// Mints an access token for a session.
+fn issue_token(
+    state: &AppState,
+    user_id: &str,
+    handle: &str,
+    token_version: u64,
+    session_expires_at: u64,
+    now: u64,
+) -> Result<IssuedToken, ApiError> {
+    let jti = random_token();
+    let expires_at = (now + state.access_ttl).min(session_expires_at);
+    let claims = AccessClaims {
+        iss: state.issuer.clone(),
+        aud: state.audience.clone(),
+        sub: user_id.to_string(),
+        sid: handle.to_string(),
+        jti: jti.clone(),
+        iat: now,
+        nbf: now,
+        exp: expires_at,
+        ver: token_version,
+    };
+    let token = state
+        .signing_key
+        .sign(&claims)
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", e))?;
+    Ok(IssuedToken {
+        token,
+        jti,
+        expires_at,
+    })
+}
+
+fn validate_create(req: &CreateSessionRequest) -> Result<(), ApiError> {
+    check_user_id(&req.user_id)?;
     check_header_safe("email", &req.email, 320)?;
     check_header_safe("user_agent", &req.user_agent, 1024)?;
-    if req.roles.len() > 64 {
-        return Err(ApiError::bad_request("at most 64 `roles`"));
-    }
-    for role in &req.roles {
-        if role.is_empty() || role.contains(',') || role.contains(' ') {
-            return Err(ApiError::bad_request(
-                "each role must be non-empty, without `,` or spaces",
-            ));
-        }
-        check_header_safe("roles", role, 128)?;
+    check_names("roles", &req.roles)?;
+    if let Some(permissions) = &req.permissions {
+        check_names("permissions", permissions)?;
     }
     if !req.client_ip.is_empty() && req.client_ip.parse::<std::net::IpAddr>().is_err() {
         return Err(ApiError::bad_request("`client_ip` must be an IP address"));
@@ -204,57 +261,70 @@ async fn create_session(
     let req: CreateSessionRequest = parse_json(&headers, &body)?;
     validate_create(&req)?;
     let now = now();
+    let token_version = state.store.token_version(&req.user_id).await?;
     // A fresh id at every login: no fixation. Collisions of 256-bit ids are
     // not expected; the loop only keeps `create` honest if one happened.
     for _ in 0..3 {
-        let session_id = new_session_id();
+        let session_id = state.store.new_session_id(&req.user_id);
         let handle = state.store.handle_of(&session_id);
-        let access_jti = new_session_id();
         let expires_at = now + state.lifetimes.absolute;
-        let access_expires_at = (now + state.access_ttl).min(expires_at);
-        let claims = AccessClaims {
-            iss: state.issuer.clone(),
-            aud: state.audience.clone(),
-            sub: req.user_id.clone(),
-            sid: handle.clone(),
-            jti: access_jti.clone(),
-            iat: now,
-            nbf: now,
-            exp: access_expires_at,
-            ver: 0,
-        };
-        let access_token = state
-            .signing_key
-            .sign(&claims)
-            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", e))?;
+        let token = issue_token(
+            &state,
+            &req.user_id,
+            &handle,
+            token_version,
+            expires_at,
+            now,
+        )?;
         let record = SessionRecord {
             user_id: req.user_id.clone(),
             email: req.email.clone(),
-            roles: req.roles.clone(),
             created_at: now,
             expires_at,
             client_ip: req.client_ip.clone(),
             user_agent: req.user_agent.clone(),
-            access_token: access_token.clone(),
-            access_jti,
-            access_expires_at,
         };
-        if state
+        let stored = state
             .store
-            .create(&handle, &record, state.lifetimes, now)
-            .await?
-        {
-            tracing::info!(user = %req.user_id, session = %handle, "session created");
-            return Ok((
-                StatusCode::CREATED,
-                Json(CreateSessionResponse {
-                    session_id,
-                    session_handle: handle,
-                    access_token,
-                    access_expires_at,
-                    expires_at,
-                }),
-            ));
+            .create(
+                &handle,
+                &record,
+                &req.roles,
+                req.permissions.as_deref(),
+                &token,
+                state.lifetimes,
+                now,
+            )
+            .await?;
+        match stored {
+            Ok(()) => {
+                tracing::info!(user = %req.user_id, session = %handle, "session created");
+                return Ok((
+                    StatusCode::CREATED,
+                    Json(CreateSessionResponse {
+                        session_id,
+                        session_handle: handle,
+                        access_token: token.token,
+                        access_expires_at: token.expires_at,
+                        expires_at,
+                    }),
+                ));
+            }
+            Err(code) if code == USER_BANNED => {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    USER_BANNED,
+                    "the user is banned",
+                ))
+            }
+            Err(code) if code == "exists" => continue,
+            Err(code) => {
+                return Err(ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "session_not_created",
+                    code,
+                ))
+            }
         }
     }
     Err(ApiError::new(
@@ -272,30 +342,87 @@ async fn lookup_session(
 ) -> Result<Json<LookupResponse>, ApiError> {
     authorize(&state, &headers, Role::Filter)?;
     let req: LookupRequest = parse_json(&headers, &body)?;
-    let handle = match &req {
-        LookupRequest::SessionId(id) => {
-            if !portero_wire::is_session_token_shape(id) {
+    let handle = match (&req.session_id, &req.session_handle) {
+        (Some(id), None) => {
+            if !is_session_token(id) {
                 return Err(ApiError::bad_request("`session_id` is not a session id"));
             }
             state.store.handle_of(id)
         }
-        LookupRequest::SessionHandle(handle) => {
-            if !portero_wire::is_session_token_shape(handle) {
+        (None, Some(handle)) => {
+            if !is_session_token(handle) {
                 return Err(ApiError::bad_request(
                     "`session_handle` is not a session handle",
                 ));
             }
             handle.clone()
         }
+        _ => {
+            return Err(ApiError::bad_request(
+                "exactly one of `session_id` and `session_handle` is required",
+            ))
+        }
     };
-    match state.store.lookup(&handle, now()).await? {
-        Some(session) => Ok(Json(LookupResponse { session })),
-        None => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            SESSION_NOT_FOUND,
-            "no live session",
-        )),
+    if let Some(jti) = &req.presented_jti {
+        check_header_safe("presented_jti", jti, 128)?;
     }
+    let now = now();
+    let presented = req.presented_jti.as_deref();
+    let found = state
+        .store
+        .lookup(&handle, presented, state.revoke_on_replay, now)
+        .await?;
+    let (mut view, needs_rotation, token_version) = match found {
+        Lookup::Found {
+            view,
+            needs_rotation,
+            token_version,
+        } => (view, needs_rotation, token_version),
+        Lookup::Refused(code) => {
+            if code == portero_wire::TOKEN_REPLAYED {
+                tracing::warn!(session = %handle, revoked = state.revoke_on_replay, "rotated-away token replayed");
+            }
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                code,
+                "no usable session",
+            ));
+        }
+    };
+    let mut rotated = false;
+    if needs_rotation {
+        // The session is alive but its access token has expired: rotate it.
+        // Concurrent callers all sign a candidate; the script keeps one.
+        let new = issue_token(
+            &state,
+            &view.user_id,
+            &handle,
+            token_version,
+            view.expires_at,
+            now,
+        )?;
+        match state
+            .store
+            .rotate(&mut view, &new, state.refresh_grace, now)
+            .await?
+        {
+            Ok(did_rotate) => rotated = did_rotate,
+            Err(code) => {
+                return Err(ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    code,
+                    "no usable session",
+                ))
+            }
+        }
+        if rotated {
+            tracing::info!(session = %handle, rotations = view.rotations, "access token rotated");
+        }
+    }
+    Ok(Json(LookupResponse {
+        session: *view,
+        rotated,
+    }))
 }
 
 /// `DELETE /v1/sessions/{handle}` (admin): end a session (logout).
@@ -305,12 +432,87 @@ async fn end_session(
     Path(handle): Path<String>,
 ) -> Result<Json<EndSessionResponse>, ApiError> {
     authorize(&state, &headers, Role::Admin)?;
-    if !portero_wire::is_session_token_shape(&handle) {
+    if !is_session_token(&handle) {
         return Err(ApiError::bad_request("not a session handle"));
     }
     let ended = state.store.end(&handle).await?;
     tracing::info!(session = %handle, ended, "session ended");
     Ok(Json(EndSessionResponse { ended }))
+}
+
+/// `GET /v1/users/{user_id}` (admin).
+async fn get_user(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<UserView>, ApiError> {
+    authorize(&state, &headers, Role::Admin)?;
+    check_user_id(&user_id)?;
+    state
+        .store
+        .user(&user_id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user"))
+}
+
+/// `PUT /v1/users/{user_id}` (admin): status, roles, permissions. Takes
+/// effect on the user's next request, on every session.
+async fn update_user(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+    body: Bytes,
+) -> Result<Json<UserView>, ApiError> {
+    authorize(&state, &headers, Role::Admin)?;
+    check_user_id(&user_id)?;
+    let req: UpdateUserRequest = parse_json(&headers, &body)?;
+    if let Some(roles) = &req.roles {
+        check_names("roles", roles)?;
+    }
+    if let Some(permissions) = &req.permissions {
+        check_names("permissions", permissions)?;
+    }
+    let user = state
+        .store
+        .update_user(
+            &user_id,
+            req.status,
+            req.roles.as_deref(),
+            req.permissions.as_deref(),
+        )
+        .await?
+        .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user"))?;
+    tracing::info!(user = %user_id, status = ?user.status, "user updated");
+    Ok(Json(user))
+}
+
+/// `POST /v1/users/{user_id}/revoke` (admin): end every session of the user.
+async fn revoke_user(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<RevokeUserResponse>, ApiError> {
+    authorize(&state, &headers, Role::Admin)?;
+    check_user_id(&user_id)?;
+    let (ended, token_version) = state.store.revoke_user(&user_id).await?;
+    tracing::info!(user = %user_id, ended, token_version, "all sessions revoked");
+    Ok(Json(RevokeUserResponse {
+        ended,
+        token_version,
+    }))
+}
+
+/// `GET /v1/users/{user_id}/sessions` (admin).
+async fn list_sessions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(user_id): Path<String>,
+) -> Result<Json<SessionList>, ApiError> {
+    authorize(&state, &headers, Role::Admin)?;
+    check_user_id(&user_id)?;
+    let sessions = state.store.sessions_of(&user_id, now()).await?;
+    Ok(Json(SessionList { sessions }))
 }
 
 /// `GET /.well-known/jwks.json`: public keys, no credential needed.

@@ -99,6 +99,14 @@ struct ServeArgs {
     /// Absolute lifetime of a session, seconds.
     #[arg(long, env = "PORTERO_ABSOLUTE_TIMEOUT", default_value_t = 86400)]
     absolute_timeout: u64,
+    /// After a rotation, how long the previous access token still maps to
+    /// the new one (concurrent requests), seconds.
+    #[arg(long, env = "PORTERO_REFRESH_GRACE", default_value_t = 10)]
+    refresh_grace: u64,
+    /// End the session when a rotated-away token comes back after the grace
+    /// window (RFC 9700 reuse detection).
+    #[arg(long, env = "PORTERO_REVOKE_ON_REPLAY", default_value_t = true, action = clap::ArgAction::Set)]
+    revoke_on_replay: bool,
 }
 
 fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
@@ -135,6 +143,8 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
             idle: args.idle_timeout,
             absolute: args.absolute_timeout,
         },
+        refresh_grace: args.refresh_grace,
+        revoke_on_replay: args.revoke_on_replay,
         filter_token: api::token_digest(&args.filter_token),
         admin_token: api::token_digest(&args.admin_token),
     })

@@ -1,14 +1,20 @@
-//! Sessions in Redis.
+//! Sessions and users in Redis.
 //!
-//! Key layout (ready for Redis Cluster: every key of one session carries the
-//! session's hash tag, so every atomic step stays in one slot):
+//! Key layout. Every key of one user carries the user's tag as its Redis
+//! Cluster hash tag, so each multi-key step (look-up with the user check,
+//! login, revoke-all) is one Lua script in one slot:
 //!
 //! ```text
-//! {prefix}:session:{<handle>}   HASH  record (JSON) | abs (absolute expiry) | idle (idle timeout) | seen
+//! {prefix}:user:{<utag>}              HASH  user_id | status | roles | permissions | ver
+//! {prefix}:sessions:{<utag>}          ZSET  session handles, scored by absolute expiry
+//! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver
+//!                                           | token | jti | exp | prev_jti | prev_until | rotations
 //! ```
 //!
-//! `handle` = base64url(HMAC-SHA256(session_hash_key, session_id)): a dump of
-//! Redis holds no live session id, hence no cookie. The key's TTL is the
+//! `utag` = base64url(HMAC-SHA256(key, "user\0" + user_id))[..22]. A session id
+//! is `utag` + 43 random characters (256 bits); its handle is `utag` +
+//! base64url(HMAC-SHA256(key, session_id)). Redis only ever sees handles: a
+//! dump holds no live session id, hence no cookie. A session key's TTL is the
 //! smaller of the idle timeout and the time left to the absolute expiry,
 //! renewed by every look-up; the record's times are checked again on read.
 
@@ -17,28 +23,36 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use portero_wire::{SessionView, SESSION_ID_MAX_LEN};
+use portero_wire::{SessionSummary, SessionView, UserStatus, UserView};
 use rand::RngCore;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Mutex;
 
-/// What Redis holds for one session, besides its times. Only the sidecar
-/// reads it; the filter sees [`SessionView`].
+/// Length of the user tag at the start of ids and handles.
+pub const USER_TAG_LEN: usize = 22;
+/// Length of a session id or handle.
+pub const SESSION_TOKEN_LEN: usize = USER_TAG_LEN + 43;
+
+/// The parts of a session that never change after login.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub user_id: String,
     pub email: String,
-    pub roles: Vec<String>,
     pub created_at: u64,
     pub expires_at: u64,
     pub client_ip: String,
     pub user_agent: String,
-    pub access_token: String,
-    pub access_jti: String,
-    pub access_expires_at: u64,
+}
+
+/// An access token ready to be stored.
+#[derive(Debug, Clone)]
+pub struct IssuedToken {
+    pub token: String,
+    pub jti: String,
+    pub expires_at: u64,
 }
 
 #[derive(Debug)]
@@ -53,7 +67,7 @@ impl std::fmt::Display for StoreError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             StoreError::Unavailable(e) => write!(f, "redis unavailable: {e}"),
-            StoreError::Corrupt(e) => write!(f, "unreadable session record: {e}"),
+            StoreError::Corrupt(e) => write!(f, "unreadable record: {e}"),
         }
     }
 }
@@ -64,30 +78,155 @@ impl From<redis::RedisError> for StoreError {
     }
 }
 
-/// Looks a session up and renews its idle expiry, in one round trip.
-/// Returns `{record, idle_expires_at}` or nil.
+fn corrupt(what: &str) -> StoreError {
+    StoreError::Corrupt(what.to_string())
+}
+
+/// The answer of a look-up.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A usable session. `needs_rotation`: its access token has expired.
+    Found {
+        view: Box<SessionView>,
+        needs_rotation: bool,
+        /// The session's token version (for the claims of a rotated token).
+        token_version: u64,
+    },
+    /// A definite "no", with its code (`portero_wire::SESSION_VERDICTS`).
+    Refused(&'static str),
+}
+
+/// Look-up with the user check, in one round trip.
+/// KEYS: session, user, index. ARGV: now, handle, presented jti ("" for
+/// none), revoke on replay ("1"/"0").
 const LOOKUP_LUA: &str = r"
-local v = redis.call('HMGET', KEYS[1], 'record', 'abs', 'idle')
-if not v[1] then return false end
 local now = tonumber(ARGV[1])
-local abs = tonumber(v[2])
-local idle = tonumber(v[3])
-if not abs or not idle or abs <= now then
+local s = redis.call('HMGET', KEYS[1], 'record', 'abs', 'idle', 'ver', 'token', 'jti', 'exp', 'prev_jti', 'prev_until', 'rotations')
+local function drop()
   redis.call('DEL', KEYS[1])
-  return false
+  redis.call('ZREM', KEYS[3], ARGV[2])
+end
+if not s[1] then
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  return {'session_not_found'}
+end
+local abs = tonumber(s[2])
+local idle = tonumber(s[3])
+if not abs or not idle or abs <= now then
+  drop()
+  return {'session_not_found'}
+end
+local u = redis.call('HMGET', KEYS[2], 'status', 'roles', 'permissions', 'ver')
+if not u[1] or (tonumber(s[4]) or 0) < (tonumber(u[4]) or 0) then
+  drop()
+  return {'session_revoked'}
+end
+if u[1] == 'banned' then
+  return {'user_banned'}
+end
+local presented = ARGV[3]
+if presented ~= '' and presented ~= s[6] then
+  local in_grace = presented == s[8] and now <= (tonumber(s[9]) or 0)
+  if not in_grace then
+    if ARGV[4] == '1' then drop() end
+    return {'token_replayed'}
+  end
 end
 local ttl = math.min(idle, abs - now)
 redis.call('EXPIRE', KEYS[1], ttl)
 redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-return {v[1], tostring(now + ttl)}
+return {'ok', s[1], tostring(now + ttl), u[2] or '[]', u[3] or '[]', s[5], s[6], s[7], s[10] or '0', s[4] or '0'}
 ";
 
-/// Stores a new session with its TTL, atomically; refuses to overwrite.
+/// Rotates the access token if it is still the one the caller saw; either
+/// way returns the session's current token. This is what makes concurrent
+/// refreshes single-flight: Redis runs one script at a time, so one caller
+/// rotates and the others find the new token.
+/// KEYS: session. ARGV: expected jti, new token, new jti, new exp, now, grace.
+const ROTATE_LUA: &str = r"
+local cur = redis.call('HGET', KEYS[1], 'jti')
+if not cur then return {'session_not_found'} end
+local rotated = '0'
+if cur == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'prev_jti', cur, 'prev_until', tonumber(ARGV[5]) + tonumber(ARGV[6]),
+    'token', ARGV[2], 'jti', ARGV[3], 'exp', ARGV[4])
+  redis.call('HINCRBY', KEYS[1], 'rotations', 1)
+  rotated = '1'
+end
+local t = redis.call('HMGET', KEYS[1], 'token', 'jti', 'exp', 'rotations')
+return {'ok', rotated, t[1], t[2], t[3], t[4]}
+";
+
+/// Drops index entries whose session is gone, and keeps the index's own TTL
+/// at its longest-lived session. Shared by the scripts below.
+const PRUNE_LUA: &str = r"
+local function prune(index, prefix, now)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  for _, h in ipairs(redis.call('ZRANGE', index, 0, -1)) do
+    if redis.call('EXISTS', prefix .. h) == 0 then redis.call('ZREM', index, h) end
+  end
+  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
+  if top[2] then redis.call('EXPIREAT', index, top[2]) end
+end
+";
+
+/// Login: upsert the user, refuse if banned, store the session, index it.
+/// KEYS: session, user, index. ARGV: record, abs, idle, now, ttl, token,
+/// jti, exp, user_id, roles, permissions ('' keeps), handle, session prefix.
 const CREATE_LUA: &str = r"
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'abs', ARGV[2], 'idle', ARGV[3], 'seen', ARGV[4])
+local u = redis.call('HMGET', KEYS[2], 'user_id', 'status', 'ver')
+if u[1] and u[1] ~= ARGV[9] then return {'user_tag_collision'} end
+if u[2] == 'banned' then return {'user_banned'} end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
+local ver = tonumber(u[3]) or 0
+redis.call('HSET', KEYS[2], 'user_id', ARGV[9], 'roles', ARGV[10])
+if not u[2] then redis.call('HSET', KEYS[2], 'status', 'active', 'ver', 0, 'permissions', '[]') end
+if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'permissions', ARGV[11]) end
+redis.call('HSET', KEYS[1], 'record', ARGV[1], 'abs', ARGV[2], 'idle', ARGV[3], 'seen', ARGV[4],
+  'ver', ver, 'token', ARGV[6], 'jti', ARGV[7], 'exp', ARGV[8], 'rotations', 0)
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-return 1
+redis.call('ZADD', KEYS[3], ARGV[2], ARGV[12])
+prune(KEYS[3], ARGV[13], tonumber(ARGV[4]))
+return {'ok', tostring(ver)}
+";
+
+/// Revoke every session of a user and bump the token version.
+/// KEYS: user, index. ARGV: user_id, session prefix.
+const REVOKE_USER_LUA: &str = r"
+local owner = redis.call('HGET', KEYS[1], 'user_id')
+if owner and owner ~= ARGV[1] then return {-1, 0} end
+if not owner then
+  redis.call('HSET', KEYS[1], 'user_id', ARGV[1], 'status', 'active', 'roles', '[]', 'permissions', '[]')
+end
+local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
+local n = 0
+for _, h in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
+  n = n + redis.call('DEL', ARGV[2] .. h)
+end
+redis.call('DEL', KEYS[2])
+return {n, ver}
+";
+
+/// End one session. KEYS: session, index. ARGV: handle.
+const END_LUA: &str = r"
+local n = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return n
+";
+
+/// A user's sessions, pruning the dead. KEYS: index. ARGV: session prefix, now.
+const LIST_LUA: &str = r"
+prune(KEYS[1], ARGV[1], tonumber(ARGV[2]))
+local out = {}
+for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local s = redis.call('HMGET', ARGV[1] .. h, 'record', 'seen')
+  if s[1] then
+    table.insert(out, h)
+    table.insert(out, s[1])
+    table.insert(out, s[2] or '0')
+  end
+end
+return out
 ";
 
 pub struct Store {
@@ -96,7 +235,11 @@ pub struct Store {
     prefix: String,
     hash_key: Hmac<Sha256>,
     lookup: Script,
+    rotate: Script,
     create: Script,
+    revoke_user: Script,
+    end: Script,
+    list: Script,
     timeout: Duration,
 }
 
@@ -107,11 +250,43 @@ pub struct Lifetimes {
     pub absolute: u64,
 }
 
-/// A new random session id: 256 bits, base64url.
-pub fn new_session_id() -> String {
+/// 32 random bytes, base64url (43 characters).
+pub fn random_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether a value has the exact shape of a session id or handle.
+pub fn is_session_token(value: &str) -> bool {
+    value.len() == SESSION_TOKEN_LEN && portero_wire::is_session_token_shape(value)
+}
+
+fn string_at(values: &[Value], i: usize) -> Result<String, StoreError> {
+    match values.get(i) {
+        Some(Value::BulkString(b)) => {
+            String::from_utf8(b.clone()).map_err(|_| corrupt("non-UTF-8 field"))
+        }
+        Some(Value::SimpleString(s)) => Ok(s.clone()),
+        Some(Value::Int(n)) => Ok(n.to_string()),
+        _ => Err(corrupt("missing field in script reply")),
+    }
+}
+
+fn u64_at(values: &[Value], i: usize) -> Result<u64, StoreError> {
+    string_at(values, i)?
+        .parse::<u64>()
+        .map_err(|_| corrupt("not a number"))
+}
+
+fn string_list(json: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(json).map_err(|_| corrupt("not a JSON list of strings"))
+}
+
+fn verdict(code: &str) -> Option<&'static str> {
+    portero_wire::SESSION_VERDICTS
+        .into_iter()
+        .find(|known| *known == code)
 }
 
 impl Store {
@@ -123,13 +298,18 @@ impl Store {
     ) -> Result<Self, String> {
         let client = redis::Client::open(redis_url).map_err(|e| format!("redis url: {e}"))?;
         let hash_key = Hmac::<Sha256>::new_from_slice(hash_key).map_err(|e| e.to_string())?;
+        let with_prune = |body: &str| Script::new(&format!("{PRUNE_LUA}\n{body}"));
         Ok(Self {
             client,
             connection: Mutex::new(None),
             prefix: prefix.to_string(),
             hash_key,
             lookup: Script::new(LOOKUP_LUA),
-            create: Script::new(CREATE_LUA),
+            rotate: Script::new(ROTATE_LUA),
+            create: with_prune(CREATE_LUA),
+            revoke_user: Script::new(REVOKE_USER_LUA),
+            end: Script::new(END_LUA),
+            list: with_prune(LIST_LUA),
             timeout,
         })
     }
@@ -150,15 +330,50 @@ impl Store {
         Ok(conn)
     }
 
-    /// The public handle of a session id.
-    pub fn handle_of(&self, session_id: &str) -> String {
+    fn mac(&self, parts: &[&[u8]]) -> String {
         let mut mac = self.hash_key.clone();
-        mac.update(session_id.as_bytes());
+        for part in parts {
+            mac.update(part);
+        }
         URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
     }
 
+    /// The tag that groups a user's keys in one Redis Cluster slot.
+    pub fn user_tag(&self, user_id: &str) -> String {
+        let mut tag = self.mac(&[b"user\0", user_id.as_bytes()]);
+        tag.truncate(USER_TAG_LEN);
+        tag
+    }
+
+    /// A new session id for this user: the user tag and 256 random bits.
+    pub fn new_session_id(&self, user_id: &str) -> String {
+        format!("{}{}", self.user_tag(user_id), random_token())
+    }
+
+    /// The public handle of a session id (the caller checked its shape).
+    pub fn handle_of(&self, session_id: &str) -> String {
+        let tag = session_id.get(..USER_TAG_LEN).unwrap_or_default();
+        format!("{tag}{}", self.mac(&[session_id.as_bytes()]))
+    }
+
+    fn tag_of(handle: &str) -> &str {
+        handle.get(..USER_TAG_LEN).unwrap_or_default()
+    }
+
+    fn session_prefix(&self, tag: &str) -> String {
+        format!("{}:session:{{{tag}}}:", self.prefix)
+    }
+
     fn session_key(&self, handle: &str) -> String {
-        format!("{}:session:{{{handle}}}", self.prefix)
+        format!("{}{handle}", self.session_prefix(Self::tag_of(handle)))
+    }
+
+    fn user_key(&self, tag: &str) -> String {
+        format!("{}:user:{{{tag}}}", self.prefix)
+    }
+
+    fn index_key(&self, tag: &str) -> String {
+        format!("{}:sessions:{{{tag}}}", self.prefix)
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {
@@ -167,76 +382,300 @@ impl Store {
         Ok(())
     }
 
-    /// Stores a new session under `handle`. False if the handle is taken
-    /// (never expected with 256-bit ids; the caller retries with a new id).
+    /// The user's current token version (0 for a user never seen).
+    pub async fn token_version(&self, user_id: &str) -> Result<u64, StoreError> {
+        let mut conn = self.connection().await?;
+        let ver: Option<u64> = redis::cmd("HGET")
+            .arg(self.user_key(&self.user_tag(user_id)))
+            .arg("ver")
+            .query_async(&mut conn)
+            .await?;
+        Ok(ver.unwrap_or(0))
+    }
+
+    /// Stores a new session. `Ok(Err(code))` is a refusal: `user_banned`, or
+    /// `exists` (the caller retries with a new id).
+    #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
         handle: &str,
         record: &SessionRecord,
+        roles: &[String],
+        permissions: Option<&[String]>,
+        token: &IssuedToken,
         lifetimes: Lifetimes,
         now: u64,
-    ) -> Result<bool, StoreError> {
-        let json = serde_json::to_string(record).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    ) -> Result<Result<(), String>, StoreError> {
+        let tag = Self::tag_of(handle);
+        let json = serde_json::to_string(record).map_err(|e| corrupt(&e.to_string()))?;
+        let roles = serde_json::to_string(roles).map_err(|e| corrupt(&e.to_string()))?;
+        let permissions = match permissions {
+            Some(p) => serde_json::to_string(p).map_err(|e| corrupt(&e.to_string()))?,
+            None => String::new(),
+        };
         let ttl = lifetimes.idle.min(lifetimes.absolute).max(1);
         let mut conn = self.connection().await?;
-        let created: i64 = self
+        let reply: Vec<Value> = self
             .create
             .key(self.session_key(handle))
+            .key(self.user_key(tag))
+            .key(self.index_key(tag))
             .arg(json)
             .arg(record.expires_at)
             .arg(lifetimes.idle)
             .arg(now)
             .arg(ttl)
+            .arg(&token.token)
+            .arg(&token.jti)
+            .arg(token.expires_at)
+            .arg(&record.user_id)
+            .arg(roles)
+            .arg(permissions)
+            .arg(handle)
+            .arg(self.session_prefix(tag))
             .invoke_async(&mut conn)
             .await?;
-        Ok(created == 1)
+        let status = string_at(&reply, 0)?;
+        Ok(if status == "ok" { Ok(()) } else { Err(status) })
     }
 
-    /// The live session with this handle, its idle expiry renewed.
-    pub async fn lookup(&self, handle: &str, now: u64) -> Result<Option<SessionView>, StoreError> {
-        if handle.len() > SESSION_ID_MAX_LEN {
-            return Ok(None);
-        }
+    /// Looks a session up with its user, renewing its idle expiry.
+    pub async fn lookup(
+        &self,
+        handle: &str,
+        presented_jti: Option<&str>,
+        revoke_on_replay: bool,
+        now: u64,
+    ) -> Result<Lookup, StoreError> {
+        let tag = Self::tag_of(handle);
         let mut conn = self.connection().await?;
-        let found: Option<(String, String)> = self
+        let reply: Vec<Value> = self
             .lookup
             .key(self.session_key(handle))
+            .key(self.user_key(tag))
+            .key(self.index_key(tag))
             .arg(now)
+            .arg(handle)
+            .arg(presented_jti.unwrap_or(""))
+            .arg(if revoke_on_replay { "1" } else { "0" })
             .invoke_async(&mut conn)
             .await?;
-        let Some((json, idle_expires_at)) = found else {
-            return Ok(None);
-        };
+        let status = string_at(&reply, 0)?;
+        if status != "ok" {
+            return verdict(&status)
+                .map(Lookup::Refused)
+                .ok_or_else(|| corrupt("unknown look-up status"));
+        }
         let record: SessionRecord =
-            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let idle_expires_at = idle_expires_at
-            .parse::<u64>()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        Ok(Some(SessionView {
+            serde_json::from_str(&string_at(&reply, 1)?).map_err(|e| corrupt(&e.to_string()))?;
+        let access_expires_at = u64_at(&reply, 7)?;
+        let view = SessionView {
             handle: handle.to_string(),
             user_id: record.user_id,
             email: record.email,
-            roles: record.roles,
+            roles: string_list(&string_at(&reply, 3)?)?,
+            permissions: string_list(&string_at(&reply, 4)?)?,
             created_at: record.created_at,
             last_seen_at: now,
             expires_at: record.expires_at,
-            idle_expires_at,
+            idle_expires_at: u64_at(&reply, 2)?,
             client_ip: record.client_ip,
             user_agent: record.user_agent,
-            access_token: record.access_token,
-            access_jti: record.access_jti,
-            access_expires_at: record.access_expires_at,
-        }))
+            access_token: string_at(&reply, 5)?,
+            access_jti: string_at(&reply, 6)?,
+            access_expires_at,
+            rotations: u64_at(&reply, 8)?,
+        };
+        Ok(Lookup::Found {
+            view: Box::new(view),
+            needs_rotation: access_expires_at <= now,
+            token_version: u64_at(&reply, 9)?,
+        })
+    }
+
+    /// Replaces the access token if it is still `expected_jti`; returns the
+    /// current token afterwards and whether this call rotated it.
+    pub async fn rotate(
+        &self,
+        view: &mut SessionView,
+        new: &IssuedToken,
+        grace: u64,
+        now: u64,
+    ) -> Result<Result<bool, &'static str>, StoreError> {
+        let mut conn = self.connection().await?;
+        let reply: Vec<Value> = self
+            .rotate
+            .key(self.session_key(&view.handle))
+            .arg(&view.access_jti)
+            .arg(&new.token)
+            .arg(&new.jti)
+            .arg(new.expires_at)
+            .arg(now)
+            .arg(grace)
+            .invoke_async(&mut conn)
+            .await?;
+        if string_at(&reply, 0)? != "ok" {
+            return Ok(Err(portero_wire::SESSION_NOT_FOUND));
+        }
+        let rotated = string_at(&reply, 1)? == "1";
+        view.access_token = string_at(&reply, 2)?;
+        view.access_jti = string_at(&reply, 3)?;
+        view.access_expires_at = u64_at(&reply, 4)?;
+        view.rotations = u64_at(&reply, 5)?;
+        Ok(Ok(rotated))
     }
 
     /// Ends a session. False if there was none.
     pub async fn end(&self, handle: &str) -> Result<bool, StoreError> {
+        let tag = Self::tag_of(handle);
         let mut conn = self.connection().await?;
-        let removed: i64 = redis::cmd("DEL")
-            .arg(self.session_key(handle))
-            .query_async(&mut conn)
+        let removed: i64 = self
+            .end
+            .key(self.session_key(handle))
+            .key(self.index_key(tag))
+            .arg(handle)
+            .invoke_async(&mut conn)
             .await?;
         Ok(removed > 0)
+    }
+
+    /// Ends every session of a user and bumps the token version, so any
+    /// session or token minted before is refused from now on.
+    pub async fn revoke_user(&self, user_id: &str) -> Result<(u64, u64), StoreError> {
+        let tag = self.user_tag(user_id);
+        let mut conn = self.connection().await?;
+        let (ended, ver): (i64, i64) = self
+            .revoke_user
+            .key(self.user_key(&tag))
+            .key(self.index_key(&tag))
+            .arg(user_id)
+            .arg(self.session_prefix(&tag))
+            .invoke_async(&mut conn)
+            .await?;
+        if ended < 0 {
+            return Err(corrupt("user tag collision"));
+        }
+        Ok((ended as u64, ver.max(0) as u64))
+    }
+
+    /// The user record, if the user was ever seen.
+    pub async fn user(&self, user_id: &str) -> Result<Option<UserView>, StoreError> {
+        let tag = self.user_tag(user_id);
+        let mut conn = self.connection().await?;
+        let fields: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.user_key(&tag))
+            .arg(&["user_id", "status", "roles", "permissions", "ver"])
+            .query_async(&mut conn)
+            .await?;
+        let [owner, status, roles, permissions, ver] = fields.as_slice() else {
+            return Err(corrupt("user record"));
+        };
+        let Some(owner) = owner else {
+            return Ok(None);
+        };
+        if owner != user_id {
+            return Err(corrupt("user tag collision"));
+        }
+        Ok(Some(UserView {
+            user_id: owner.clone(),
+            status: if status.as_deref() == Some("banned") {
+                UserStatus::Banned
+            } else {
+                UserStatus::Active
+            },
+            roles: string_list(roles.as_deref().unwrap_or("[]"))?,
+            permissions: string_list(permissions.as_deref().unwrap_or("[]"))?,
+            token_version: ver.as_deref().and_then(|v| v.parse().ok()).unwrap_or(0),
+        }))
+    }
+
+    /// Sets a user's status, roles and permissions (absent: unchanged).
+    pub async fn update_user(
+        &self,
+        user_id: &str,
+        status: Option<UserStatus>,
+        roles: Option<&[String]>,
+        permissions: Option<&[String]>,
+    ) -> Result<Option<UserView>, StoreError> {
+        let tag = self.user_tag(user_id);
+        let key = self.user_key(&tag);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg("user_id")
+            .arg(user_id)
+            .ignore();
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg("status")
+            .arg("active")
+            .ignore();
+        pipe.cmd("HSETNX").arg(&key).arg("roles").arg("[]").ignore();
+        pipe.cmd("HSETNX")
+            .arg(&key)
+            .arg("permissions")
+            .arg("[]")
+            .ignore();
+        pipe.cmd("HSETNX").arg(&key).arg("ver").arg(0).ignore();
+        if let Some(status) = status {
+            let value = match status {
+                UserStatus::Active => "active",
+                UserStatus::Banned => "banned",
+            };
+            pipe.cmd("HSET").arg(&key).arg("status").arg(value).ignore();
+        }
+        if let Some(roles) = roles {
+            let json = serde_json::to_string(roles).map_err(|e| corrupt(&e.to_string()))?;
+            pipe.cmd("HSET").arg(&key).arg("roles").arg(json).ignore();
+        }
+        if let Some(permissions) = permissions {
+            let json = serde_json::to_string(permissions).map_err(|e| corrupt(&e.to_string()))?;
+            pipe.cmd("HSET")
+                .arg(&key)
+                .arg("permissions")
+                .arg(json)
+                .ignore();
+        }
+        {
+            let mut conn = self.connection().await?;
+            pipe.query_async::<()>(&mut conn).await?;
+        }
+        self.user(user_id).await
+    }
+
+    /// The live sessions of a user (dead index entries are dropped).
+    pub async fn sessions_of(
+        &self,
+        user_id: &str,
+        now: u64,
+    ) -> Result<Vec<SessionSummary>, StoreError> {
+        let tag = self.user_tag(user_id);
+        let mut conn = self.connection().await?;
+        let flat: Vec<String> = self
+            .list
+            .key(self.index_key(&tag))
+            .arg(self.session_prefix(&tag))
+            .arg(now)
+            .invoke_async(&mut conn)
+            .await?;
+        let mut out = Vec::new();
+        for entry in flat.chunks(3) {
+            let [handle, record, seen] = entry else {
+                return Err(corrupt("session list"));
+            };
+            let record: SessionRecord =
+                serde_json::from_str(record).map_err(|e| corrupt(&e.to_string()))?;
+            out.push(SessionSummary {
+                handle: handle.clone(),
+                created_at: record.created_at,
+                last_seen_at: seen.parse().unwrap_or(record.created_at),
+                expires_at: record.expires_at,
+                client_ip: record.client_ip,
+                user_agent: record.user_agent,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -244,34 +683,51 @@ impl Store {
 mod tests {
     use super::*;
 
-    #[test]
-    fn ids_are_random_and_well_formed() {
-        let a = new_session_id();
-        assert_ne!(a, new_session_id());
-        assert!(portero_wire::is_session_token_shape(&a));
-        assert_eq!(a.len(), 43);
+    fn store(key: &[u8]) -> Store {
+        Store::new(
+            "redis://127.0.0.1:1",
+            "portero",
+            key,
+            Duration::from_secs(1),
+        )
+        .unwrap()
     }
 
     #[test]
-    fn handle_is_keyed_and_key_carries_the_hash_tag() {
-        let s1 = Store::new(
-            "redis://127.0.0.1:1",
-            "portero",
-            b"k1",
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        let s2 = Store::new(
-            "redis://127.0.0.1:1",
-            "portero",
-            b"k2",
-            Duration::from_secs(1),
-        )
-        .unwrap();
-        let h = s1.handle_of("abc");
-        assert_eq!(h, s1.handle_of("abc"));
-        assert_ne!(h, s2.handle_of("abc"));
-        assert!(portero_wire::is_session_token_shape(&h));
-        assert_eq!(s1.session_key(&h), format!("portero:session:{{{h}}}"));
+    fn ids_are_random_and_carry_the_user_tag() {
+        let s = store(b"k1");
+        let a = s.new_session_id("u1");
+        assert_ne!(a, s.new_session_id("u1"));
+        assert!(is_session_token(&a));
+        assert!(a.starts_with(&s.user_tag("u1")));
+        assert_ne!(s.user_tag("u1"), s.user_tag("u2"));
+    }
+
+    #[test]
+    fn handle_is_keyed_and_keys_share_the_users_hash_tag() {
+        let (s1, s2) = (store(b"k1"), store(b"k2"));
+        let id = s1.new_session_id("u1");
+        let h = s1.handle_of(&id);
+        assert_eq!(h, s1.handle_of(&id));
+        assert_ne!(h, s2.handle_of(&id));
+        assert_ne!(h, id);
+        assert!(is_session_token(&h));
+        let tag = s1.user_tag("u1");
+        assert!(h.starts_with(&tag));
+        let hash_tag = format!("{{{tag}}}");
+        assert!(s1.session_key(&h).contains(&hash_tag));
+        assert!(s1.user_key(&tag).contains(&hash_tag));
+        assert!(s1.index_key(&tag).contains(&hash_tag));
+    }
+
+    #[test]
+    fn script_replies_are_read_defensively() {
+        let values = vec![Value::BulkString(b"12".to_vec()), Value::Nil];
+        assert_eq!(u64_at(&values, 0).unwrap(), 12);
+        assert!(u64_at(&values, 1).is_err());
+        assert!(string_at(&values, 5).is_err());
+        assert!(string_list("not json").is_err());
+        assert_eq!(verdict("user_banned"), Some("user_banned"));
+        assert_eq!(verdict("anything"), None);
     }
 }

@@ -162,6 +162,9 @@ pub struct StackOptions {
     pub access_ttl: u64,
     pub idle_timeout: u64,
     pub absolute_timeout: u64,
+    /// Sidecar: grace window of a rotated token, and reuse detection.
+    pub refresh_grace: u64,
+    pub revoke_on_replay: bool,
     /// Signing key: the committed test key by default.
     pub signing_key: PathBuf,
     pub key_id: String,
@@ -184,6 +187,8 @@ impl Default for StackOptions {
             access_ttl: 900,
             idle_timeout: 1800,
             absolute_timeout: 86400,
+            refresh_grace: 10,
+            revoke_on_replay: true,
             signing_key: fixture("test-rsa.pem"),
             key_id: TEST_KID.to_string(),
             work_dir: None,
@@ -425,7 +430,9 @@ impl Stack {
                 .env("PORTERO_AUDIENCE", AUDIENCE)
                 .env("PORTERO_ACCESS_TTL", o.access_ttl.to_string())
                 .env("PORTERO_IDLE_TIMEOUT", o.idle_timeout.to_string())
-                .env("PORTERO_ABSOLUTE_TIMEOUT", o.absolute_timeout.to_string()),
+                .env("PORTERO_ABSOLUTE_TIMEOUT", o.absolute_timeout.to_string())
+                .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
+                .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string()),
             self.dir.join("sidecar.log"),
         ));
         self.wait_http("sidecar", self.options.sidecar_port, "/healthz");
@@ -607,6 +614,27 @@ impl Stack {
             .to_string()
     }
 
+    /// A call to the sidecar's admin API.
+    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Reply {
+        let auth = format!("Bearer {ADMIN_TOKEN}");
+        self.send(
+            method,
+            &self.sidecar_url(path),
+            &[("authorization", &auth)],
+            body,
+        )
+    }
+
+    /// `/me` through Envoy with a session cookie.
+    pub fn me_with_cookie(&self, value: &str) -> Reply {
+        self.get("/me", &[("cookie", &format!("{COOKIE_NAME}={value}"))])
+    }
+
+    /// `/me` through Envoy with a bearer token.
+    pub fn me_with_token(&self, token: &str) -> Reply {
+        self.get("/me", &[("authorization", &format!("Bearer {token}"))])
+    }
+
     /// Prints the logs of every process (on test failure).
     pub fn dump_logs(&self) {
         for p in [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
@@ -643,6 +671,23 @@ impl Drop for Stack {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// The claims of a token, read without verifying it.
+pub fn claims_of(token: &str) -> portero_wire::AccessClaims {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url payload");
+    serde_json::from_slice(&bytes).expect("claims")
+}
+
+/// Unix time now, in seconds.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// A response, read whole.

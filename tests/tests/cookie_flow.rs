@@ -6,6 +6,9 @@ use base64::Engine;
 use portero::cookie::CookieCodec;
 use portero_integration::{Stack, StackOptions, COOKIE_NAME, COOKIE_SECRET};
 
+/// Well-formed (65 characters, like the sidecar's ids) but never issued.
+const SID: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8AAECAwQFBgcICQoLDA0ODx";
+
 fn cookie_header(value: &str) -> String {
     format!("{COOKIE_NAME}={value}")
 }
@@ -40,7 +43,7 @@ fn cookie_sealed_with_another_key_is_401() {
         &[(1, b"a different secret of 32 bytes or more")],
     )
     .unwrap();
-    let sid = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let sid = SID;
     assert_cookie_rejected(&stack, &other.seal(sid).unwrap(), "cookie_invalid");
     // The same key under another id is unknown, too.
     let other_id = CookieCodec::new(COOKIE_NAME, &[(7, COOKIE_SECRET.as_bytes())]).unwrap();
@@ -88,7 +91,7 @@ fn cookie_of_another_name_is_401() {
     // Sealed for another cookie name with the right secret: the name is
     // bound as associated data, so moving the value does not work.
     let other = CookieCodec::new("__Host-other", &[(1, COOKIE_SECRET.as_bytes())]).unwrap();
-    let sid = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
+    let sid = SID;
     assert_cookie_rejected(&stack, &other.seal(sid).unwrap(), "cookie_invalid");
 }
 
@@ -97,9 +100,7 @@ fn cookie_for_a_session_that_does_not_exist_is_401() {
     let stack = Stack::start();
     let codec = CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())]).unwrap();
     // Well sealed, but the session id was never issued.
-    let value = codec
-        .seal("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
-        .unwrap();
+    let value = codec.seal(SID).unwrap();
     assert_cookie_rejected(&stack, &value, "session_not_found");
 }
 
@@ -162,7 +163,7 @@ fn valid_cookie_reaches_me_with_identity() {
     assert_eq!(me["email"], "ada@example.com");
     assert_eq!(me["roles"], serde_json::json!(["admin", "dev"]));
     assert_eq!(me["client_ip"], "127.0.0.1");
-    assert_eq!(me["session"].as_str().unwrap().len(), 43);
+    assert_eq!(me["session"].as_str().unwrap().len(), 65);
     // The session cookie is the filter's; the others go through.
     assert_eq!(me["cookie"], "theme=dark; lang=en");
     // Upstream gets the session's access token, verifiable with the JWKS.
@@ -176,13 +177,16 @@ fn valid_cookie_reaches_me_with_identity() {
         portero_integration::ISSUER,
         &[portero_integration::AUDIENCE.to_string()],
         5,
+        0,
     )
     .unwrap();
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_secs();
-    let claims = verifier.verify(token, now).unwrap();
+    let verified = verifier.verify(token, now).unwrap();
+    assert!(!verified.expired);
+    let claims = verified.claims;
     assert_eq!(claims.sub, "user-ada");
     assert_eq!(claims.sid, me["session"]);
 }

@@ -45,7 +45,9 @@ fn login_sets_the_cookie_and_logout_ends_the_session() {
     assert_eq!(keys.len(), 1);
     let me = stack.get("/me", &[("cookie", &cookie(&value))]).json();
     let handle = me["session"].as_str().unwrap();
-    assert_eq!(keys[0], format!("portero:session:{{{handle}}}"));
+    // The user's tag leads the handle and is the key's Redis Cluster hash tag.
+    let tag = &handle[..22];
+    assert_eq!(keys[0], format!("portero:session:{{{tag}}}:{handle}"));
 
     let out = stack.request(
         "POST",

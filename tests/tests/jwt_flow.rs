@@ -60,7 +60,8 @@ fn valid_token_reaches_me_with_identity() {
 fn expired_token_is_401() {
     let stack = Stack::start();
     let mut claims = claims_of(&stack.login_app("alan", "turing"));
-    claims.exp = claims.iat - 60;
+    // Past the refresh window (an hour by default): not even refreshable.
+    claims.exp = claims.iat - 7200;
     assert_token_rejected(&stack, &sign_genuine(&claims), "token_expired");
 }
 
@@ -170,7 +171,7 @@ fn token_of_an_unknown_or_ended_session_is_401() {
     let token = stack.login_app("alan", "turing");
     // A genuine signature naming a session that was never created.
     let mut claims = claims_of(&token);
-    claims.sid = "A".repeat(43);
+    claims.sid = "A".repeat(65);
     assert_token_rejected(&stack, &sign_genuine(&claims), "session_not_found");
     // The real session, ended through the app's logout.
     let out = stack.request(
@@ -187,10 +188,15 @@ fn token_of_an_unknown_or_ended_session_is_401() {
 fn token_that_is_not_the_sessions_current_one_is_401() {
     let stack = Stack::start();
     let token = stack.login_app("alan", "turing");
-    let mut claims = claims_of(&token);
-    claims.jti = "minted-elsewhere".into();
-    assert_token_rejected(&stack, &sign_genuine(&claims), "session_tokens_invalid");
+    // Another user's name on this session's current token.
     let mut claims = claims_of(&token);
     claims.sub = "user-ada".into();
     assert_token_rejected(&stack, &sign_genuine(&claims), "session_tokens_invalid");
+    // A genuine token for this session that is not its current one (nor its
+    // predecessor within the grace window) is a replay: refused, and the
+    // session is revoked (RFC 9700 reuse detection, on by default).
+    let mut claims = claims_of(&token);
+    claims.jti = "minted-elsewhere".into();
+    assert_token_rejected(&stack, &sign_genuine(&claims), "token_replayed");
+    assert_token_rejected(&stack, &token, "session_not_found");
 }

@@ -20,7 +20,7 @@ fn every_call_is_authenticated_and_roles_are_separate() {
     let stack = Stack::start();
     let create = stack.sidecar_url("/v1/sessions");
     let lookup = stack.sidecar_url("/v1/sessions/lookup");
-    let lookup_body = json!({"session_handle": "A".repeat(43)});
+    let lookup_body = json!({"session_handle": "A".repeat(65)});
 
     let none = stack.send("POST", &create, &[], Some(&create_body()));
     assert_eq!(
@@ -54,7 +54,7 @@ fn every_call_is_authenticated_and_roles_are_separate() {
     );
     let end_by_filter = stack.send(
         "DELETE",
-        &stack.sidecar_url(&format!("/v1/sessions/{}", "A".repeat(43))),
+        &stack.sidecar_url(&format!("/v1/sessions/{}", "A".repeat(65))),
         &[("authorization", &filter())],
         None,
     );
@@ -188,7 +188,22 @@ fn bad_input_gets_a_clear_error() {
             "session_handle",
         ),
         (&lookup, &as_filter, json!({"other": "x"}), 400, "other"),
-        (&lookup, &as_filter, json!([]), 400, "invalid JSON"),
+        (&lookup, &as_filter, json!(42), 400, "invalid JSON"),
+        (&lookup, &as_filter, json!({}), 400, "exactly one"),
+        (
+            &lookup,
+            &as_filter,
+            json!({"session_id": "A".repeat(65), "session_handle": "A".repeat(65)}),
+            400,
+            "exactly one",
+        ),
+        (
+            &lookup,
+            &as_filter,
+            json!({"session_handle": "A".repeat(65), "presented_jti": "a\nb"}),
+            400,
+            "presented_jti",
+        ),
     ];
     for (url, headers, body, status, mentions) in cases {
         let reply = stack.send("POST", url, headers, Some(&body));
