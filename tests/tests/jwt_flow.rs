@@ -4,15 +4,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use portero_integration::{fixture, Stack, TEST_KID};
-use portero_wire::AccessClaims;
+use portero_integration::{claims_of, fixture, Stack, TEST_KID};
 use serde_json::Value;
-
-/// The claims of a token, read without verifying (to re-sign altered copies).
-fn claims_of(token: &str) -> AccessClaims {
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
-}
 
 fn sign(key_file: &str, kid: Option<&str>, claims: &impl serde::Serialize) -> String {
     let pem = std::fs::read(fixture(key_file)).unwrap();
