@@ -52,6 +52,8 @@ struct RawConfig {
     access_token_header: String,
     #[serde(default)]
     routes: Vec<RawRoute>,
+    #[serde(default)]
+    csrf: RawCsrf,
     #[serde(default = "default_retry_after")]
     retry_after_seconds: u64,
 }
@@ -126,6 +128,22 @@ impl Default for RawIdentityHeaders {
             roles: "x-portero-roles".into(),
             client_ip: "x-portero-client-ip".into(),
             forward_access_token: true,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCsrf {
+    enabled: bool,
+    allowed_origins: Vec<String>,
+}
+
+impl Default for RawCsrf {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -223,6 +241,14 @@ impl IdentityHeaders {
     }
 }
 
+/// Cross-site request defence for cookie-authenticated unsafe requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrfConfig {
+    pub enabled: bool,
+    /// Origins (`scheme://host[:port]`) accepted besides the request's own.
+    pub allowed_origins: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarConfig {
     pub cluster: String,
@@ -244,6 +270,7 @@ pub struct Config {
     /// Response header that hands a bearer client its refreshed token.
     pub access_token_header: String,
     pub routes: Vec<RouteRule>,
+    pub csrf: CsrfConfig,
     pub retry_after_seconds: u64,
 }
 
@@ -336,6 +363,7 @@ impl RawConfig {
                 policy,
             });
         }
+        let csrf = self.csrf.validate()?;
         if !(1..=3600).contains(&self.retry_after_seconds) {
             return Err(err("retry_after_seconds", "expected 1 to 3600"));
         }
@@ -349,6 +377,7 @@ impl RawConfig {
             session_end_header: self.session_end_header,
             access_token_header: self.access_token_header,
             routes,
+            csrf,
             retry_after_seconds: self.retry_after_seconds,
         })
     }
@@ -480,6 +509,35 @@ impl RawJwt {
             self.refresh_window_seconds,
         )
         .map_err(|e| err("jwt.jwks", e.0))
+    }
+}
+
+/// `scheme://host[:port]`, as browsers send it in `Origin`.
+fn is_origin(value: &str) -> bool {
+    let Some((scheme, authority)) = value.split_once("://") else {
+        return false;
+    };
+    matches!(scheme, "http" | "https")
+        && !authority.is_empty()
+        && authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+}
+
+impl RawCsrf {
+    fn validate(self) -> Result<CsrfConfig, ConfigError> {
+        for (i, origin) in self.allowed_origins.iter().enumerate() {
+            if !is_origin(origin) {
+                return Err(err(
+                    &format!("csrf.allowed_origins[{i}]"),
+                    "expected an origin like \"https://app.example.com\" (no path, no trailing slash)",
+                ));
+            }
+        }
+        Ok(CsrfConfig {
+            enabled: self.enabled,
+            allowed_origins: self.allowed_origins,
+        })
     }
 }
 

@@ -164,6 +164,13 @@ impl Flow {
         match find_cookie(&cookies, self.config.cookie.name()) {
             Some(value) => {
                 let value = value.to_string();
+                if let Err(detail) = self.check_same_origin(host) {
+                    return self.reject(
+                        host,
+                        ClientKind::Cookie,
+                        Rejection::new(Reason::CrossSiteRequest).detail(&detail),
+                    );
+                }
                 self.obtain_session_id(host, &value)
             }
             None => self.reject(
@@ -171,6 +178,35 @@ impl Flow {
                 ClientKind::Anonymous,
                 Rejection::new(Reason::NoCredentials),
             ),
+        }
+    }
+
+    /// CSRF defence in depth (beside `SameSite`): a cookie-authenticated
+    /// unsafe request must come from the same origin — `Sec-Fetch-Site:
+    /// same-origin`, or else an `Origin` that is the request's own or listed.
+    fn check_same_origin(&self, host: &dyn Host) -> Result<(), String> {
+        let csrf = &self.config.csrf;
+        let method = host.request_header(":method").unwrap_or_default();
+        if !csrf.enabled || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE") {
+            return Ok(());
+        }
+        if host.request_header("sec-fetch-site").as_deref() == Some("same-origin") {
+            return Ok(());
+        }
+        let Some(origin) = host.request_header("origin") else {
+            return Err("no same-origin Sec-Fetch-Site and no Origin".into());
+        };
+        let own = match (
+            host.request_header(":scheme"),
+            host.request_header(":authority"),
+        ) {
+            (Some(scheme), Some(authority)) => Some(format!("{scheme}://{authority}")),
+            _ => None,
+        };
+        if own.as_deref() == Some(origin.as_str()) || csrf.allowed_origins.contains(&origin) {
+            Ok(())
+        } else {
+            Err(format!("origin {origin:?} not allowed"))
         }
     }
 

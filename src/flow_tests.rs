@@ -29,6 +29,7 @@ impl FakeHost {
             ..Default::default()
         };
         host.request.insert(":path".into(), "/me".into());
+        host.request.insert(":method".into(), "GET".into());
         host
     }
 
@@ -543,4 +544,61 @@ fn client_address_forms() {
     assert_eq!(ip_of_address("[::1]:80").as_deref(), Some("::1"));
     assert_eq!(ip_of_address("::1").as_deref(), Some("::1"));
     assert_eq!(ip_of_address("garbage"), None);
+}
+
+#[test]
+fn cross_site_unsafe_cookie_request_is_403_and_keeps_the_cookie() {
+    let config = config();
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Option<u32>);
+    let cases: [Case; 8] = [
+        ("POST", &[("sec-fetch-site", "cross-site")], Some(403)),
+        ("DELETE", &[("origin", "https://evil.example")], Some(403)),
+        ("PUT", &[], Some(403)),
+        (
+            "POST",
+            &[
+                ("sec-fetch-site", "same-site"),
+                ("origin", "https://sub.example"),
+            ],
+            Some(403),
+        ),
+        ("POST", &[("sec-fetch-site", "same-origin")], None),
+        ("PATCH", &[("origin", "https://gate.example")], None),
+        ("GET", &[("sec-fetch-site", "cross-site")], None),
+        ("HEAD", &[], None),
+    ];
+    for (method, headers, refused) in cases {
+        let mut host = cookie_host(&config)
+            .with(":method", method)
+            .with(":scheme", "https")
+            .with(":authority", "gate.example");
+        for (k, v) in headers {
+            host = host.with(k, v);
+        }
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        assert_eq!(host.sent_status(), refused, "{method} {headers:?}");
+        if refused.is_some() {
+            assert_eq!(host.sent_reason(), "cross_site_request");
+            assert_eq!(host.sent_header("set-cookie"), None);
+            assert!(host.calls.is_empty());
+        } else {
+            assert_eq!(host.calls.len(), 1, "{method} {headers:?}");
+        }
+    }
+}
+
+#[test]
+fn listed_origins_pass_and_bearer_requests_are_not_subject_to_csrf() {
+    let mut v = crate::config::tests::valid_json();
+    v["csrf"] = serde_json::json!({"allowed_origins": ["https://app.example"]});
+    let config = Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap());
+    let mut host = cookie_host(&config)
+        .with(":method", "POST")
+        .with("origin", "https://app.example");
+    Flow::new(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.calls.len(), 1);
+    let mut host = bearer_host(&claims()).with(":method", "POST");
+    Flow::new(config).on_request_headers(&mut host);
+    assert_eq!(host.calls.len(), 1, "bearer POST without Origin goes on");
 }

@@ -15,6 +15,8 @@ pub enum Reason {
     /// A rotated-away token came back after its grace window.
     TokenReplayed,
     SessionTokensInvalid,
+    /// A cookie-authenticated unsafe request from another origin (403).
+    CrossSiteRequest,
     /// The sidecar could not be reached, timed out or failed (503).
     SidecarUnavailable,
     /// The sidecar answered something the filter cannot use (503).
@@ -33,6 +35,7 @@ impl Reason {
             Reason::UserBanned => portero_wire::USER_BANNED,
             Reason::TokenReplayed => portero_wire::TOKEN_REPLAYED,
             Reason::SessionTokensInvalid => "session_tokens_invalid",
+            Reason::CrossSiteRequest => "cross_site_request",
             Reason::SidecarUnavailable => "sidecar_unavailable",
             Reason::SidecarBadReply => "sidecar_bad_reply",
         }
@@ -57,6 +60,8 @@ impl Reason {
     pub fn status(self) -> u32 {
         if self.is_store_trouble() {
             503
+        } else if self == Reason::CrossSiteRequest {
+            403
         } else {
             401
         }
@@ -113,6 +118,9 @@ impl Rejection {
                 config.retry_after_seconds.to_string(),
             ));
             "unavailable"
+        } else if status == 403 {
+            // The session is fine; the request is not: keep the cookie.
+            "forbidden"
         } else {
             match kind {
                 ClientKind::Bearer => headers.push((

@@ -52,7 +52,10 @@ fn login_sets_the_cookie_and_logout_ends_the_session() {
     let out = stack.request(
         "POST",
         "/auth/logout",
-        &[("cookie", &cookie(&value))],
+        &[
+            ("cookie", &cookie(&value)),
+            ("sec-fetch-site", "same-origin"),
+        ],
         Some(&json!({})),
     );
     assert_eq!(out.status, 200, "{}", out.body);
@@ -289,4 +292,48 @@ fn bad_plugin_config_is_refused_and_the_field_named() {
     if let Some(reply) = stack.try_get("/me") {
         assert_ne!(reply.status, 200, "{}", reply.body);
     }
+}
+
+#[test]
+fn cross_site_post_with_a_cookie_is_403() {
+    let stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    let token = stack.login_app("ada", "lovelace");
+    let own_origin = stack.url("");
+    for headers in [
+        vec![
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ],
+        vec![("origin", "https://evil.example")],
+        vec![],
+    ] {
+        let mut with_cookie = headers.clone();
+        let c = cookie(&value);
+        with_cookie.push(("cookie", &c));
+        let reply = stack.request("POST", "/auth/logout", &with_cookie, Some(&json!({})));
+        assert_eq!(reply.status, 403, "{headers:?}: {}", reply.body);
+        assert_eq!(reply.json()["reason"], "cross_site_request");
+        assert_eq!(reply.set_cookie(COOKIE_NAME), None);
+    }
+    assert_eq!(stack.session_keys().len(), 2, "nothing was logged out");
+    // Bearer clients are not subject to it: a POST without Origin goes on.
+    let bearer = format!("Bearer {token}");
+    let reply = stack.request(
+        "POST",
+        "/auth/logout",
+        &[("authorization", &bearer)],
+        Some(&json!({})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    // Same origin, by Origin alone (no Sec-Fetch-Site): allowed.
+    let c = cookie(&value);
+    let reply = stack.request(
+        "POST",
+        "/auth/logout",
+        &[("cookie", &c), ("origin", &own_origin)],
+        Some(&json!({})),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(stack.session_keys().is_empty());
 }

@@ -222,7 +222,10 @@ fn banned_user_is_refused_at_once_on_both_flows() {
     let ban = stack.request(
         "POST",
         "/admin/users/alan/ban",
-        &[("cookie", &format!("{COOKIE_NAME}={other}"))],
+        &[
+            ("cookie", &format!("{COOKIE_NAME}={other}")),
+            ("sec-fetch-site", "same-origin"),
+        ],
         Some(&json!({"banned": true})),
     );
     assert_eq!(ban.status, 200, "{}", ban.body);
@@ -256,10 +259,18 @@ fn non_admin_cannot_use_the_demo_ban_route() {
     let ban = stack.request(
         "POST",
         "/admin/users/ada/ban",
-        &[("cookie", &format!("{COOKIE_NAME}={alan}"))],
+        &[
+            ("cookie", &format!("{COOKIE_NAME}={alan}")),
+            ("sec-fetch-site", "same-origin"),
+        ],
         Some(&json!({})),
     );
     assert_eq!(ban.status, 403);
+    assert_eq!(
+        ban.json()["error"],
+        "admin_only",
+        "refused by the app, not by CSRF"
+    );
 }
 
 #[test]
@@ -283,7 +294,10 @@ fn revoke_all_ends_every_session_of_one_user_only() {
     let out = stack.request(
         "POST",
         "/auth/logout-everywhere",
-        &[("cookie", &format!("{COOKIE_NAME}={web}"))],
+        &[
+            ("cookie", &format!("{COOKIE_NAME}={web}")),
+            ("sec-fetch-site", "same-origin"),
+        ],
         Some(&json!({})),
     );
     assert_eq!(out.status, 200, "{}", out.body);
