@@ -253,7 +253,9 @@ pub struct CsrfConfig {
 pub struct SidecarConfig {
     pub cluster: String,
     pub authority: String,
-    pub token: String,
+    /// `Authorization` value of every sidecar call, built once here rather
+    /// than per request.
+    pub authorization: String,
     pub timeout_ms: u64,
 }
 
@@ -571,7 +573,7 @@ impl RawSidecar {
         Ok(SidecarConfig {
             cluster: self.cluster,
             authority: self.authority,
-            token: self.token,
+            authorization: format!("Bearer {}", self.token),
             timeout_ms: self.timeout_ms,
         })
     }

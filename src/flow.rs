@@ -273,7 +273,7 @@ impl Flow {
                 (":path".into(), portero_wire::LOOKUP_PATH.into()),
                 (":authority".into(), sidecar.authority.clone()),
                 ("content-type".into(), "application/json".into()),
-                ("authorization".into(), format!("Bearer {}", sidecar.token)),
+                ("authorization".into(), sidecar.authorization.clone()),
             ],
             body,
             timeout_ms: sidecar.timeout_ms,
