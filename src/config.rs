@@ -10,6 +10,7 @@ use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
 use crate::cookie::{CookieAttributes, CookieCodec, SameSite, MIN_SECRET_LEN};
+use crate::policy::{BindingConfig, RawBinding, RawRoute, RouteDecision, RouteRule};
 use crate::token::TokenVerifier;
 
 /// A configuration error: which field, and what was wrong with it.
@@ -29,7 +30,7 @@ impl fmt::Display for ConfigError {
     }
 }
 
-fn err(field: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn err(field: &str, message: impl Into<String>) -> ConfigError {
     ConfigError {
         field: field.to_string(),
         message: message.into(),
@@ -54,6 +55,10 @@ struct RawConfig {
     routes: Vec<RawRoute>,
     #[serde(default)]
     csrf: RawCsrf,
+    #[serde(default)]
+    binding: RawBinding,
+    #[serde(default)]
+    login_redirect: Option<RawLoginRedirect>,
     #[serde(default = "default_retry_after")]
     retry_after_seconds: u64,
 }
@@ -116,6 +121,7 @@ struct RawIdentityHeaders {
     email: String,
     roles: String,
     client_ip: String,
+    binding_mismatch: String,
     forward_access_token: bool,
 }
 
@@ -127,6 +133,7 @@ impl Default for RawIdentityHeaders {
             email: "x-portero-email".into(),
             roles: "x-portero-roles".into(),
             client_ip: "x-portero-client-ip".into(),
+            binding_mismatch: "x-portero-binding-mismatch".into(),
             forward_access_token: true,
         }
     }
@@ -150,9 +157,14 @@ impl Default for RawCsrf {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawRoute {
-    path_prefix: String,
-    policy: String,
+struct RawLoginRedirect {
+    url: String,
+    #[serde(default = "default_return_parameter")]
+    return_parameter: String,
+}
+
+fn default_return_parameter() -> String {
+    "return_to".into()
 }
 
 fn default_true() -> bool {
@@ -199,22 +211,6 @@ pub const MAX_REFRESH_WINDOW_SECONDS: u64 = 7 * 86400;
 /// Bounds of the sidecar call timeout.
 pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=10_000;
 
-/// What the filter does on a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RoutePolicy {
-    /// A valid session is required (the default for every path).
-    Required,
-    /// No authentication; identity headers are still stripped, and session
-    /// start/end headers from the upstream are still honoured (login, logout).
-    Off,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteRule {
-    pub path_prefix: String,
-    pub policy: RoutePolicy,
-}
-
 /// Names of the headers the filter sends upstream. Incoming copies are removed
 /// from every request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,19 +220,23 @@ pub struct IdentityHeaders {
     pub email: String,
     pub roles: String,
     pub client_ip: String,
+    /// Set on requests whose session binding did not match under the `log`
+    /// policy: the mismatched fields, comma-separated (`ip`, `user_agent`).
+    pub binding_mismatch: String,
     /// Whether cookie clients' requests carry the session's access token
     /// upstream as `Authorization: Bearer`.
     pub forward_access_token: bool,
 }
 
 impl IdentityHeaders {
-    pub fn all(&self) -> [&str; 5] {
+    pub fn all(&self) -> [&str; 6] {
         [
             &self.user_id,
             &self.session,
             &self.email,
             &self.roles,
             &self.client_ip,
+            &self.binding_mismatch,
         ]
     }
 }
@@ -247,6 +247,15 @@ pub struct CsrfConfig {
     pub enabled: bool,
     /// Origins (`scheme://host[:port]`) accepted besides the request's own.
     pub allowed_origins: Vec<String>,
+}
+
+/// Where an HTML navigation without a valid session is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRedirect {
+    /// A same-site path (`/login`) or an absolute `https://` URL.
+    pub url: String,
+    /// Query parameter that carries the original path back.
+    pub return_parameter: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -272,7 +281,11 @@ pub struct Config {
     /// Response header that hands a bearer client its refreshed token.
     pub access_token_header: String,
     pub routes: Vec<RouteRule>,
+    /// Whether a rule names Envoy routes (then the route name is read).
+    pub uses_route_names: bool,
     pub csrf: CsrfConfig,
+    pub binding: BindingConfig,
+    pub login_redirect: Option<LoginRedirect>,
     pub retry_after_seconds: u64,
 }
 
@@ -300,14 +313,9 @@ impl Config {
         raw.validate()
     }
 
-    /// The policy for a request path: the longest matching rule wins.
-    pub fn route_policy(&self, path: &str) -> RoutePolicy {
-        let path = path.split_once('?').map_or(path, |(p, _)| p);
-        self.routes
-            .iter()
-            .filter(|r| path.starts_with(&r.path_prefix))
-            .max_by_key(|r| r.path_prefix.len())
-            .map_or(RoutePolicy::Required, |r| r.policy)
+    /// The rule for a request (see [`crate::policy::decide`]).
+    pub fn route(&self, path: &str, route_name: Option<&str>) -> RouteDecision<'_> {
+        crate::policy::decide(&self.routes, path, route_name)
     }
 }
 
@@ -342,30 +350,18 @@ impl RawConfig {
                 return Err(err(field, "expected a lowercase HTTP header name"));
             }
         }
-        let mut routes = Vec::with_capacity(self.routes.len());
-        for (i, route) in self.routes.into_iter().enumerate() {
-            if !route.path_prefix.starts_with('/') {
-                return Err(err(
-                    &format!("routes[{i}].path_prefix"),
-                    "expected a path starting with `/`",
-                ));
-            }
-            let policy = match route.policy.as_str() {
-                "required" => RoutePolicy::Required,
-                "off" => RoutePolicy::Off,
-                other => {
-                    return Err(err(
-                        &format!("routes[{i}].policy"),
-                        format!("expected \"required\" or \"off\", got {other:?}"),
-                    ))
-                }
-            };
-            routes.push(RouteRule {
-                path_prefix: route.path_prefix,
-                policy,
-            });
-        }
+        let routes = self
+            .routes
+            .into_iter()
+            .enumerate()
+            .map(|(i, route)| route.validate(&format!("routes[{i}]")))
+            .collect::<Result<Vec<_>, _>>()?;
         let csrf = self.csrf.validate()?;
+        let binding = self.binding.validate()?;
+        let login_redirect = match self.login_redirect {
+            None => None,
+            Some(raw) => Some(raw.validate()?),
+        };
         if !(1..=3600).contains(&self.retry_after_seconds) {
             return Err(err("retry_after_seconds", "expected 1 to 3600"));
         }
@@ -378,8 +374,11 @@ impl RawConfig {
             session_start_header: self.session_start_header,
             session_end_header: self.session_end_header,
             access_token_header: self.access_token_header,
+            uses_route_names: crate::policy::uses_route_names(&routes),
             routes,
             csrf,
+            binding,
+            login_redirect,
             retry_after_seconds: self.retry_after_seconds,
         })
     }
@@ -543,6 +542,42 @@ impl RawCsrf {
     }
 }
 
+impl RawLoginRedirect {
+    fn validate(self) -> Result<LoginRedirect, ConfigError> {
+        let same_site_path = self.url.starts_with('/')
+            && !self.url.starts_with("//")
+            && !self.url.starts_with("/\\");
+        let https_url = self
+            .url
+            .strip_prefix("https://")
+            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        if !(same_site_path || https_url)
+            || self.url.contains('#')
+            || self.url.bytes().any(|b| b <= b' ' || b == 0x7f)
+        {
+            return Err(err(
+                "login_redirect.url",
+                "expected a path like \"/login\" or an absolute \"https://\" URL (no fragment)",
+            ));
+        }
+        let parameter_ok = !self.return_parameter.is_empty()
+            && self
+                .return_parameter
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !parameter_ok {
+            return Err(err(
+                "login_redirect.return_parameter",
+                "expected a query parameter name (letters, digits, `-`, `_`, `.`)",
+            ));
+        }
+        Ok(LoginRedirect {
+            url: self.url,
+            return_parameter: self.return_parameter,
+        })
+    }
+}
+
 impl RawSidecar {
     fn validate(self) -> Result<SidecarConfig, ConfigError> {
         if self.cluster.is_empty() {
@@ -587,6 +622,7 @@ impl RawIdentityHeaders {
             ("identity_headers.email", &self.email),
             ("identity_headers.roles", &self.roles),
             ("identity_headers.client_ip", &self.client_ip),
+            ("identity_headers.binding_mismatch", &self.binding_mismatch),
         ] {
             if !is_header_name(name) {
                 return Err(err(field, "expected a lowercase HTTP header name"));
@@ -601,6 +637,7 @@ impl RawIdentityHeaders {
             email: self.email,
             roles: self.roles,
             client_ip: self.client_ip,
+            binding_mismatch: self.binding_mismatch,
             forward_access_token: self.forward_access_token,
         })
     }
@@ -610,6 +647,7 @@ impl RawIdentityHeaders {
 pub(crate) mod tests {
     use super::*;
     use crate::token::tests::{AUD, ISS, TEST_JWKS};
+    use crate::policy::{IpCompare, MismatchPolicy, RoleRequirement, RoutePolicy};
     use serde_json::json;
 
     pub fn valid_json() -> serde_json::Value {
@@ -644,9 +682,48 @@ pub(crate) mod tests {
         assert_eq!(c.cookie_attributes.same_site, SameSite::Strict);
         assert_eq!(c.cookie_attributes.path, "/");
         assert_eq!(c.sidecar.timeout_ms, 500);
-        assert_eq!(c.route_policy("/me"), RoutePolicy::Required);
-        assert_eq!(c.route_policy("/auth/login?x=1"), RoutePolicy::Off);
-        assert_eq!(c.route_policy("/authx"), RoutePolicy::Required);
+        assert_eq!(c.route("/me", None).policy, RoutePolicy::Required);
+        assert_eq!(c.route("/auth/login?x=1", None).policy, RoutePolicy::Off);
+        assert_eq!(c.route("/authx", None).policy, RoutePolicy::Required);
+        assert!(!c.uses_route_names);
+        // Binding: tolerant network match, logged not rejected; no redirect.
+        assert_eq!(c.binding, BindingConfig::default());
+        assert_eq!(c.binding.ip, IpCompare::Prefix { v4: 24, v6: 64 });
+        assert_eq!(c.binding.ip_policy, MismatchPolicy::Log);
+        assert!(c.login_redirect.is_none());
+        assert!(c.identity_headers.all().contains(&"x-portero-binding-mismatch"));
+    }
+
+    #[test]
+    fn route_rules_binding_and_redirect_parse() {
+        let mut v = valid_json();
+        v["routes"] = json!([
+            {"route_name": "admin", "roles": {"all_of": ["admin", "dev"]}},
+            {"path_prefix": "/feed/", "policy": "optional"}
+        ]);
+        v["binding"] = json!({
+            "ip": {"compare": "exact", "policy": "reject"},
+            "user_agent": {"compare": "off", "policy": "reject"},
+            "on_reject": "keep_session"
+        });
+        v["login_redirect"] = json!({"url": "/login"});
+        let c = Config::from_json(v.to_string().as_bytes()).unwrap();
+        assert!(c.uses_route_names);
+        let admin = c.route("/anything", Some("admin"));
+        assert_eq!(admin.policy, RoutePolicy::Required);
+        assert_eq!(
+            admin.roles,
+            Some(&RoleRequirement::AllOf(vec!["admin".into(), "dev".into()]))
+        );
+        assert_eq!(c.route("/feed/x", None).policy, RoutePolicy::Optional);
+        assert_eq!(c.binding.ip, IpCompare::Exact);
+        assert_eq!(c.binding.ip_policy, MismatchPolicy::Reject);
+        // `compare: off` turns the field off whatever its policy says.
+        assert_eq!(c.binding.user_agent_policy, MismatchPolicy::Off);
+        assert!(!c.binding.end_session_on_reject);
+        let redirect = c.login_redirect.unwrap();
+        assert_eq!(redirect.url, "/login");
+        assert_eq!(redirect.return_parameter, "return_to");
     }
 
     #[test]
@@ -764,6 +841,99 @@ pub(crate) mod tests {
             (
                 "routes[0].policy",
                 Box::new(|v| v["routes"][0]["policy"] = json!("maybe")),
+            ),
+            (
+                "routes[0]",
+                Box::new(|v| v["routes"][0]["route_name"] = json!("both")),
+            ),
+            ("routes[0]", Box::new(|v| v["routes"][0] = json!({}))),
+            (
+                "routes[0].route_name",
+                Box::new(|v| v["routes"] = json!([{"route_name": ""}])),
+            ),
+            (
+                "routes[0].roles",
+                Box::new(|v| v["routes"][0]["roles"] = json!({"any_of": ["a"]})),
+            ),
+            (
+                "routes[0].roles",
+                Box::new(|v| {
+                    v["routes"] = json!([{"path_prefix": "/a", "roles": {"any_of": ["a"], "all_of": ["b"]}}])
+                }),
+            ),
+            (
+                "routes[0].roles.any_of",
+                Box::new(|v| v["routes"] = json!([{"path_prefix": "/a", "roles": {"any_of": []}}])),
+            ),
+            (
+                "routes[0].roles.all_of",
+                Box::new(|v| v["routes"] = json!([{"path_prefix": "/a", "roles": {"all_of": ["a,b"]}}])),
+            ),
+            (
+                "routes[0].roles.none_of",
+                Box::new(|v| v["routes"] = json!([{"path_prefix": "/a", "roles": {"none_of": ["a"]}}])),
+            ),
+            (
+                "binding.ip.compare",
+                Box::new(|v| v["binding"] = json!({"ip": {"compare": "subnet"}})),
+            ),
+            (
+                "binding.ip.policy",
+                Box::new(|v| v["binding"] = json!({"ip": {"policy": "block"}})),
+            ),
+            (
+                "binding.ip.ipv4_prefix_len",
+                Box::new(|v| v["binding"] = json!({"ip": {"ipv4_prefix_len": 33}})),
+            ),
+            (
+                "binding.ip.ipv4_prefix_len",
+                Box::new(|v| v["binding"] = json!({"ip": {"ipv4_prefix_len": -1}})),
+            ),
+            (
+                "binding.ip.ipv6_prefix_len",
+                Box::new(|v| v["binding"] = json!({"ip": {"ipv6_prefix_len": 0}})),
+            ),
+            (
+                "binding.user_agent.compare",
+                Box::new(|v| v["binding"] = json!({"user_agent": {"compare": "prefix"}})),
+            ),
+            (
+                "binding.user_agent.policy",
+                Box::new(|v| v["binding"] = json!({"user_agent": {"policy": 1}})),
+            ),
+            (
+                "binding.on_reject",
+                Box::new(|v| v["binding"] = json!({"on_reject": "logout"})),
+            ),
+            (
+                "binding.fingerprint",
+                Box::new(|v| v["binding"] = json!({"fingerprint": true})),
+            ),
+            (
+                "identity_headers.binding_mismatch",
+                Box::new(|v| v["identity_headers"] = json!({"binding_mismatch": "X-Upper"})),
+            ),
+            (
+                "login_redirect.url",
+                Box::new(|v| v["login_redirect"] = json!({"url": "//evil.example/login"})),
+            ),
+            (
+                "login_redirect.url",
+                Box::new(|v| v["login_redirect"] = json!({"url": "http://plain.example/login"})),
+            ),
+            (
+                "login_redirect.url",
+                Box::new(|v| v["login_redirect"] = json!({"url": "login"})),
+            ),
+            (
+                "login_redirect.url",
+                Box::new(|v| v["login_redirect"] = json!({})),
+            ),
+            (
+                "login_redirect.return_parameter",
+                Box::new(|v| {
+                    v["login_redirect"] = json!({"url": "/login", "return_parameter": "a&b"})
+                }),
             ),
             (
                 "retry_after_seconds",

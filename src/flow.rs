@@ -3,10 +3,16 @@
 //! function, named after the step; any "no" ends in [`Flow::reject`].
 //!
 //! ```text
-//! cookie: exists_cookie ─► obtain_session_id ─► look_up_session ┐
-//! bearer: exists_jwt ─► verify_jwt ─► exists_session_id ─► look_up_session ┤
-//!         (sidecar answers) ─► exists_session ─► verify_session_tokens ─► make_the_request
+//! route:  decide_route ─► (off: pass) ─► bearer or cookie
+//! cookie: exists_cookie ─► check_same_origin ─► obtain_session_id ─► look_up_session ┐
+//! bearer: verify_jwt ─► exists_session_id ─► look_up_session ───────────────────────┤
+//!         (sidecar answers) ─► exists_session ─► is_same_client ─► verify_session_tokens
+//!                           ─► has_required_roles ─► make_the_request
 //! ```
+//!
+//! No credential on an `optional` route goes to `make_anonymous_request`; a
+//! binding mismatch under `reject` goes through `end_session` (when so
+//! configured) to the rejection.
 //!
 //! The flow never panics on request data: every input is parsed into a
 //! `Result`, and every failure becomes a response.
@@ -15,9 +21,11 @@ use std::rc::Rc;
 
 use portero_wire::{AccessClaims, ErrorBody, LookupRequest, LookupResponse, SessionView};
 
-use crate::config::{Config, RoutePolicy};
+use crate::config::Config;
 use crate::cookie::find_cookie;
-use crate::reject::{Reason, Rejection};
+use crate::metrics::{Counter, Outcome, SidecarError};
+use crate::policy::{MismatchPolicy, RoleRequirement, RoutePolicy};
+use crate::reject::{session_hash, Reason, Rejection, SessionHash};
 use crate::token::bearer_token;
 
 /// A response the filter sends itself instead of forwarding the request.
@@ -50,6 +58,10 @@ pub struct SidecarReply {
 pub trait Host {
     /// Unix time in seconds.
     fn now(&self) -> u64;
+    /// Unix time in milliseconds (for latency figures).
+    fn now_millis(&self) -> u64;
+    /// The `name` of the Envoy route the request matched, if any.
+    fn route_name(&self) -> Option<String>;
     /// The downstream address as the proxy sees it (`ip:port`), after its
     /// trusted `X-Forwarded-For` hops.
     fn client_address(&self) -> Option<String>;
@@ -62,6 +74,8 @@ pub trait Host {
     /// Starts the call; the answer is fed back through [`Flow::on_sidecar_reply`].
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String>;
     fn send_local_response(&mut self, response: LocalResponse);
+    fn increment(&mut self, counter: Counter);
+    fn record_sidecar_latency_ms(&mut self, millis: u64);
 }
 
 /// What the host does with the request after a step.
@@ -74,12 +88,23 @@ pub enum Verdict {
 }
 
 /// Which kind of client the request came from; decides the error's form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ClientKind {
     /// No credential at all.
     Anonymous,
     Cookie,
     Bearer,
+}
+
+impl ClientKind {
+    /// Stable name: logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Anonymous => "anonymous",
+            ClientKind::Cookie => "cookie",
+            ClientKind::Bearer => "bearer",
+        }
+    }
 }
 
 /// A credential that has passed the filter's own checks and waits for the
@@ -103,6 +128,8 @@ impl Credential {
 enum State {
     Start,
     AwaitingSession(Credential),
+    /// Ending a session whose client did not match; then refuse.
+    EndingSession(ClientKind, Box<Rejection>),
     Done,
 }
 
@@ -110,8 +137,16 @@ enum State {
 pub struct Flow {
     config: Rc<Config>,
     state: State,
+    policy: RoutePolicy,
+    required_roles: Option<RoleRequirement>,
+    /// Which session this is, for log lines (a hash, never the secret).
+    session: Option<SessionHash>,
+    /// When the pending sidecar call started (milliseconds).
+    sidecar_call_started: u64,
     /// A bearer client's token was rotated: hand it the new one.
     refreshed_token: Option<String>,
+    /// Bound fields that differed under the `log` policy (for the upstream).
+    binding_mismatch: Option<String>,
 }
 
 impl Flow {
@@ -119,7 +154,12 @@ impl Flow {
         Self {
             config,
             state: State::Start,
+            policy: RoutePolicy::Required,
+            required_roles: None,
+            session: None,
+            sidecar_call_started: 0,
             refreshed_token: None,
+            binding_mismatch: None,
         }
     }
 
@@ -130,16 +170,28 @@ impl Flow {
         }
         self.strip_spoofed_identity(host);
         self.forward_client_ip(host);
-        let path = host.request_header(":path").unwrap_or_default();
-        if self.config.route_policy(&path) == RoutePolicy::Off {
-            self.state = State::Done;
-            return Verdict::Continue;
+        self.decide_route(host);
+        if self.policy == RoutePolicy::Off {
+            return self.pass(host, ClientKind::Anonymous, Outcome::RouteOff);
         }
         let authorization = host.request_header("authorization");
         match authorization.as_deref().and_then(bearer_token) {
             Some(token) => self.verify_jwt(host, token),
             None => self.exists_cookie(host),
         }
+    }
+
+    /// Which rule governs this request: by Envoy route name, else by path.
+    fn decide_route(&mut self, host: &dyn Host) {
+        let path = host.request_header(":path").unwrap_or_default();
+        let route_name = if self.config.uses_route_names {
+            host.route_name()
+        } else {
+            None
+        };
+        let decision = self.config.route(&path, route_name.as_deref());
+        self.policy = decision.policy;
+        self.required_roles = decision.roles.cloned();
     }
 
     /// Incoming copies of the identity headers are never trusted.
@@ -165,6 +217,7 @@ impl Flow {
             Some(value) => {
                 let value = value.to_string();
                 if let Err(detail) = self.check_same_origin(host) {
+                    host.increment(Counter::CsrfRejected);
                     return self.reject(
                         host,
                         ClientKind::Cookie,
@@ -173,12 +226,19 @@ impl Flow {
                 }
                 self.obtain_session_id(host, &value)
             }
+            None if self.policy == RoutePolicy::Optional => self.make_anonymous_request(host),
             None => self.reject(
                 host,
                 ClientKind::Anonymous,
                 Rejection::new(Reason::NoCredentials),
             ),
         }
+    }
+
+    /// An `optional` route without a credential: on it goes, with no
+    /// identity (the incoming identity headers are already gone).
+    fn make_anonymous_request(&mut self, host: &mut dyn Host) -> Verdict {
+        self.pass(host, ClientKind::Anonymous, Outcome::Anonymous)
     }
 
     /// CSRF defence in depth (beside `SameSite`): a cookie-authenticated
@@ -214,6 +274,7 @@ impl Flow {
     fn obtain_session_id(&mut self, host: &mut dyn Host, cookie_value: &str) -> Verdict {
         match self.config.cookie.open(cookie_value) {
             Ok(session_id) => {
+                self.session = Some(SessionHash::Id(session_hash(&session_id)));
                 self.look_up_session(host, Credential::Cookie, LookupRequest::by_id(&session_id))
             }
             Err(e) => self.reject(
@@ -245,6 +306,7 @@ impl Flow {
                 Rejection::new(Reason::Token(crate::token::TokenError::MissingSessionId)),
             );
         }
+        self.session = Some(SessionHash::Handle(session_hash(&claims.sid)));
         let lookup = LookupRequest::by_handle(&claims.sid, &claims.jti);
         self.look_up_session(host, Credential::Bearer(Box::new(claims)), lookup)
     }
@@ -265,20 +327,8 @@ impl Flow {
                 Rejection::new(Reason::SidecarUnavailable),
             );
         };
-        let sidecar = &self.config.sidecar;
-        let call = SidecarCall {
-            cluster: sidecar.cluster.clone(),
-            headers: vec![
-                (":method".into(), "POST".into()),
-                (":path".into(), portero_wire::LOOKUP_PATH.into()),
-                (":authority".into(), sidecar.authority.clone()),
-                ("content-type".into(), "application/json".into()),
-                ("authorization".into(), sidecar.authorization.clone()),
-            ],
-            body,
-            timeout_ms: sidecar.timeout_ms,
-        };
-        match host.dispatch_sidecar_call(call) {
+        let call = self.sidecar_call("POST", portero_wire::LOOKUP_PATH.into(), body);
+        match self.dispatch(host, call) {
             Ok(()) => {
                 self.state = State::AwaitingSession(credential);
                 Verdict::Pause
@@ -291,25 +341,82 @@ impl Flow {
         }
     }
 
+    fn sidecar_call(&self, method: &str, path: String, body: Vec<u8>) -> SidecarCall {
+        let sidecar = &self.config.sidecar;
+        let mut headers = vec![
+            (":method".into(), method.into()),
+            (":path".into(), path),
+            (":authority".into(), sidecar.authority.clone()),
+            ("authorization".into(), sidecar.authorization.clone()),
+        ];
+        if !body.is_empty() {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        SidecarCall {
+            cluster: sidecar.cluster.clone(),
+            headers,
+            body,
+            timeout_ms: sidecar.timeout_ms,
+        }
+    }
+
+    fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<(), String> {
+        self.sidecar_call_started = host.now_millis();
+        let dispatched = host.dispatch_sidecar_call(call);
+        if dispatched.is_err() {
+            host.increment(Counter::Sidecar(SidecarError::DispatchFailed));
+        }
+        dispatched
+    }
+
     /// The sidecar answered (or failed to).
     pub fn on_sidecar_reply(&mut self, host: &mut dyn Host, reply: SidecarReply) -> Verdict {
-        let credential = match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingSession(credential) => credential,
+        let elapsed = host.now_millis().saturating_sub(self.sidecar_call_started);
+        host.record_sidecar_latency_ms(elapsed);
+        match std::mem::replace(&mut self.state, State::Done) {
+            State::AwaitingSession(credential) => self.on_session_answer(host, credential, &reply),
+            State::EndingSession(kind, rejection) => {
+                self.on_session_ended(host, kind, *rejection, &reply)
+            }
             other => {
                 self.state = other;
-                return Verdict::Continue;
+                Verdict::Continue
             }
-        };
-        match read_session_reply(&reply) {
-            SessionAnswer::Found(session) => self.exists_session(host, credential, *session),
+        }
+    }
+
+    fn on_session_answer(
+        &mut self,
+        host: &mut dyn Host,
+        credential: Credential,
+        reply: &SidecarReply,
+    ) -> Verdict {
+        match read_session_reply(reply) {
+            SessionAnswer::Found(answer) => {
+                if answer.rotated {
+                    host.increment(Counter::Refresh);
+                }
+                self.session = Some(SessionHash::Handle(session_hash(&answer.session.handle)));
+                self.exists_session(host, credential, answer.session)
+            }
             SessionAnswer::Refused(reason) => {
+                if reason == Reason::TokenReplayed {
+                    host.increment(Counter::ReuseDetected);
+                }
                 self.reject(host, credential.kind(), Rejection::new(reason))
             }
-            SessionAnswer::Trouble(reason, detail) => self.reject(
-                host,
-                credential.kind(),
-                Rejection::new(reason).detail(&detail),
-            ),
+            SessionAnswer::Trouble(error, detail) => {
+                host.increment(Counter::Sidecar(error));
+                let reason = match error {
+                    SidecarError::BadReply => Reason::SidecarBadReply,
+                    _ => Reason::SidecarUnavailable,
+                };
+                self.reject(
+                    host,
+                    credential.kind(),
+                    Rejection::new(reason).detail(&detail),
+                )
+            }
         }
     }
 
@@ -327,7 +434,103 @@ impl Flow {
                 Rejection::new(Reason::SessionNotFound),
             );
         }
-        self.verify_session_tokens(host, credential, session)
+        self.is_same_client(host, credential, session)
+    }
+
+    /// "Is it the client that logged in?": the session binding. Mismatches
+    /// under `log` are counted and told upstream; under `reject` they refuse
+    /// the request and, if so configured, end the session first.
+    fn is_same_client(
+        &mut self,
+        host: &mut dyn Host,
+        credential: Credential,
+        session: SessionView,
+    ) -> Verdict {
+        let client_ip = host.client_address().as_deref().and_then(ip_of_address);
+        let user_agent = host.request_header("user-agent");
+        let mismatches = self.config.binding.mismatches(
+            &session.client_ip,
+            &session.user_agent,
+            client_ip.as_deref(),
+            user_agent.as_deref(),
+        );
+        if mismatches.is_empty() {
+            return self.verify_session_tokens(host, credential, session);
+        }
+        let fields: Vec<&str> = mismatches.iter().map(|m| m.field.name()).collect();
+        let fields = fields.join(",");
+        for mismatch in &mismatches {
+            host.increment(Counter::BindingMismatch {
+                field: mismatch.field,
+                action: mismatch.policy,
+            });
+        }
+        if !mismatches.iter().any(|m| m.policy == MismatchPolicy::Reject) {
+            log::warn!(
+                "{}",
+                serde_json::json!({
+                    "event": "binding_mismatch",
+                    "action": "log",
+                    "fields": fields,
+                    "client": credential.kind().name(),
+                    "session_hash": session_hash(&session.handle),
+                })
+            );
+            self.binding_mismatch = Some(fields);
+            return self.verify_session_tokens(host, credential, session);
+        }
+        let rejection = Rejection::new(Reason::BindingMismatch).detail(&fields);
+        if self.config.binding.end_session_on_reject {
+            self.end_session(host, credential.kind(), &session.handle, rejection)
+        } else {
+            self.reject(host, credential.kind(), rejection.keep_cookie())
+        }
+    }
+
+    /// Ends the session at the sidecar, then refuses the request with
+    /// `rejection` (a stolen credential dies with the session).
+    fn end_session(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ClientKind,
+        handle: &str,
+        rejection: Rejection,
+    ) -> Verdict {
+        let call = self.sidecar_call(
+            "DELETE",
+            format!("{}/{handle}", portero_wire::SESSIONS_PATH),
+            Vec::new(),
+        );
+        match self.dispatch(host, call) {
+            Ok(()) => {
+                self.state = State::EndingSession(kind, Box::new(rejection));
+                Verdict::Pause
+            }
+            // Refused either way; the session could not be ended now.
+            Err(e) => self.reject(host, kind, rejection.detail(&format!("end failed: {e}"))),
+        }
+    }
+
+    fn on_session_ended(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ClientKind,
+        rejection: Rejection,
+        reply: &SidecarReply,
+    ) -> Verdict {
+        let rejection = match reply.status {
+            Some(200) => rejection,
+            status => {
+                let error = if status.is_none() {
+                    SidecarError::NoAnswer
+                } else {
+                    SidecarError::ErrorStatus
+                };
+                host.increment(Counter::Sidecar(error));
+                rejection.detail(&format!("session not ended: {status:?}"))
+            }
+        };
+        self.reject(host, kind, rejection)
     }
 
     /// "Are the session's tokens valid?" The sidecar has already refreshed
@@ -361,7 +564,27 @@ impl Flow {
                 self.refreshed_token = Some(session.access_token.clone());
             }
         }
-        self.make_the_request(host, credential.kind(), &session)
+        self.has_required_roles(host, credential.kind(), &session)
+    }
+
+    /// "Does the user have the roles the route demands?" (from the user
+    /// record as the look-up returned it, so a role change applies at once).
+    fn has_required_roles(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ClientKind,
+        session: &SessionView,
+    ) -> Verdict {
+        let allowed = self
+            .required_roles
+            .as_ref()
+            .is_none_or(|required| required.is_met_by(&session.roles));
+        if !allowed {
+            // The session is fine; this route is not for this user.
+            self.refreshed_token = None;
+            return self.reject(host, kind, Rejection::new(Reason::MissingRole));
+        }
+        self.make_the_request(host, kind, session)
     }
 
     /// "Make the request": identity headers on, session cookie off.
@@ -392,6 +615,9 @@ impl Flow {
         for (name, value) in values {
             host.set_request_header(name, value);
         }
+        if let Some(fields) = &self.binding_mismatch {
+            host.set_request_header(&headers.binding_mismatch, fields);
+        }
         if kind == ClientKind::Cookie {
             self.remove_session_cookie(host);
             if headers.forward_access_token {
@@ -403,6 +629,15 @@ impl Flow {
         } else if self.refreshed_token.is_some() {
             host.set_request_header("authorization", &format!("Bearer {}", session.access_token));
         }
+        self.pass(host, kind, Outcome::Allowed)
+    }
+
+    /// The request goes on upstream.
+    fn pass(&mut self, host: &mut dyn Host, kind: ClientKind, outcome: Outcome) -> Verdict {
+        host.increment(Counter::Request {
+            flow: kind,
+            outcome,
+        });
         self.state = State::Done;
         Verdict::Continue
     }
@@ -421,8 +656,19 @@ impl Flow {
     /// "Error processing the request": answer locally, forward nothing.
     fn reject(&mut self, host: &mut dyn Host, kind: ClientKind, rejection: Rejection) -> Verdict {
         self.state = State::Done;
+        let rejection = rejection.session(self.session.take());
         rejection.log(kind);
-        let response = rejection.response(&self.config, kind);
+        host.increment(Counter::Request {
+            flow: kind,
+            outcome: Outcome::Rejected(rejection.reason.code()),
+        });
+        let redirect = if is_html_navigation(host) {
+            let path = host.request_header(":path").unwrap_or_default();
+            rejection.login_redirect(&self.config, kind, &path)
+        } else {
+            None
+        };
+        let response = redirect.unwrap_or_else(|| rejection.response(&self.config, kind));
         host.send_local_response(response);
         Verdict::Pause
     }
@@ -466,9 +712,9 @@ impl Flow {
 
 /// The parsed answer of a session look-up.
 enum SessionAnswer {
-    Found(Box<SessionView>),
+    Found(Box<LookupResponse>),
     Refused(Reason),
-    Trouble(Reason, String),
+    Trouble(SidecarError, String),
 }
 
 /// Reads the sidecar's reply. Only a well-formed `404` with a known verdict
@@ -476,22 +722,28 @@ enum SessionAnswer {
 /// logout.
 fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
     match reply.status {
-        None => SessionAnswer::Trouble(Reason::SidecarUnavailable, "no answer".into()),
+        None => SessionAnswer::Trouble(SidecarError::NoAnswer, "no answer".into()),
         Some(200) => match serde_json::from_slice::<LookupResponse>(&reply.body) {
-            Ok(answer) => SessionAnswer::Found(Box::new(answer.session)),
-            Err(e) => SessionAnswer::Trouble(Reason::SidecarBadReply, e.to_string()),
+            Ok(answer) => SessionAnswer::Found(Box::new(answer)),
+            Err(e) => SessionAnswer::Trouble(SidecarError::BadReply, e.to_string()),
         },
         Some(404) => match serde_json::from_slice::<ErrorBody>(&reply.body)
             .ok()
             .and_then(|body| Reason::from_verdict(&body.error))
         {
             Some(reason) => SessionAnswer::Refused(reason),
-            None => SessionAnswer::Trouble(Reason::SidecarBadReply, "unexpected 404".into()),
+            None => SessionAnswer::Trouble(SidecarError::BadReply, "unexpected 404".into()),
         },
-        Some(status) => {
-            SessionAnswer::Trouble(Reason::SidecarUnavailable, format!("status {status}"))
-        }
+        Some(status) => SessionAnswer::Trouble(SidecarError::ErrorStatus, format!("status {status}")),
     }
+}
+
+/// A browser loading a page (not an API call): a GET or HEAD that accepts
+/// HTML. Only these are redirected to the login page.
+fn is_html_navigation(host: &dyn Host) -> bool {
+    let method = host.request_header(":method").unwrap_or_default();
+    let accept = host.request_header("accept").unwrap_or_default();
+    matches!(method.as_str(), "GET" | "HEAD") && accept.contains("text/html")
 }
 
 /// A header value Envoy will accept and that cannot split a header.

@@ -8,6 +8,7 @@ use portero_wire::{AccessClaims, LookupRequest, LookupResponse, SessionView};
 
 use super::*;
 use crate::config::tests::valid_config;
+use crate::policy::BindingField;
 use crate::token::tests::{claims, sign, NOW};
 
 const SID: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
@@ -20,16 +21,22 @@ struct FakeHost {
     calls: Vec<SidecarCall>,
     sent: Option<LocalResponse>,
     dispatch_fails: bool,
+    client_address: Option<String>,
+    route_name: Option<String>,
+    counters: Vec<Counter>,
+    latencies: Vec<u64>,
 }
 
 impl FakeHost {
     fn new() -> Self {
         let mut host = FakeHost {
             now: NOW,
+            client_address: Some("203.0.113.7:5555".into()),
             ..Default::default()
         };
         host.request.insert(":path".into(), "/me".into());
         host.request.insert(":method".into(), "GET".into());
+        host.request.insert("user-agent".into(), "test".into());
         host
     }
 
@@ -60,14 +67,34 @@ impl FakeHost {
     fn lookup(&self) -> LookupRequest {
         serde_json::from_slice(&self.calls[0].body).unwrap()
     }
+
+    fn counted(&self, counter: Counter) -> usize {
+        self.counters.iter().filter(|c| **c == counter).count()
+    }
+
+    fn outcome(&self, flow: ClientKind, outcome: Outcome) -> usize {
+        self.counted(Counter::Request { flow, outcome })
+    }
 }
 
 impl Host for FakeHost {
     fn now(&self) -> u64 {
         self.now
     }
+    fn now_millis(&self) -> u64 {
+        self.now * 1000 + self.calls.len() as u64 * 7
+    }
+    fn route_name(&self) -> Option<String> {
+        self.route_name.clone()
+    }
     fn client_address(&self) -> Option<String> {
-        Some("203.0.113.7:5555".into())
+        self.client_address.clone()
+    }
+    fn increment(&mut self, counter: Counter) {
+        self.counters.push(counter);
+    }
+    fn record_sidecar_latency_ms(&mut self, millis: u64) {
+        self.latencies.push(millis);
     }
     fn request_header(&self, name: &str) -> Option<String> {
         self.request.get(name).cloned()
@@ -601,4 +628,409 @@ fn listed_origins_pass_and_bearer_requests_are_not_subject_to_csrf() {
     let mut host = bearer_host(&claims()).with(":method", "POST");
     Flow::new(config).on_request_headers(&mut host);
     assert_eq!(host.calls.len(), 1, "bearer POST without Origin goes on");
+}
+
+fn config_with(mutate: impl FnOnce(&mut serde_json::Value)) -> Rc<Config> {
+    let mut v = crate::config::tests::valid_json();
+    mutate(&mut v);
+    Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap())
+}
+
+fn not_found(code: &str) -> SidecarReply {
+    SidecarReply {
+        status: Some(404),
+        body: serde_json::to_vec(&serde_json::json!({"error": code, "message": "x"})).unwrap(),
+    }
+}
+
+// ── per-route policy ────────────────────────────────────────────────────
+
+#[test]
+fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented() {
+    let config = config_with(|v| {
+        v["routes"] = serde_json::json!([{"path_prefix": "/feed/", "policy": "optional"}])
+    });
+    let mut host = FakeHost::new()
+        .with(":path", "/feed/today")
+        .with("x-portero-user-id", "spoofed");
+    let mut flow = Flow::new(config.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+    assert!(host.calls.is_empty() && host.sent.is_none());
+    assert_eq!(host.request_header("x-portero-user-id"), None);
+    assert_eq!(host.outcome(ClientKind::Anonymous, Outcome::Anonymous), 1);
+
+    // A cookie that does not open is still refused there.
+    let mut host = FakeHost::new()
+        .with(":path", "/feed/today")
+        .with("cookie", "__Host-portero=garbage");
+    Flow::new(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "cookie_invalid");
+
+    // A valid session there is identified as usual.
+    let mut host = cookie_host(&config).with(":path", "/feed/today");
+    let mut flow = Flow::new(config);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(host.outcome(ClientKind::Cookie, Outcome::Allowed), 1);
+}
+
+#[test]
+fn role_gated_routes_pass_or_403_by_the_users_current_roles() {
+    let config = config_with(|v| {
+        v["routes"] = serde_json::json!([
+            {"route_name": "admin", "roles": {"any_of": ["admin", "ops"]}},
+            {"path_prefix": "/ops/", "roles": {"all_of": ["admin", "ops"]}}
+        ])
+    });
+    let cases = [
+        (Some("admin"), "/x", vec!["admin"], None),
+        (Some("admin"), "/x", vec!["dev"], Some(403)),
+        // The route-name rule wins over a path rule.
+        (Some("admin"), "/ops/x", vec!["admin"], None),
+        (None, "/ops/x", vec!["admin"], Some(403)),
+        (None, "/ops/x", vec!["ops", "admin"], None),
+        (Some("other"), "/x", vec![], None),
+    ];
+    for (route_name, path, roles, refused) in cases {
+        let mut host = cookie_host(&config).with(":path", path);
+        host.route_name = route_name.map(String::from);
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        let mut s = session();
+        s.roles = roles.iter().map(|r| r.to_string()).collect();
+        flow.on_sidecar_reply(&mut host, ok_reply(&s));
+        assert_eq!(host.sent_status(), refused, "{route_name:?} {path} {roles:?}");
+        if refused.is_some() {
+            assert_eq!(host.sent_reason(), "missing_role");
+            let body: serde_json::Value =
+                serde_json::from_slice(&host.sent.as_ref().unwrap().body).unwrap();
+            assert_eq!(body["error"], "forbidden");
+            assert_eq!(host.sent_header("set-cookie"), None, "session kept");
+            assert_eq!(host.request_header("x-portero-user-id"), None);
+            assert_eq!(
+                host.outcome(ClientKind::Cookie, Outcome::Rejected("missing_role")),
+                1
+            );
+        } else {
+            assert_eq!(host.request["x-portero-user-id"], "user-1");
+        }
+    }
+}
+
+#[test]
+fn route_name_is_not_read_when_no_rule_names_routes() {
+    let config = config();
+    let mut host = FakeHost::new().with(":path", "/auth/login");
+    host.route_name = Some("anything".into());
+    Flow::new(config).on_request_headers(&mut host);
+    assert_eq!(host.outcome(ClientKind::Anonymous, Outcome::RouteOff), 1);
+}
+
+// ── session binding ─────────────────────────────────────────────────────
+
+fn binding_config(binding: serde_json::Value) -> Rc<Config> {
+    config_with(|v| v["binding"] = binding)
+}
+
+#[test]
+fn binding_mismatch_under_log_passes_and_tells_the_upstream() {
+    let config = binding_config(serde_json::json!({
+        "ip": {"compare": "exact", "policy": "log"},
+        "user_agent": {"compare": "exact", "policy": "log"}
+    }));
+    let mut host = cookie_host(&config)
+        .with("user-agent", "other-browser")
+        .with("x-portero-binding-mismatch", "forged");
+    host.client_address = Some("198.51.100.1:443".into());
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
+    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(host.sent, None);
+    assert_eq!(host.request["x-portero-binding-mismatch"], "ip,user_agent");
+    for field in [BindingField::Ip, BindingField::UserAgent] {
+        assert_eq!(
+            host.counted(Counter::BindingMismatch {
+                field,
+                action: MismatchPolicy::Log
+            }),
+            1
+        );
+    }
+}
+
+#[test]
+fn matching_client_gets_no_mismatch_header() {
+    let config = binding_config(serde_json::json!({
+        "ip": {"compare": "exact", "policy": "reject"},
+        "user_agent": {"compare": "exact", "policy": "reject"}
+    }));
+    let mut host = cookie_host(&config).with("x-portero-binding-mismatch", "forged");
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
+    assert_eq!(host.request["x-portero-user-id"], "user-1");
+}
+
+#[test]
+fn ip_within_the_prefix_is_the_same_client() {
+    let config = binding_config(serde_json::json!({
+        "ip": {"compare": "prefix", "ipv4_prefix_len": 24, "policy": "reject"}
+    }));
+    let mut host = cookie_host(&config);
+    host.client_address = Some("203.0.113.250:1".into());
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert!(host.counters.iter().all(|c| !matches!(c, Counter::BindingMismatch { .. })));
+}
+
+#[test]
+fn binding_mismatch_under_reject_ends_the_session_then_refuses() {
+    let config = binding_config(serde_json::json!({
+        "user_agent": {"compare": "exact", "policy": "reject"}
+    }));
+    for (end_reply, error) in [
+        (Some(200), None),
+        (None, Some(SidecarError::NoAnswer)),
+        (Some(503), Some(SidecarError::ErrorStatus)),
+    ] {
+        let mut host = cookie_host(&config).with("user-agent", "stolen-cookie-bot");
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        assert_eq!(
+            flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+            Verdict::Pause
+        );
+        assert_eq!(host.sent, None, "waits for the session to end");
+        let end = &host.calls[1];
+        assert!(end.headers.contains(&(":method".into(), "DELETE".into())));
+        assert!(end.headers.contains(&(
+            ":path".into(),
+            format!("/v1/sessions/{}", session().handle)
+        )));
+        assert!(end.headers.contains(&(
+            "authorization".into(),
+            "Bearer filter-token-0123456789".into()
+        )));
+        flow.on_sidecar_reply(
+            &mut host,
+            SidecarReply {
+                status: end_reply,
+                body: b"{\"ended\":true}".to_vec(),
+            },
+        );
+        assert_eq!(host.sent_status(), Some(401));
+        assert_eq!(host.sent_reason(), "session_binding_mismatch");
+        assert!(host.sent_header("set-cookie").unwrap().contains("Max-Age=0"));
+        assert_eq!(host.request_header("x-portero-user-id"), None);
+        assert_eq!(
+            host.counted(Counter::BindingMismatch {
+                field: BindingField::UserAgent,
+                action: MismatchPolicy::Reject
+            }),
+            1
+        );
+        if let Some(error) = error {
+            assert_eq!(host.counted(Counter::Sidecar(error)), 1);
+        }
+    }
+}
+
+#[test]
+fn binding_mismatch_under_reject_can_keep_the_session() {
+    let config = binding_config(serde_json::json!({
+        "ip": {"compare": "exact", "policy": "reject"},
+        "on_reject": "keep_session"
+    }));
+    let mut host = bearer_host(&claims());
+    host.client_address = Some("198.51.100.1:443".into());
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_eq!(host.calls.len(), 1, "no end-session call");
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "session_binding_mismatch");
+
+    // A cookie client keeps its cookie.
+    let config = binding_config(serde_json::json!({
+        "ip": {"compare": "exact", "policy": "reject"},
+        "on_reject": "keep_session"
+    }));
+    let mut host = cookie_host(&config);
+    host.client_address = None;
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_header("set-cookie"), None);
+}
+
+// ── browser-friendly errors ─────────────────────────────────────────────
+
+fn redirect_config() -> Rc<Config> {
+    config_with(|v| v["login_redirect"] = serde_json::json!({"url": "/login?app=web"}))
+}
+
+#[test]
+fn html_navigation_without_a_session_is_sent_to_the_login_page() {
+    let config = redirect_config();
+    let mut host = FakeHost::new()
+        .with(":path", "/reports/2026?q=a%20b&x=1")
+        .with("accept", "text/html,application/xhtml+xml");
+    Flow::new(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(302));
+    assert_eq!(
+        host.sent_header("location"),
+        Some("/login?app=web&return_to=/reports/2026%3Fq%3Da%2520b%26x%3D1")
+    );
+    assert_eq!(
+        host.outcome(ClientKind::Anonymous, Outcome::Rejected("no_credentials")),
+        1
+    );
+
+    // A dead cookie is cleared on the way.
+    let mut host = FakeHost::new()
+        .with("cookie", "__Host-portero=garbage")
+        .with("accept", "text/html");
+    Flow::new(config).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(302));
+    assert!(host.sent_header("set-cookie").unwrap().contains("Max-Age=0"));
+}
+
+#[test]
+fn only_html_gets_of_login_matters_are_redirected() {
+    let config = redirect_config();
+    let html = "text/html";
+    let cases: [(&str, &str, &str, Option<&str>, u32); 6] = [
+        ("GET", "/me", "application/json", None, 401),
+        ("POST", "/me", html, None, 401),
+        ("GET", "/me", html, Some("bearer"), 401),
+        ("GET", "/login", html, None, 401),
+        ("HEAD", "/me", html, None, 302),
+        ("GET", "/me", "*/*", None, 401),
+    ];
+    for (method, path, accept, bearer, status) in cases {
+        let mut host = FakeHost::new()
+            .with(":method", method)
+            .with(":path", path)
+            .with("accept", accept);
+        if bearer.is_some() {
+            host = host.with("authorization", "Bearer not.a.jwt");
+        }
+        Flow::new(config.clone()).on_request_headers(&mut host);
+        assert_eq!(host.sent_status(), Some(status), "{method} {path} {accept}");
+    }
+    // Store trouble is never a login matter.
+    let mut host = cookie_host(&config).with("accept", html);
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, SidecarReply { status: None, body: vec![] });
+    assert_eq!(host.sent_status(), Some(503));
+}
+
+#[test]
+fn a_return_path_to_another_host_is_dropped() {
+    let config = redirect_config();
+    for path in ["//evil.example/x", "/\\evil.example/x", "/x\u{1}y"] {
+        let mut host = FakeHost::new().with(":path", path).with("accept", "text/html");
+        Flow::new(config.clone()).on_request_headers(&mut host);
+        assert_eq!(host.sent_status(), Some(302));
+        assert_eq!(host.sent_header("location"), Some("/login?app=web"), "{path:?}");
+    }
+}
+
+// ── metrics ─────────────────────────────────────────────────────────────
+
+#[test]
+fn look_ups_count_refreshes_reuse_errors_and_latency() {
+    let config = config();
+    // A rotation.
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config.clone());
+    flow.on_request_headers(&mut host);
+    host.now += 0;
+    let mut reply = LookupResponse {
+        session: session(),
+        rotated: true,
+    };
+    reply.session.rotations = 1;
+    flow.on_sidecar_reply(
+        &mut host,
+        SidecarReply {
+            status: Some(200),
+            body: serde_json::to_vec(&reply).unwrap(),
+        },
+    );
+    assert_eq!(host.counted(Counter::Refresh), 1);
+    assert_eq!(host.latencies, vec![7], "reply time minus dispatch time");
+
+    // A replay.
+    let mut host = bearer_host(&claims());
+    let mut flow = Flow::new(config.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, not_found(portero_wire::TOKEN_REPLAYED));
+    assert_eq!(host.counted(Counter::ReuseDetected), 1);
+    assert_eq!(
+        host.outcome(ClientKind::Bearer, Outcome::Rejected("token_replayed")),
+        1
+    );
+
+    // Each kind of sidecar trouble.
+    for (reply, error) in [
+        (SidecarReply { status: None, body: vec![] }, SidecarError::NoAnswer),
+        (
+            SidecarReply { status: Some(500), body: vec![] },
+            SidecarError::ErrorStatus,
+        ),
+        (
+            SidecarReply { status: Some(200), body: b"{".to_vec() },
+            SidecarError::BadReply,
+        ),
+        (not_found("no_such_verdict"), SidecarError::BadReply),
+    ] {
+        let mut host = cookie_host(&config);
+        let mut flow = Flow::new(config.clone());
+        flow.on_request_headers(&mut host);
+        flow.on_sidecar_reply(&mut host, reply);
+        assert_eq!(host.counted(Counter::Sidecar(error)), 1, "{error:?}");
+        assert_eq!(host.sent_status(), Some(503));
+    }
+    let mut host = cookie_host(&config);
+    host.dispatch_fails = true;
+    Flow::new(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.counted(Counter::Sidecar(SidecarError::DispatchFailed)), 1);
+
+    // CSRF.
+    let mut host = cookie_host(&config).with(":method", "POST");
+    Flow::new(config).on_request_headers(&mut host);
+    assert_eq!(host.counted(Counter::CsrfRejected), 1);
+    assert_eq!(
+        host.outcome(ClientKind::Cookie, Outcome::Rejected("cross_site_request")),
+        1
+    );
+}
+
+#[test]
+fn every_request_is_counted_once() {
+    let config = config();
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config);
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    let requests: Vec<_> = host
+        .counters
+        .iter()
+        .filter(|c| matches!(c, Counter::Request { .. }))
+        .collect();
+    assert_eq!(
+        requests,
+        vec![&Counter::Request {
+            flow: ClientKind::Cookie,
+            outcome: Outcome::Allowed
+        }]
+    );
 }

@@ -18,6 +18,8 @@
 pub mod config;
 pub mod cookie;
 pub mod flow;
+pub mod metrics;
+pub mod policy;
 pub mod reject;
 pub mod token;
 

@@ -17,6 +17,11 @@ pub enum Reason {
     SessionTokensInvalid,
     /// A cookie-authenticated unsafe request from another origin (403).
     CrossSiteRequest,
+    /// The client's IP or User-Agent differs from the login's, under the
+    /// `reject` binding policy.
+    BindingMismatch,
+    /// The route demands roles the user does not have (403).
+    MissingRole,
     /// The sidecar could not be reached, timed out or failed (503).
     SidecarUnavailable,
     /// The sidecar answered something the filter cannot use (503).
@@ -24,7 +29,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    /// Stable reason code: response body, logs and (later) metrics.
+    /// Stable reason code: response body, logs and metrics.
     pub fn code(self) -> &'static str {
         match self {
             Reason::NoCredentials => "no_credentials",
@@ -36,6 +41,8 @@ impl Reason {
             Reason::TokenReplayed => portero_wire::TOKEN_REPLAYED,
             Reason::SessionTokensInvalid => "session_tokens_invalid",
             Reason::CrossSiteRequest => "cross_site_request",
+            Reason::BindingMismatch => "session_binding_mismatch",
+            Reason::MissingRole => "missing_role",
             Reason::SidecarUnavailable => "sidecar_unavailable",
             Reason::SidecarBadReply => "sidecar_bad_reply",
         }
@@ -60,7 +67,7 @@ impl Reason {
     pub fn status(self) -> u32 {
         if self.is_store_trouble() {
             503
-        } else if self == Reason::CrossSiteRequest {
+        } else if matches!(self, Reason::CrossSiteRequest | Reason::MissingRole) {
             403
         } else {
             401
@@ -73,6 +80,31 @@ impl Reason {
 pub struct Rejection {
     pub reason: Reason,
     detail: Option<String>,
+    /// A 401 that leaves the session alive must not clear its cookie.
+    keep_cookie: bool,
+    /// Which session, as a short hash (see [`session_hash`]).
+    session: Option<SessionHash>,
+}
+
+/// A session named in logs by a hash, never by its id or handle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionHash {
+    /// Hash of the session handle (the token's `sid`, the admin API's name).
+    Handle(String),
+    /// Hash of the raw session id (cookie clients before the look-up answers).
+    Id(String),
+}
+
+/// First 16 hex digits of SHA-256: enough to correlate log lines, too short
+/// and one-way to be turned back into a credential.
+pub fn session_hash(value: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    digest
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 impl Rejection {
@@ -80,7 +112,20 @@ impl Rejection {
         Self {
             reason,
             detail: None,
+            keep_cookie: false,
+            session: None,
         }
+    }
+
+    /// The session survives this refusal: leave its cookie alone.
+    pub fn keep_cookie(mut self) -> Self {
+        self.keep_cookie = true;
+        self
+    }
+
+    pub fn session(mut self, session: Option<SessionHash>) -> Self {
+        self.session = session;
+        self
     }
 
     /// Adds a detail for the log line (never sent to the client).
@@ -91,13 +136,22 @@ impl Rejection {
 
     /// One structured line per rejection; no secret, no token.
     pub fn log(&self, kind: ClientKind) {
-        let line = serde_json::json!({
+        let mut line = serde_json::json!({
             "event": "rejected",
             "reason": self.reason.code(),
             "status": self.reason.status(),
-            "client": client_name(kind),
+            "client": kind.name(),
             "detail": self.detail,
         });
+        match (&self.session, line.as_object_mut()) {
+            (Some(SessionHash::Handle(hash)), Some(fields)) => {
+                fields.insert("session_hash".into(), hash.as_str().into());
+            }
+            (Some(SessionHash::Id(hash)), Some(fields)) => {
+                fields.insert("session_id_hash".into(), hash.as_str().into());
+            }
+            _ => {}
+        }
         if self.reason.is_store_trouble() {
             log::error!("{line}");
         } else {
@@ -127,6 +181,7 @@ impl Rejection {
                     "www-authenticate".to_string(),
                     "Bearer realm=\"portero\", error=\"invalid_token\"".to_string(),
                 )),
+                ClientKind::Cookie if self.keep_cookie => {}
                 ClientKind::Cookie => headers.push((
                     "set-cookie".to_string(),
                     config.cookie_attributes.clear_cookie(config.cookie.name()),
@@ -145,12 +200,101 @@ impl Rejection {
             body: body.to_string().into_bytes(),
         }
     }
+
+    /// For a browser navigation that needs a login: a redirect to the login
+    /// URL carrying the original path back (when it is a safe one), instead
+    /// of the JSON 401. `None` when this rejection is not a login matter.
+    pub fn login_redirect(
+        &self,
+        config: &Config,
+        kind: ClientKind,
+        original_path: &str,
+    ) -> Option<LocalResponse> {
+        let redirect = config.login_redirect.as_ref()?;
+        if self.reason.status() != 401 || kind == ClientKind::Bearer {
+            return None;
+        }
+        // The login page itself must not send to the login page.
+        let path_only = |p: &str| p.split(['?', '#']).next().unwrap_or_default().to_string();
+        if path_only(&redirect.url) == path_only(original_path) {
+            return None;
+        }
+        let mut location = redirect.url.clone();
+        if let Some(path) = safe_return_path(original_path) {
+            location.push(if location.contains('?') { '&' } else { '?' });
+            location.push_str(&redirect.return_parameter);
+            location.push('=');
+            location.push_str(&percent_encode(path));
+        }
+        let mut headers = vec![
+            ("location".to_string(), location),
+            ("cache-control".to_string(), "no-store".to_string()),
+        ];
+        if kind == ClientKind::Cookie && !self.keep_cookie {
+            headers.push((
+                "set-cookie".to_string(),
+                config.cookie_attributes.clear_cookie(config.cookie.name()),
+            ));
+        }
+        Some(LocalResponse {
+            status: 302,
+            headers,
+            body: Vec::new(),
+        })
+    }
 }
 
-fn client_name(kind: ClientKind) -> &'static str {
-    match kind {
-        ClientKind::Anonymous => "anonymous",
-        ClientKind::Cookie => "cookie",
-        ClientKind::Bearer => "bearer",
+/// A return path that can only lead back to this site: absolute path, not
+/// scheme-relative (`//host`), no backslash (browsers read `/\host` as
+/// `//host`), no control characters.
+pub fn safe_return_path(path: &str) -> Option<&str> {
+    let ok = path.starts_with('/')
+        && !path.starts_with("//")
+        && !path.contains('\\')
+        && path.len() <= 2048
+        && path.bytes().all(|b| b > b' ' && b != 0x7f);
+    ok.then_some(path)
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters and `/`.
+fn percent_encode(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~/".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_paths_stay_on_this_site() {
+        assert_eq!(safe_return_path("/a/b?c=d"), Some("/a/b?c=d"));
+        for bad in ["", "a", "//evil.example", "/\\evil.example", "https://x", "/a b", "/a\u{7f}"] {
+            assert_eq!(safe_return_path(bad), None, "{bad:?}");
+        }
+        assert_eq!(safe_return_path(&format!("/{}", "a".repeat(4096))), None);
+    }
+
+    #[test]
+    fn percent_encoding_keeps_only_unreserved_and_slash() {
+        assert_eq!(percent_encode("/a-b_c.d~e/"), "/a-b_c.d~e/");
+        assert_eq!(percent_encode("/?&=#%é"), "/%3F%26%3D%23%25%C3%A9");
+    }
+
+    #[test]
+    fn session_hashes_are_short_stable_and_distinct() {
+        let a = session_hash("session-a");
+        assert_eq!(a.len(), 16);
+        assert!(a.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(a, session_hash("session-a"));
+        assert_ne!(a, session_hash("session-b"));
+        assert!(!a.contains("session"));
     }
 }

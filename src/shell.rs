@@ -1,23 +1,59 @@
 //! The proxy-wasm shell: moves bytes between Envoy and [`crate::flow`].
 //! No decisions here.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::{Duration, UNIX_EPOCH};
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
 use crate::flow::{Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
+use crate::metrics::{Counter, SIDECAR_LATENCY_MS};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root { config: None, metrics: Rc::new(Metrics::default()) })
+    });
 }}
 
 struct Root {
     config: Option<Rc<Config>>,
+    metrics: Rc<Metrics>,
+}
+
+/// Metric ids of this VM, defined on first use (a counter per label
+/// combination that actually occurs).
+#[derive(Default)]
+struct Metrics {
+    counters: RefCell<HashMap<Counter, Option<u32>>>,
+    sidecar_latency: RefCell<Option<Option<u32>>>,
+}
+
+impl Metrics {
+    fn increment(&self, counter: Counter) {
+        let mut ids = self.counters.borrow_mut();
+        let id = *ids
+            .entry(counter)
+            .or_insert_with(|| hostcalls::define_metric(MetricType::Counter, &counter.name()).ok());
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
+
+    fn record_sidecar_latency(&self, millis: u64) {
+        let mut slot = self.sidecar_latency.borrow_mut();
+        let id = *slot.get_or_insert_with(|| {
+            hostcalls::define_metric(MetricType::Histogram, SIDECAR_LATENCY_MS).ok()
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::record_metric(id, millis);
+        }
+    }
 }
 
 impl Context for Root {}
@@ -41,6 +77,9 @@ impl RootContext for Root {
         let config = self.config.clone()?;
         Some(Box::new(Request {
             flow: Flow::new(config),
+            envoy: Envoy {
+                metrics: self.metrics.clone(),
+            },
         }))
     }
 
@@ -51,6 +90,7 @@ impl RootContext for Root {
 
 struct Request {
     flow: Flow,
+    envoy: Envoy,
 }
 
 fn action(verdict: Verdict) -> Action {
@@ -75,7 +115,7 @@ impl Context for Request {
         .flatten()
         .unwrap_or_default();
         let reply = SidecarReply { status, body };
-        if self.flow.on_sidecar_reply(&mut Envoy, reply) == Verdict::Continue {
+        if self.flow.on_sidecar_reply(&mut self.envoy, reply) == Verdict::Continue {
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -83,18 +123,20 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        action(self.flow.on_request_headers(&mut Envoy))
+        action(self.flow.on_request_headers(&mut self.envoy))
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        self.flow.on_response_headers(&mut Envoy);
+        self.flow.on_response_headers(&mut self.envoy);
         Action::Continue
     }
 }
 
 /// [`Host`] over proxy-wasm host calls. Host-call failures are treated as
 /// "absent": the flow then takes its failing branch.
-struct Envoy;
+struct Envoy {
+    metrics: Rc<Metrics>,
+}
 
 impl Host for Envoy {
     fn now(&self) -> u64 {
@@ -102,6 +144,26 @@ impl Host for Envoy {
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| d.as_secs())
+    }
+
+    fn now_millis(&self) -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn route_name(&self) -> Option<String> {
+        let bytes = hostcalls::get_property(vec!["xds", "route_name"]).ok()??;
+        String::from_utf8(bytes).ok()
+    }
+
+    fn increment(&mut self, counter: Counter) {
+        self.metrics.increment(counter);
+    }
+
+    fn record_sidecar_latency_ms(&mut self, millis: u64) {
+        self.metrics.record_sidecar_latency(millis);
     }
 
     fn client_address(&self) -> Option<String> {
