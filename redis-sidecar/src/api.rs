@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::keys::SigningKey;
+use crate::metrics::{Metrics, StoreFailure};
 use crate::store::{
     is_session_token, random_token, IssuedToken, Lifetimes, Lookup, SessionRecord, Store,
     StoreError,
@@ -42,6 +43,7 @@ pub struct AppState {
     /// SHA-256 of the credentials, compared in constant time.
     pub filter_token: [u8; 32],
     pub admin_token: [u8; 32],
+    pub metrics: Arc<Metrics>,
 }
 
 pub fn token_digest(token: &str) -> [u8; 32] {
@@ -49,6 +51,7 @@ pub fn token_digest(token: &str) -> [u8; 32] {
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
+    let metrics = state.metrics.clone();
     Router::new()
         .route(portero_wire::LOOKUP_PATH, post(lookup_session))
         .route(portero_wire::SESSIONS_PATH, post(create_session))
@@ -59,8 +62,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(portero_wire::JWKS_PATH, get(jwks))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .with_state(state)
 }
 
@@ -91,7 +99,11 @@ impl IntoResponse for ApiError {
             error: self.code.to_string(),
             message: self.message,
         };
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if self.code == "store_unavailable" {
+            response.extensions_mut().insert(StoreFailure);
+        }
+        response
     }
 }
 
@@ -110,6 +122,9 @@ impl From<StoreError> for ApiError {
 enum Role {
     Filter,
     Admin,
+    /// Either: ending one named session (logout by the app, or the filter
+    /// ending a session whose client no longer matches its binding).
+    FilterOrAdmin,
 }
 
 /// Checks the caller's `Authorization: Bearer` credential for `role`.
@@ -130,6 +145,7 @@ fn authorize(state: &AppState, headers: &HeaderMap, role: Role) -> Result<(), Ap
     let is_admin: bool = presented.ct_eq(&state.admin_token).into();
     match (role, is_filter, is_admin) {
         (Role::Filter, true, _) | (Role::Admin, _, true) => Ok(()),
+        (Role::FilterOrAdmin, true, _) | (Role::FilterOrAdmin, _, true) => Ok(()),
         (_, true, _) | (_, _, true) => Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "forbidden",
@@ -425,13 +441,13 @@ async fn lookup_session(
     }))
 }
 
-/// `DELETE /v1/sessions/{handle}` (admin): end a session (logout).
+/// `DELETE /v1/sessions/{handle}` (admin or filter): end a session.
 async fn end_session(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     Path(handle): Path<String>,
 ) -> Result<Json<EndSessionResponse>, ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
+    authorize(&state, &headers, Role::FilterOrAdmin)?;
     if !is_session_token(&handle) {
         return Err(ApiError::bad_request("not a session handle"));
     }
@@ -530,6 +546,11 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     state.store.ping().await?;
     Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// `GET /metrics` (no credential: serve it on an internal address).
+async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
+    crate::metrics::response(&state.metrics)
 }
 
 async fn not_found() -> ApiError {

@@ -11,6 +11,7 @@
 
 mod api;
 mod keys;
+mod metrics;
 mod store;
 
 use std::net::SocketAddr;
@@ -147,6 +148,7 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
         revoke_on_replay: args.revoke_on_replay,
         filter_token: api::token_digest(&args.filter_token),
         admin_token: api::token_digest(&args.admin_token),
+        metrics: Arc::new(metrics::Metrics::default()),
     })
 }
 

@@ -41,7 +41,7 @@ fn every_call_is_authenticated_and_roles_are_separate() {
         Some(&create_body()),
     );
     assert_eq!(basic.status, 401);
-    // The filter's credential cannot create or end sessions ...
+    // The filter's credential cannot create sessions nor touch users ...
     let by_filter = stack.send(
         "POST",
         &create,
@@ -52,13 +52,24 @@ fn every_call_is_authenticated_and_roles_are_separate() {
         (by_filter.status, by_filter.json()["error"].clone()),
         (403, json!("forbidden"))
     );
+    let revoke_by_filter = stack.send(
+        "POST",
+        &stack.sidecar_url("/v1/users/u-1/revoke"),
+        &[("authorization", &filter())],
+        None,
+    );
+    assert_eq!(revoke_by_filter.status, 403);
+    // ... but may end one session it names (binding `on_reject: end_session`).
     let end_by_filter = stack.send(
         "DELETE",
         &stack.sidecar_url(&format!("/v1/sessions/{}", "A".repeat(65))),
         &[("authorization", &filter())],
         None,
     );
-    assert_eq!(end_by_filter.status, 403);
+    assert_eq!(
+        (end_by_filter.status, end_by_filter.json()["ended"].clone()),
+        (200, json!(false))
+    );
     // ... and the admin credential is not the filter's.
     let by_admin = stack.send(
         "POST",
