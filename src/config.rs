@@ -646,8 +646,8 @@ impl RawIdentityHeaders {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::token::tests::{AUD, ISS, TEST_JWKS};
     use crate::policy::{IpCompare, MismatchPolicy, RoleRequirement, RoutePolicy};
+    use crate::token::tests::{AUD, ISS, TEST_JWKS};
     use serde_json::json;
 
     pub fn valid_json() -> serde_json::Value {
@@ -691,7 +691,10 @@ pub(crate) mod tests {
         assert_eq!(c.binding.ip, IpCompare::Prefix { v4: 24, v6: 64 });
         assert_eq!(c.binding.ip_policy, MismatchPolicy::Log);
         assert!(c.login_redirect.is_none());
-        assert!(c.identity_headers.all().contains(&"x-portero-binding-mismatch"));
+        assert!(c
+            .identity_headers
+            .all()
+            .contains(&"x-portero-binding-mismatch"));
     }
 
     #[test]
@@ -858,7 +861,8 @@ pub(crate) mod tests {
             (
                 "routes[0].roles",
                 Box::new(|v| {
-                    v["routes"] = json!([{"path_prefix": "/a", "roles": {"any_of": ["a"], "all_of": ["b"]}}])
+                    v["routes"] =
+                        json!([{"path_prefix": "/a", "roles": {"any_of": ["a"], "all_of": ["b"]}}])
                 }),
             ),
             (
@@ -867,11 +871,15 @@ pub(crate) mod tests {
             ),
             (
                 "routes[0].roles.all_of",
-                Box::new(|v| v["routes"] = json!([{"path_prefix": "/a", "roles": {"all_of": ["a,b"]}}])),
+                Box::new(|v| {
+                    v["routes"] = json!([{"path_prefix": "/a", "roles": {"all_of": ["a,b"]}}])
+                }),
             ),
             (
                 "routes[0].roles.none_of",
-                Box::new(|v| v["routes"] = json!([{"path_prefix": "/a", "roles": {"none_of": ["a"]}}])),
+                Box::new(|v| {
+                    v["routes"] = json!([{"path_prefix": "/a", "roles": {"none_of": ["a"]}}])
+                }),
             ),
             (
                 "binding.ip.compare",

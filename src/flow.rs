@@ -58,8 +58,8 @@ pub struct SidecarReply {
 pub trait Host {
     /// Unix time in seconds.
     fn now(&self) -> u64;
-    /// Unix time in milliseconds (for latency figures).
-    fn now_millis(&self) -> u64;
+    /// Unix time in microseconds (for latency figures).
+    fn now_micros(&self) -> u64;
     /// The `name` of the Envoy route the request matched, if any.
     fn route_name(&self) -> Option<String>;
     /// The downstream address as the proxy sees it (`ip:port`), after its
@@ -75,7 +75,7 @@ pub trait Host {
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String>;
     fn send_local_response(&mut self, response: LocalResponse);
     fn increment(&mut self, counter: Counter);
-    fn record_sidecar_latency_ms(&mut self, millis: u64);
+    fn record_sidecar_latency_us(&mut self, micros: u64);
 }
 
 /// What the host does with the request after a step.
@@ -141,7 +141,7 @@ pub struct Flow {
     required_roles: Option<RoleRequirement>,
     /// Which session this is, for log lines (a hash, never the secret).
     session: Option<SessionHash>,
-    /// When the pending sidecar call started (milliseconds).
+    /// When the pending sidecar call started (microseconds).
     sidecar_call_started: u64,
     /// A bearer client's token was rotated: hand it the new one.
     refreshed_token: Option<String>,
@@ -361,7 +361,7 @@ impl Flow {
     }
 
     fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<(), String> {
-        self.sidecar_call_started = host.now_millis();
+        self.sidecar_call_started = host.now_micros();
         let dispatched = host.dispatch_sidecar_call(call);
         if dispatched.is_err() {
             host.increment(Counter::Sidecar(SidecarError::DispatchFailed));
@@ -371,8 +371,8 @@ impl Flow {
 
     /// The sidecar answered (or failed to).
     pub fn on_sidecar_reply(&mut self, host: &mut dyn Host, reply: SidecarReply) -> Verdict {
-        let elapsed = host.now_millis().saturating_sub(self.sidecar_call_started);
-        host.record_sidecar_latency_ms(elapsed);
+        let elapsed = host.now_micros().saturating_sub(self.sidecar_call_started);
+        host.record_sidecar_latency_us(elapsed);
         match std::mem::replace(&mut self.state, State::Done) {
             State::AwaitingSession(credential) => self.on_session_answer(host, credential, &reply),
             State::EndingSession(kind, rejection) => {
@@ -465,7 +465,10 @@ impl Flow {
                 action: mismatch.policy,
             });
         }
-        if !mismatches.iter().any(|m| m.policy == MismatchPolicy::Reject) {
+        if !mismatches
+            .iter()
+            .any(|m| m.policy == MismatchPolicy::Reject)
+        {
             log::warn!(
                 "{}",
                 serde_json::json!({
@@ -734,7 +737,9 @@ fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
             Some(reason) => SessionAnswer::Refused(reason),
             None => SessionAnswer::Trouble(SidecarError::BadReply, "unexpected 404".into()),
         },
-        Some(status) => SessionAnswer::Trouble(SidecarError::ErrorStatus, format!("status {status}")),
+        Some(status) => {
+            SessionAnswer::Trouble(SidecarError::ErrorStatus, format!("status {status}"))
+        }
     }
 }
 

@@ -81,8 +81,8 @@ impl Host for FakeHost {
     fn now(&self) -> u64 {
         self.now
     }
-    fn now_millis(&self) -> u64 {
-        self.now * 1000 + self.calls.len() as u64 * 7
+    fn now_micros(&self) -> u64 {
+        self.now * 1_000_000 + self.calls.len() as u64 * 700
     }
     fn route_name(&self) -> Option<String> {
         self.route_name.clone()
@@ -93,8 +93,8 @@ impl Host for FakeHost {
     fn increment(&mut self, counter: Counter) {
         self.counters.push(counter);
     }
-    fn record_sidecar_latency_ms(&mut self, millis: u64) {
-        self.latencies.push(millis);
+    fn record_sidecar_latency_us(&mut self, micros: u64) {
+        self.latencies.push(micros);
     }
     fn request_header(&self, name: &str) -> Option<String> {
         self.request.get(name).cloned()
@@ -701,7 +701,11 @@ fn role_gated_routes_pass_or_403_by_the_users_current_roles() {
         let mut s = session();
         s.roles = roles.iter().map(|r| r.to_string()).collect();
         flow.on_sidecar_reply(&mut host, ok_reply(&s));
-        assert_eq!(host.sent_status(), refused, "{route_name:?} {path} {roles:?}");
+        assert_eq!(
+            host.sent_status(),
+            refused,
+            "{route_name:?} {path} {roles:?}"
+        );
         if refused.is_some() {
             assert_eq!(host.sent_reason(), "missing_role");
             let body: serde_json::Value =
@@ -747,7 +751,10 @@ fn binding_mismatch_under_log_passes_and_tells_the_upstream() {
     let mut flow = Flow::new(config);
     flow.on_request_headers(&mut host);
     assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
-    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
     assert_eq!(host.sent, None);
     assert_eq!(host.request["x-portero-binding-mismatch"], "ip,user_agent");
     for field in [BindingField::Ip, BindingField::UserAgent] {
@@ -770,7 +777,10 @@ fn matching_client_gets_no_mismatch_header() {
     let mut host = cookie_host(&config).with("x-portero-binding-mismatch", "forged");
     let mut flow = Flow::new(config);
     flow.on_request_headers(&mut host);
-    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
     assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
     assert_eq!(host.request["x-portero-user-id"], "user-1");
 }
@@ -784,8 +794,14 @@ fn ip_within_the_prefix_is_the_same_client() {
     host.client_address = Some("203.0.113.250:1".into());
     let mut flow = Flow::new(config);
     flow.on_request_headers(&mut host);
-    assert_eq!(flow.on_sidecar_reply(&mut host, ok_reply(&session())), Verdict::Continue);
-    assert!(host.counters.iter().all(|c| !matches!(c, Counter::BindingMismatch { .. })));
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
+    assert!(host
+        .counters
+        .iter()
+        .all(|c| !matches!(c, Counter::BindingMismatch { .. })));
 }
 
 #[test]
@@ -808,10 +824,9 @@ fn binding_mismatch_under_reject_ends_the_session_then_refuses() {
         assert_eq!(host.sent, None, "waits for the session to end");
         let end = &host.calls[1];
         assert!(end.headers.contains(&(":method".into(), "DELETE".into())));
-        assert!(end.headers.contains(&(
-            ":path".into(),
-            format!("/v1/sessions/{}", session().handle)
-        )));
+        assert!(end
+            .headers
+            .contains(&(":path".into(), format!("/v1/sessions/{}", session().handle))));
         assert!(end.headers.contains(&(
             "authorization".into(),
             "Bearer filter-token-0123456789".into()
@@ -825,7 +840,10 @@ fn binding_mismatch_under_reject_ends_the_session_then_refuses() {
         );
         assert_eq!(host.sent_status(), Some(401));
         assert_eq!(host.sent_reason(), "session_binding_mismatch");
-        assert!(host.sent_header("set-cookie").unwrap().contains("Max-Age=0"));
+        assert!(host
+            .sent_header("set-cookie")
+            .unwrap()
+            .contains("Max-Age=0"));
         assert_eq!(host.request_header("x-portero-user-id"), None);
         assert_eq!(
             host.counted(Counter::BindingMismatch {
@@ -898,7 +916,10 @@ fn html_navigation_without_a_session_is_sent_to_the_login_page() {
         .with("accept", "text/html");
     Flow::new(config).on_request_headers(&mut host);
     assert_eq!(host.sent_status(), Some(302));
-    assert!(host.sent_header("set-cookie").unwrap().contains("Max-Age=0"));
+    assert!(host
+        .sent_header("set-cookie")
+        .unwrap()
+        .contains("Max-Age=0"));
 }
 
 #[test]
@@ -928,7 +949,13 @@ fn only_html_gets_of_login_matters_are_redirected() {
     let mut host = cookie_host(&config).with("accept", html);
     let mut flow = Flow::new(config);
     flow.on_request_headers(&mut host);
-    flow.on_sidecar_reply(&mut host, SidecarReply { status: None, body: vec![] });
+    flow.on_sidecar_reply(
+        &mut host,
+        SidecarReply {
+            status: None,
+            body: vec![],
+        },
+    );
     assert_eq!(host.sent_status(), Some(503));
 }
 
@@ -936,10 +963,16 @@ fn only_html_gets_of_login_matters_are_redirected() {
 fn a_return_path_to_another_host_is_dropped() {
     let config = redirect_config();
     for path in ["//evil.example/x", "/\\evil.example/x", "/x\u{1}y"] {
-        let mut host = FakeHost::new().with(":path", path).with("accept", "text/html");
+        let mut host = FakeHost::new()
+            .with(":path", path)
+            .with("accept", "text/html");
         Flow::new(config.clone()).on_request_headers(&mut host);
         assert_eq!(host.sent_status(), Some(302));
-        assert_eq!(host.sent_header("location"), Some("/login?app=web"), "{path:?}");
+        assert_eq!(
+            host.sent_header("location"),
+            Some("/login?app=web"),
+            "{path:?}"
+        );
     }
 }
 
@@ -966,7 +999,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
         },
     );
     assert_eq!(host.counted(Counter::Refresh), 1);
-    assert_eq!(host.latencies, vec![7], "reply time minus dispatch time");
+    assert_eq!(host.latencies, vec![700], "reply time minus dispatch time");
 
     // A replay.
     let mut host = bearer_host(&claims());
@@ -981,13 +1014,25 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
 
     // Each kind of sidecar trouble.
     for (reply, error) in [
-        (SidecarReply { status: None, body: vec![] }, SidecarError::NoAnswer),
         (
-            SidecarReply { status: Some(500), body: vec![] },
+            SidecarReply {
+                status: None,
+                body: vec![],
+            },
+            SidecarError::NoAnswer,
+        ),
+        (
+            SidecarReply {
+                status: Some(500),
+                body: vec![],
+            },
             SidecarError::ErrorStatus,
         ),
         (
-            SidecarReply { status: Some(200), body: b"{".to_vec() },
+            SidecarReply {
+                status: Some(200),
+                body: b"{".to_vec(),
+            },
             SidecarError::BadReply,
         ),
         (not_found("no_such_verdict"), SidecarError::BadReply),
@@ -1002,7 +1047,10 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
     let mut host = cookie_host(&config);
     host.dispatch_fails = true;
     Flow::new(config.clone()).on_request_headers(&mut host);
-    assert_eq!(host.counted(Counter::Sidecar(SidecarError::DispatchFailed)), 1);
+    assert_eq!(
+        host.counted(Counter::Sidecar(SidecarError::DispatchFailed)),
+        1
+    );
 
     // CSRF.
     let mut host = cookie_host(&config).with(":method", "POST");

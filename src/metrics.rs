@@ -58,10 +58,7 @@ impl SidecarError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Counter {
     /// Every request the filter ran on, by client kind and outcome.
-    Request {
-        flow: ClientKind,
-        outcome: Outcome,
-    },
+    Request { flow: ClientKind, outcome: Outcome },
     /// Access tokens rotated by a look-up.
     Refresh,
     /// Rotated-away tokens presented after their grace window.
@@ -102,8 +99,8 @@ impl Counter {
     }
 }
 
-/// Histogram of sidecar call latency, in milliseconds.
-pub const SIDECAR_LATENCY_MS: &str = "portero.sidecar_latency_ms";
+/// Histogram of sidecar call latency, in microseconds (look-ups take about one millisecond; whole milliseconds would say little).
+pub const SIDECAR_LATENCY_US: &str = "portero.sidecar_latency_us";
 
 #[cfg(test)]
 mod tests {

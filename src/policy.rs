@@ -78,7 +78,11 @@ impl Default for RouteDecision<'_> {
 
 /// The rule for a request: a route-name rule wins; else the longest
 /// matching path prefix; else the default (`Required`).
-pub fn decide<'a>(rules: &'a [RouteRule], path: &str, route_name: Option<&str>) -> RouteDecision<'a> {
+pub fn decide<'a>(
+    rules: &'a [RouteRule],
+    path: &str,
+    route_name: Option<&str>,
+) -> RouteDecision<'a> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     let by_name = route_name.and_then(|name| {
         rules
@@ -191,24 +195,26 @@ impl RawRoute {
 
 impl RawRoles {
     fn validate(self, field: &str) -> Result<RoleRequirement, ConfigError> {
-        let (which, roles, requirement): (&str, Vec<String>, fn(Vec<String>) -> RoleRequirement) =
-            match (self.any_of, self.all_of) {
-                (Some(roles), None) => ("any_of", roles, RoleRequirement::AnyOf),
-                (None, Some(roles)) => ("all_of", roles, RoleRequirement::AllOf),
-                _ => {
-                    return Err(err(
-                        field,
-                        "expected exactly one of `any_of` and `all_of` (a list of role names)",
-                    ))
-                }
-            };
+        let (which, roles) = match (&self.any_of, &self.all_of) {
+            (Some(roles), None) => ("any_of", roles),
+            (None, Some(roles)) => ("all_of", roles),
+            _ => {
+                return Err(err(
+                    field,
+                    "expected exactly one of `any_of` and `all_of` (a list of role names)",
+                ))
+            }
+        };
         if roles.is_empty() || roles.iter().any(|r| r.is_empty() || r.contains(',')) {
             return Err(err(
                 &format!("{field}.{which}"),
                 "expected a non-empty list of role names (no commas)",
             ));
         }
-        Ok(requirement(roles))
+        Ok(match (self.any_of, self.all_of) {
+            (Some(roles), _) => RoleRequirement::AnyOf(roles),
+            (_, roles) => RoleRequirement::AllOf(roles.unwrap_or_default()),
+        })
     }
 }
 
@@ -230,7 +236,10 @@ pub enum MismatchPolicy {
 pub enum IpCompare {
     Exact,
     /// Same network: the first `v4` bits of an IPv4 address, `v6` of an IPv6.
-    Prefix { v4: u8, v6: u8 },
+    Prefix {
+        v4: u8,
+        v6: u8,
+    },
 }
 
 /// A bound field of the session.
@@ -480,11 +489,17 @@ mod tests {
     fn route_name_rule_wins_then_longest_prefix_then_required() {
         let rules = vec![
             rule(RouteMatch::PathPrefix("/a/".into()), RoutePolicy::Off),
-            rule(RouteMatch::PathPrefix("/a/b/".into()), RoutePolicy::Optional),
+            rule(
+                RouteMatch::PathPrefix("/a/b/".into()),
+                RoutePolicy::Optional,
+            ),
             rule(RouteMatch::RouteName("admin".into()), RoutePolicy::Required),
         ];
         assert_eq!(decide(&rules, "/a/x", None).policy, RoutePolicy::Off);
-        assert_eq!(decide(&rules, "/a/b/x?q=1", None).policy, RoutePolicy::Optional);
+        assert_eq!(
+            decide(&rules, "/a/b/x?q=1", None).policy,
+            RoutePolicy::Optional
+        );
         assert_eq!(
             decide(&rules, "/a/b/x", Some("admin")).policy,
             RoutePolicy::Required
@@ -524,8 +539,14 @@ mod tests {
 
     #[test]
     fn exact_ip_binding() {
-        let b = binding(IpCompare::Exact, MismatchPolicy::Reject, MismatchPolicy::Off);
-        assert!(b.mismatches("10.0.0.1", "ua", Some("10.0.0.1"), Some("x")).is_empty());
+        let b = binding(
+            IpCompare::Exact,
+            MismatchPolicy::Reject,
+            MismatchPolicy::Off,
+        );
+        assert!(b
+            .mismatches("10.0.0.1", "ua", Some("10.0.0.1"), Some("x"))
+            .is_empty());
         assert_eq!(
             b.mismatches("10.0.0.1", "ua", Some("10.0.0.2"), None),
             vec![Mismatch {
@@ -534,7 +555,10 @@ mod tests {
             }]
         );
         // No client address at all is a mismatch, not a pass.
-        assert_eq!(fields(&b.mismatches("10.0.0.1", "", None, None)), vec![BindingField::Ip]);
+        assert_eq!(
+            fields(&b.mismatches("10.0.0.1", "", None, None)),
+            vec![BindingField::Ip]
+        );
         // Garbage on either side never matches.
         assert_eq!(
             fields(&b.mismatches("not-an-ip", "", Some("not-an-ip"), None)),
@@ -555,7 +579,9 @@ mod tests {
             MismatchPolicy::Log,
             MismatchPolicy::Off,
         );
-        assert!(b.mismatches("198.51.100.7", "", Some("198.51.100.200"), None).is_empty());
+        assert!(b
+            .mismatches("198.51.100.7", "", Some("198.51.100.200"), None)
+            .is_empty());
         assert_eq!(
             fields(&b.mismatches("198.51.100.7", "", Some("198.51.101.7"), None)),
             vec![BindingField::Ip]
@@ -577,15 +603,23 @@ mod tests {
             MismatchPolicy::Log,
             MismatchPolicy::Off,
         );
-        assert!(wide.mismatches("10.1.2.3", "", Some("10.200.0.1"), None).is_empty());
+        assert!(wide
+            .mismatches("10.1.2.3", "", Some("10.200.0.1"), None)
+            .is_empty());
         assert!(prefix_eq(0xffff_0000, 0xffff_ffff, 32, 16));
         assert!(!prefix_eq(0xffff_0000, 0xffff_ffff, 32, 32));
     }
 
     #[test]
     fn user_agent_binding() {
-        let b = binding(IpCompare::Exact, MismatchPolicy::Off, MismatchPolicy::Reject);
-        assert!(b.mismatches("1.2.3.4", "curl/8", Some("9.9.9.9"), Some("curl/8")).is_empty());
+        let b = binding(
+            IpCompare::Exact,
+            MismatchPolicy::Off,
+            MismatchPolicy::Reject,
+        );
+        assert!(b
+            .mismatches("1.2.3.4", "curl/8", Some("9.9.9.9"), Some("curl/8"))
+            .is_empty());
         assert_eq!(
             b.mismatches("1.2.3.4", "curl/8", Some("1.2.3.4"), Some("curl/9")),
             vec![Mismatch {

@@ -100,11 +100,7 @@ pub enum SessionHash {
 pub fn session_hash(value: &str) -> String {
     use sha2::{Digest, Sha256};
     let digest = Sha256::digest(value.as_bytes());
-    digest
-        .iter()
-        .take(8)
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 impl Rejection {
@@ -276,7 +272,15 @@ mod tests {
     #[test]
     fn return_paths_stay_on_this_site() {
         assert_eq!(safe_return_path("/a/b?c=d"), Some("/a/b?c=d"));
-        for bad in ["", "a", "//evil.example", "/\\evil.example", "https://x", "/a b", "/a\u{7f}"] {
+        for bad in [
+            "",
+            "a",
+            "//evil.example",
+            "/\\evil.example",
+            "https://x",
+            "/a b",
+            "/a\u{7f}",
+        ] {
             assert_eq!(safe_return_path(bad), None, "{bad:?}");
         }
         assert_eq!(safe_return_path(&format!("/{}", "a".repeat(4096))), None);

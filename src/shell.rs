@@ -12,7 +12,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::config::Config;
 use crate::flow::{Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
-use crate::metrics::{Counter, SIDECAR_LATENCY_MS};
+use crate::metrics::{Counter, SIDECAR_LATENCY_US};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -45,13 +45,13 @@ impl Metrics {
         }
     }
 
-    fn record_sidecar_latency(&self, millis: u64) {
+    fn record_sidecar_latency(&self, micros: u64) {
         let mut slot = self.sidecar_latency.borrow_mut();
         let id = *slot.get_or_insert_with(|| {
-            hostcalls::define_metric(MetricType::Histogram, SIDECAR_LATENCY_MS).ok()
+            hostcalls::define_metric(MetricType::Histogram, SIDECAR_LATENCY_US).ok()
         });
         if let Some(id) = id {
-            let _ = hostcalls::record_metric(id, millis);
+            let _ = hostcalls::record_metric(id, micros);
         }
     }
 }
@@ -146,11 +146,11 @@ impl Host for Envoy {
             .map_or(0, |d| d.as_secs())
     }
 
-    fn now_millis(&self) -> u64 {
+    fn now_micros(&self) -> u64 {
         hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
     }
 
     fn route_name(&self) -> Option<String> {
@@ -162,8 +162,8 @@ impl Host for Envoy {
         self.metrics.increment(counter);
     }
 
-    fn record_sidecar_latency_ms(&mut self, millis: u64) {
-        self.metrics.record_sidecar_latency(millis);
+    fn record_sidecar_latency_us(&mut self, micros: u64) {
+        self.metrics.record_sidecar_latency(micros);
     }
 
     fn client_address(&self) -> Option<String> {

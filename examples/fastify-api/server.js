@@ -144,6 +144,19 @@ app.get("/me", async (request) => {
   };
 });
 
+// An `optional` route in portero's config: anonymous visitors get in too,
+// and signed-in ones are named.
+app.get("/feed", async (request) => ({
+  user: request.headers["x-portero-user-id"] ?? null,
+  binding_mismatch: request.headers["x-portero-binding-mismatch"] ?? null,
+}));
+
+// Behind the `admin` Envoy route, which portero gates on the `admin` role.
+app.get("/admin/overview", async (request) => ({
+  user: request.headers["x-portero-user-id"],
+  roles: request.headers["x-portero-roles"],
+}));
+
 app.get("/public/hello", async (request) => ({
   hello: "world",
   user_id: request.headers["x-portero-user-id"] ?? null,

@@ -79,7 +79,14 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    fn observe(&self, route: String, method: String, status: u16, seconds: f64, store_failed: bool) {
+    fn observe(
+        &self,
+        route: String,
+        method: String,
+        status: u16,
+        seconds: f64,
+        store_failed: bool,
+    ) {
         self.latency
             .get_or_create(&RouteLabels {
                 route: route.clone(),
@@ -147,13 +154,22 @@ mod tests {
     #[test]
     fn renders_requests_latency_and_redis_errors() {
         let metrics = Metrics::default();
-        metrics.observe("/v1/sessions/lookup".into(), "POST".into(), 200, 0.0003, false);
+        metrics.observe(
+            "/v1/sessions/lookup".into(),
+            "POST".into(),
+            200,
+            0.0003,
+            false,
+        );
         metrics.observe("/readyz".into(), "GET".into(), 503, 0.002, true);
         let text = metrics.render().unwrap();
         assert!(text.contains(
             "portero_sidecar_http_requests_total{route=\"/v1/sessions/lookup\",method=\"POST\",status=\"200\"} 1"
         ), "{text}");
         assert!(text.contains("portero_sidecar_http_request_duration_seconds_bucket{le=\"0.0005\",route=\"/v1/sessions/lookup\",method=\"POST\"} 1"), "{text}");
-        assert!(text.contains("portero_sidecar_redis_errors_total 1"), "{text}");
+        assert!(
+            text.contains("portero_sidecar_redis_errors_total 1"),
+            "{text}"
+        );
     }
 }

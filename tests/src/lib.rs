@@ -174,6 +174,8 @@ pub struct StackOptions {
     pub plugin_config_patch: Option<fn(&mut Value)>,
     /// Don't wait for Envoy to be ready (it is expected to refuse its config).
     pub expect_envoy_failure: bool,
+    /// The HTTP connection manager's `xff_num_trusted_hops`.
+    pub xff_trusted_hops: u32,
 }
 
 impl Default for StackOptions {
@@ -194,6 +196,7 @@ impl Default for StackOptions {
             work_dir: None,
             plugin_config_patch: None,
             expect_envoy_failure: false,
+            xff_trusted_hops: 0,
         }
     }
 }
@@ -226,7 +229,11 @@ pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
             "token": FILTER_TOKEN,
             "timeout_ms": 500
         },
-        "routes": [{"path_prefix": "/auth/login", "policy": "off"}]
+        "routes": [
+            {"path_prefix": "/auth/login", "policy": "off"},
+            {"path_prefix": "/feed", "policy": "optional"},
+            {"route_name": "admin", "roles": {"any_of": ["admin"]}}
+        ]
     })
 }
 
@@ -357,6 +364,7 @@ impl Stack {
             ("SIDECAR_HOST", "127.0.0.1".into()),
             ("SIDECAR_PORT", options.sidecar_port.to_string()),
             ("WASM_PATH", wasm.display().to_string()),
+            ("XFF_TRUSTED_HOPS", options.xff_trusted_hops.to_string()),
             (
                 "PLUGIN_CONFIG",
                 serde_json::to_string(&config.to_string()).expect("json"),
@@ -597,6 +605,47 @@ impl Stack {
         reply
             .cookie_value(COOKIE_NAME)
             .unwrap_or_else(|| panic!("no session cookie in {:?}", reply.headers))
+    }
+
+    /// Logs in through Envoy as a web client with extra request headers
+    /// (a User-Agent, an X-Forwarded-For); returns the cookie value.
+    pub fn login_web_with(
+        &self,
+        username: &str,
+        password: &str,
+        headers: &[(&str, &str)],
+    ) -> String {
+        let reply = self.request(
+            "POST",
+            "/auth/login",
+            headers,
+            Some(&json!({"username": username, "password": password, "client": "web"})),
+        );
+        assert_eq!(reply.status, 200, "web login failed: {}", reply.body);
+        reply
+            .cookie_value(COOKIE_NAME)
+            .unwrap_or_else(|| panic!("no session cookie in {:?}", reply.headers))
+    }
+
+    /// Envoy's `/stats/prometheus`.
+    pub fn prometheus(&self) -> String {
+        let url = format!(
+            "http://127.0.0.1:{}/stats/prometheus",
+            self.options.admin_port
+        );
+        let reply = self.send("GET", &url, &[], None);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
+    }
+
+    /// The value of one Prometheus series, e.g.
+    /// `portero_requests{flow="cookie",outcome="allowed"}`; 0 when absent
+    /// (proxy-wasm defines a series on its first use).
+    pub fn metric(&self, series: &str) -> u64 {
+        let text = self.prometheus();
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .map_or(0, |v| v.trim().parse::<f64>().map_or(0, |v| v as u64))
     }
 
     /// Logs in through Envoy as an app client; returns the access token.

@@ -49,6 +49,7 @@ fn compose_config() {
         ("SIDECAR_HOST", "redis-sidecar".into()),
         ("SIDECAR_PORT", "7070".into()),
         ("WASM_PATH", "/etc/portero/portero.wasm".into()),
+        ("XFF_TRUSTED_HOPS", "0".into()),
         (
             "PLUGIN_CONFIG",
             serde_json::to_string(&config.to_string()).expect("json"),

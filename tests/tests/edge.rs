@@ -317,6 +317,11 @@ fn cross_site_post_with_a_cookie_is_403() {
         assert_eq!(reply.set_cookie(COOKIE_NAME), None);
     }
     assert_eq!(stack.session_keys().len(), 2, "nothing was logged out");
+    assert_eq!(stack.metric("portero_csrf_rejections{}"), 3);
+    assert_eq!(
+        stack.metric(r#"portero_requests{flow="cookie",outcome="cross_site_request"}"#),
+        3
+    );
     // Bearer clients are not subject to it: a POST without Origin goes on.
     let bearer = format!("Bearer {token}");
     let reply = stack.request(

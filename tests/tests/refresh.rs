@@ -186,6 +186,9 @@ fn replayed_token_after_the_grace_window_revokes_the_session() {
     assert_eq!(replay.status, 401);
     assert_eq!(replay.json()["reason"], "token_replayed");
     assert!(stack.session_keys().is_empty(), "session revoked on replay");
+    // Both show in Envoy's /stats/prometheus.
+    assert_eq!(stack.metric("portero_refreshes{}"), 1);
+    assert_eq!(stack.metric("portero_reuse_detected{}"), 1);
     let after = stack.me_with_token(&new_token);
     assert_eq!(after.status, 401);
     assert_eq!(after.json()["reason"], "session_not_found");
