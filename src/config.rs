@@ -955,6 +955,24 @@ pub(crate) mod tests {
         }
     }
 
+    /// The documented example configs (`docs/examples/`) stay valid; their
+    /// JWKS placeholder is replaced by the test key set.
+    #[test]
+    fn documented_examples_are_valid() {
+        for (name, text) in [
+            ("web", include_str!("../docs/examples/web.json")),
+            ("api", include_str!("../docs/examples/api.json")),
+            ("subdomains", include_str!("../docs/examples/subdomains.json")),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
+            assert!(v["jwt"]["jwks"].as_str().unwrap().starts_with("REPLACE"));
+            v["jwt"]["jwks"] = json!(TEST_JWKS);
+            if let Err(e) = Config::from_json(v.to_string().as_bytes()) {
+                panic!("docs/examples/{name}.json: {e}");
+            }
+        }
+    }
+
     #[test]
     fn not_json_is_an_error_not_a_panic() {
         for bad in [&b""[..], b"{", b"\xff\xfe", b"null", b"42"] {
