@@ -962,7 +962,10 @@ pub(crate) mod tests {
         for (name, text) in [
             ("web", include_str!("../docs/examples/web.json")),
             ("api", include_str!("../docs/examples/api.json")),
-            ("subdomains", include_str!("../docs/examples/subdomains.json")),
+            (
+                "subdomains",
+                include_str!("../docs/examples/subdomains.json"),
+            ),
         ] {
             let mut v: serde_json::Value = serde_json::from_str(text).unwrap();
             assert!(v["jwt"]["jwks"].as_str().unwrap().starts_with("REPLACE"));
