@@ -17,4 +17,7 @@ for (const imp of WebAssembly.Module.imports(module)) {
   }
 }
 const instance = await WebAssembly.instantiate(module, imports);
-exit(wasi.start(instance));
+// A binary that links the filter's library (a bench) also carries the
+// proxy-wasm reactor entry `_initialize`; as a command it runs `_start`.
+const { _initialize, ...commandExports } = instance.exports;
+exit(wasi.start(_initialize && commandExports._start ? { exports: commandExports } : instance));

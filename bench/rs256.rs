@@ -1,0 +1,120 @@
+//! Where RS256 verification time goes inside the filter's target.
+//!
+//! `cargo bench --bench rs256 --target wasm32-wasip1` runs it under Node's
+//! V8 (the cargo runner), the engine Envoy embeds; without `--target` it runs
+//! natively for comparison. Prints microseconds per operation.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::hint::black_box;
+use std::time::Instant;
+
+use jsonwebtoken::jwk::JwkSet;
+use portero::token::TokenVerifier;
+use portero_wire::AccessClaims;
+
+const PEM: &str = include_str!("../tests/fixtures/test-rsa.pem");
+const JWKS: &str = include_str!("../tests/fixtures/test-jwks.json");
+const NOW: u64 = 1_800_000_000;
+
+fn time(name: &str, rounds: u32, mut f: impl FnMut()) {
+    for _ in 0..rounds / 10 + 1 {
+        f();
+    }
+    let start = Instant::now();
+    for _ in 0..rounds {
+        f();
+    }
+    let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    println!("{name:<44} {micros:>9.1} µs");
+}
+
+fn main() {
+    let claims = AccessClaims {
+        iss: "https://portero.local".into(),
+        aud: "portero-apps".into(),
+        sub: "user-1".into(),
+        sid: "h".repeat(65),
+        jti: "jti-1".into(),
+        iat: NOW - 10,
+        nbf: NOW - 10,
+        exp: NOW + 300,
+        ver: 1,
+    };
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+    header.kid = Some("test-key".into());
+    let key = jsonwebtoken::EncodingKey::from_rsa_pem(PEM.as_bytes()).unwrap();
+    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
+    let verifier = TokenVerifier::new(
+        &jwks,
+        "https://portero.local",
+        &["portero-apps".into()],
+        5,
+        0,
+    )
+    .unwrap();
+    assert!(verifier.verify(&token, NOW).is_ok());
+
+    let rounds = 200;
+    time("TokenVerifier::verify (whole path)", rounds, || {
+        black_box(verifier.verify(black_box(&token), NOW).is_ok());
+    });
+    let rsa_key = {
+        use rsa::pkcs8::DecodePrivateKey;
+        let private = rsa::RsaPrivateKey::from_pkcs8_pem(PEM)
+            .or_else(|_| {
+                use rsa::pkcs1::DecodeRsaPrivateKey;
+                rsa::RsaPrivateKey::from_pkcs1_pem(PEM)
+            })
+            .unwrap();
+        private.to_public_key()
+    };
+    let (signing_input, signature) = token.rsplit_once('.').unwrap();
+    let signature = {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(signature)
+            .unwrap()
+    };
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(signing_input.as_bytes());
+    time("rsa 0.9 verify, key prebuilt", rounds, || {
+        let scheme = rsa::Pkcs1v15Sign::new::<sha2::Sha256>();
+        black_box(rsa_key.verify(scheme, &digest, &signature).is_ok());
+    });
+    {
+        use rsa::traits::PublicKeyParts;
+        let n = num_bigint::BigUint::from_bytes_be(&rsa_key.n().to_bytes_be());
+        let e = num_bigint::BigUint::from(65537u32);
+        let s = num_bigint::BigUint::from_bytes_be(&signature);
+        time("num-bigint modpow s^e mod n", rounds, || {
+            black_box(black_box(&s).modpow(&e, &n));
+        });
+        use crypto_bigint::modular::runtime_mod::{DynResidue, DynResidueParams};
+        use crypto_bigint::{Encoding, U2048};
+        let n = U2048::from_be_slice(&rsa_key.n().to_bytes_be());
+        let s = U2048::from_be_slice(&signature);
+        let e = U2048::from_u32(65537);
+        let params = DynResidueParams::new(&n);
+        time(
+            "crypto-bigint 0.5 pow_bounded_exp (17 bits)",
+            rounds,
+            || {
+                let r = DynResidue::new(black_box(&s), params).pow_bounded_exp(&e, 17);
+                black_box(r.retrieve().to_be_bytes());
+            },
+        );
+    }
+    time("sha256 of the signing input", rounds * 50, || {
+        black_box(sha2::Sha256::digest(black_box(signing_input.as_bytes())));
+    });
+    time("jsonwebtoken::decode_header", rounds * 50, || {
+        black_box(jsonwebtoken::decode_header(black_box(&token)).is_ok());
+    });
+    time("rsa::RsaPublicKey::new from n, e", rounds, || {
+        use rsa::traits::PublicKeyParts;
+        let n = rsa_key.n().clone();
+        let e = rsa_key.e().clone();
+        black_box(rsa::RsaPublicKey::new(n, e).is_ok());
+    });
+}
