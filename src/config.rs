@@ -9,6 +9,7 @@ use std::fmt;
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
+use crate::cache::CacheConfig;
 use crate::cookie::{CookieAttributes, CookieCodec, SameSite, MIN_SECRET_LEN};
 use crate::policy::{BindingConfig, RawBinding, RawRoute, RouteDecision, RouteRule};
 use crate::token::TokenVerifier;
@@ -59,6 +60,8 @@ struct RawConfig {
     binding: RawBinding,
     #[serde(default)]
     login_redirect: Option<RawLoginRedirect>,
+    #[serde(default)]
+    cache: RawCache,
     #[serde(default = "default_retry_after")]
     retry_after_seconds: u64,
 }
@@ -152,6 +155,115 @@ impl Default for RawCsrf {
             enabled: true,
             allowed_origins: Vec::new(),
         }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    tokens: RawTokenCache,
+    sessions: RawSessionCache,
+    revocation_feed: RawFeed,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawTokenCache {
+    capacity: usize,
+    ttl_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSessionCache {
+    capacity: usize,
+    ttl_seconds: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawFeed {
+    poll_interval_ms: u64,
+    max_staleness_ms: u64,
+}
+
+impl Default for RawTokenCache {
+    fn default() -> Self {
+        let d = CacheConfig::default();
+        Self {
+            capacity: d.token_capacity,
+            ttl_seconds: d.token_ttl_seconds,
+        }
+    }
+}
+
+impl Default for RawSessionCache {
+    fn default() -> Self {
+        let d = CacheConfig::default();
+        Self {
+            capacity: d.session_capacity,
+            ttl_seconds: d.session_ttl_seconds,
+        }
+    }
+}
+
+impl Default for RawFeed {
+    fn default() -> Self {
+        let d = CacheConfig::default();
+        Self {
+            poll_interval_ms: d.feed_poll_interval_ms,
+            max_staleness_ms: d.feed_max_staleness_ms,
+        }
+    }
+}
+
+/// Largest cache capacity (entries): bounds memory whatever the config says.
+pub const MAX_CACHE_CAPACITY: usize = 1_000_000;
+
+impl RawCache {
+    fn validate(self) -> Result<CacheConfig, ConfigError> {
+        if self.tokens.capacity > MAX_CACHE_CAPACITY {
+            return Err(err(
+                "cache.tokens.capacity",
+                format!("expected 0 (off) to {MAX_CACHE_CAPACITY} entries"),
+            ));
+        }
+        if !(1..=3600).contains(&self.tokens.ttl_seconds) {
+            return Err(err("cache.tokens.ttl_seconds", "expected 1 to 3600"));
+        }
+        if self.sessions.capacity > MAX_CACHE_CAPACITY {
+            return Err(err(
+                "cache.sessions.capacity",
+                format!("expected 0 (off) to {MAX_CACHE_CAPACITY} entries"),
+            ));
+        }
+        if self.sessions.ttl_seconds > 300 {
+            return Err(err(
+                "cache.sessions.ttl_seconds",
+                "expected 0 (off) to 300: a view must not outlive the idle timeout's granularity",
+            ));
+        }
+        let feed = self.revocation_feed;
+        if !(100..=60_000).contains(&feed.poll_interval_ms) {
+            return Err(err(
+                "cache.revocation_feed.poll_interval_ms",
+                "expected 100 to 60000",
+            ));
+        }
+        if feed.max_staleness_ms < 2 * feed.poll_interval_ms || feed.max_staleness_ms > 300_000 {
+            return Err(err(
+                "cache.revocation_feed.max_staleness_ms",
+                "expected at least twice poll_interval_ms (one lost poll must not stop the cache) and at most 300000",
+            ));
+        }
+        Ok(CacheConfig {
+            token_capacity: self.tokens.capacity,
+            token_ttl_seconds: self.tokens.ttl_seconds,
+            session_capacity: self.sessions.capacity,
+            session_ttl_seconds: self.sessions.ttl_seconds,
+            feed_poll_interval_ms: feed.poll_interval_ms,
+            feed_max_staleness_ms: feed.max_staleness_ms,
+        })
     }
 }
 
@@ -286,6 +398,7 @@ pub struct Config {
     pub csrf: CsrfConfig,
     pub binding: BindingConfig,
     pub login_redirect: Option<LoginRedirect>,
+    pub cache: CacheConfig,
     pub retry_after_seconds: u64,
 }
 
@@ -358,6 +471,7 @@ impl RawConfig {
             .collect::<Result<Vec<_>, _>>()?;
         let csrf = self.csrf.validate()?;
         let binding = self.binding.validate()?;
+        let cache = self.cache.validate()?;
         let login_redirect = match self.login_redirect {
             None => None,
             Some(raw) => Some(raw.validate()?),
@@ -379,6 +493,7 @@ impl RawConfig {
             csrf,
             binding,
             login_redirect,
+            cache,
             retry_after_seconds: self.retry_after_seconds,
         })
     }
@@ -691,6 +806,10 @@ pub(crate) mod tests {
         assert_eq!(c.binding.ip, IpCompare::Prefix { v4: 24, v6: 64 });
         assert_eq!(c.binding.ip_policy, MismatchPolicy::Log);
         assert!(c.login_redirect.is_none());
+        // Caches on, 30 s session views, a feed read every second.
+        assert_eq!(c.cache, CacheConfig::default());
+        assert_eq!(c.cache.session_ttl_seconds, 30);
+        assert_eq!(c.cache.feed_poll_interval_ms, 1000);
         assert!(c
             .identity_headers
             .all()
@@ -942,6 +1061,36 @@ pub(crate) mod tests {
                 Box::new(|v| {
                     v["login_redirect"] = json!({"url": "/login", "return_parameter": "a&b"})
                 }),
+            ),
+            (
+                "cache.tokens.capacity",
+                Box::new(|v| v["cache"] = json!({"tokens": {"capacity": 2_000_000}})),
+            ),
+            (
+                "cache.tokens.ttl_seconds",
+                Box::new(|v| v["cache"] = json!({"tokens": {"ttl_seconds": 0}})),
+            ),
+            (
+                "cache.sessions.capacity",
+                Box::new(|v| v["cache"] = json!({"sessions": {"capacity": -1}})),
+            ),
+            (
+                "cache.sessions.ttl_seconds",
+                Box::new(|v| v["cache"] = json!({"sessions": {"ttl_seconds": 301}})),
+            ),
+            (
+                "cache.revocation_feed.poll_interval_ms",
+                Box::new(|v| v["cache"] = json!({"revocation_feed": {"poll_interval_ms": 50}})),
+            ),
+            (
+                "cache.revocation_feed.max_staleness_ms",
+                Box::new(
+                    |v| v["cache"] = json!({"revocation_feed": {"poll_interval_ms": 1000, "max_staleness_ms": 1500}}),
+                ),
+            ),
+            (
+                "cache.sessions.size",
+                Box::new(|v| v["cache"] = json!({"sessions": {"size": 1}})),
             ),
             (
                 "retry_after_seconds",

@@ -17,16 +17,18 @@
 //! The flow never panics on request data: every input is parsed into a
 //! `Result`, and every failure becomes a response.
 
+use std::cell::RefCell;
 use std::rc::Rc;
 
 use portero_wire::{AccessClaims, ErrorBody, LookupRequest, LookupResponse, SessionView};
 
+use crate::cache::{session_key_by_handle, session_key_by_id, token_key, CacheKey, EdgeCache};
 use crate::config::Config;
 use crate::cookie::find_cookie;
-use crate::metrics::{Counter, Outcome, SidecarError};
+use crate::metrics::{CacheKind, Counter, Outcome, SidecarError};
 use crate::policy::{MismatchPolicy, RoleRequirement, RoutePolicy};
 use crate::reject::{session_hash, Reason, Rejection, SessionHash};
-use crate::token::bearer_token;
+use crate::token::{bearer_token, TokenError, Verified, MAX_TOKEN_LEN};
 
 /// A response the filter sends itself instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,7 +138,11 @@ enum State {
 /// One request's flow.
 pub struct Flow {
     config: Rc<Config>,
+    /// This worker's caches (shared by its requests and its feed poller).
+    cache: Rc<RefCell<EdgeCache>>,
     state: State,
+    /// The session's key in the view cache, once known.
+    session_key: Option<CacheKey>,
     policy: RoutePolicy,
     required_roles: Option<RoleRequirement>,
     /// Which session this is, for log lines (a hash, never the secret).
@@ -150,10 +156,12 @@ pub struct Flow {
 }
 
 impl Flow {
-    pub fn new(config: Rc<Config>) -> Self {
+    pub fn new(config: Rc<Config>, cache: Rc<RefCell<EdgeCache>>) -> Self {
         Self {
             config,
+            cache,
             state: State::Start,
+            session_key: None,
             policy: RoutePolicy::Required,
             required_roles: None,
             session: None,
@@ -291,10 +299,40 @@ impl Flow {
     /// that is only expired (within the refresh window) goes on: the session
     /// look-up refreshes it, as the flowchart's refresh branch asks.
     fn verify_jwt(&mut self, host: &mut dyn Host, token: &str) -> Verdict {
-        match self.config.tokens.verify(token, host.now()) {
+        match self.verified_token(host, token) {
             Ok(verified) => self.exists_session_id(host, verified.claims),
             Err(e) => self.reject(host, ClientKind::Bearer, Rejection::new(Reason::Token(e))),
         }
+    }
+
+    /// The token's claims, from the verified-token cache when it was seen
+    /// before (the time checks run again either way), else by RS256.
+    fn verified_token(&self, host: &mut dyn Host, token: &str) -> Result<Verified, TokenError> {
+        let tokens = &self.config.tokens;
+        let now = host.now();
+        let mut cache = self.cache.borrow_mut();
+        if !cache.tokens_enabled() || token.len() > MAX_TOKEN_LEN {
+            return tokens.verify(token, now);
+        }
+        let key = token_key(token);
+        if let Some(claims) = cache.token(&key, now) {
+            host.increment(Counter::Cache {
+                cache: CacheKind::Tokens,
+                hit: true,
+            });
+            return tokens.check_time(claims, now);
+        }
+        host.increment(Counter::Cache {
+            cache: CacheKind::Tokens,
+            hit: false,
+        });
+        let claims = tokens.verify_signature(token)?;
+        let valid_until = tokens.valid_until(&claims);
+        let verified = tokens.check_time(claims, now)?;
+        if !verified.expired {
+            cache.insert_token(key, verified.claims.clone(), valid_until, now);
+        }
+        Ok(verified)
     }
 
     /// "Does the JWT name a session?"
@@ -313,13 +351,23 @@ impl Flow {
 
     // ── shared steps ────────────────────────────────────────────────────
 
-    /// Ask the sidecar for the session (and pause until it answers).
+    /// Ask the sidecar for the session (and pause until it answers) —
+    /// unless this worker holds a fresh view of it.
     fn look_up_session(
         &mut self,
         host: &mut dyn Host,
         credential: Credential,
         lookup: LookupRequest,
     ) -> Verdict {
+        let key = match (&lookup.session_id, &lookup.session_handle) {
+            (Some(id), _) => session_key_by_id(id),
+            (None, Some(handle)) => session_key_by_handle(handle),
+            (None, None) => session_key_by_id(""),
+        };
+        self.session_key = Some(key);
+        if let Some(view) = self.cached_session(host, &credential, &key) {
+            return self.exists_session(host, credential, view);
+        }
         let Ok(body) = serde_json::to_vec(&lookup) else {
             return self.reject(
                 host,
@@ -341,23 +389,34 @@ impl Flow {
         }
     }
 
+    /// A view from the session cache, if it may answer for the sidecar: a
+    /// bearer client's view must also hold the very token presented (a
+    /// rotated one goes to the sidecar, which knows grace from replay).
+    fn cached_session(
+        &self,
+        host: &mut dyn Host,
+        credential: &Credential,
+        key: &CacheKey,
+    ) -> Option<SessionView> {
+        let mut cache = self.cache.borrow_mut();
+        if !cache.sessions_enabled() {
+            return None;
+        }
+        let view = cache
+            .session(key, host.now_micros())
+            .filter(|view| match credential {
+                Credential::Bearer(claims) => claims.jti == view.access_jti,
+                Credential::Cookie => true,
+            });
+        host.increment(Counter::Cache {
+            cache: CacheKind::Sessions,
+            hit: view.is_some(),
+        });
+        view
+    }
+
     fn sidecar_call(&self, method: &str, path: String, body: Vec<u8>) -> SidecarCall {
-        let sidecar = &self.config.sidecar;
-        let mut headers = vec![
-            (":method".into(), method.into()),
-            (":path".into(), path),
-            (":authority".into(), sidecar.authority.clone()),
-            ("authorization".into(), sidecar.authorization.clone()),
-        ];
-        if !body.is_empty() {
-            headers.push(("content-type".into(), "application/json".into()));
-        }
-        SidecarCall {
-            cluster: sidecar.cluster.clone(),
-            headers,
-            body,
-            timeout_ms: sidecar.timeout_ms,
-        }
+        sidecar_call(&self.config, method, path, body)
     }
 
     fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<(), String> {
@@ -396,10 +455,18 @@ impl Flow {
                 if answer.rotated {
                     host.increment(Counter::Refresh);
                 }
+                if let Some(key) = self.session_key {
+                    self.cache.borrow_mut().insert_session(
+                        key,
+                        answer.session.clone(),
+                        self.sidecar_call_started,
+                    );
+                }
                 self.session = Some(SessionHash::Handle(session_hash(&answer.session.handle)));
                 self.exists_session(host, credential, answer.session)
             }
             SessionAnswer::Refused(reason) => {
+                self.evict_session();
                 if reason == Reason::TokenReplayed {
                     host.increment(Counter::ReuseDetected);
                 }
@@ -499,6 +566,7 @@ impl Flow {
         handle: &str,
         rejection: Rejection,
     ) -> Verdict {
+        self.evict_session();
         let call = self.sidecar_call(
             "DELETE",
             format!("{}/{handle}", portero_wire::SESSIONS_PATH),
@@ -645,6 +713,13 @@ impl Flow {
         Verdict::Continue
     }
 
+    /// This request's session must not be served from this worker's cache.
+    fn evict_session(&self) {
+        if let Some(key) = &self.session_key {
+            self.cache.borrow_mut().evict_session(key);
+        }
+    }
+
     /// The session cookie is the filter's business, not the upstream's.
     fn remove_session_cookie(&self, host: &mut dyn Host) {
         let Some(cookies) = host.request_header("cookie") else {
@@ -708,8 +783,30 @@ impl Flow {
         }
         if host.response_header(&config.session_end_header).is_some() {
             host.remove_response_header(&config.session_end_header);
+            // Logged out through this worker: don't wait for the feed.
+            self.evict_session();
             host.add_response_header("set-cookie", &config.cookie_attributes.clear_cookie(name));
         }
+    }
+}
+
+/// A call to the sidecar with the filter's credential.
+pub fn sidecar_call(config: &Config, method: &str, path: String, body: Vec<u8>) -> SidecarCall {
+    let sidecar = &config.sidecar;
+    let mut headers = vec![
+        (":method".into(), method.into()),
+        (":path".into(), path),
+        (":authority".into(), sidecar.authority.clone()),
+        ("authorization".into(), sidecar.authorization.clone()),
+    ];
+    if !body.is_empty() {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    SidecarCall {
+        cluster: sidecar.cluster.clone(),
+        headers,
+        body,
+        timeout_ms: sidecar.timeout_ms,
     }
 }
 

@@ -1,6 +1,7 @@
 //! The flow's state machine against a fake host: every branch of both
 //! flowcharts, and the response side.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
@@ -8,6 +9,7 @@ use portero_wire::{AccessClaims, LookupRequest, LookupResponse, SessionView};
 
 use super::*;
 use crate::config::tests::valid_config;
+use crate::metrics::CacheKind;
 use crate::policy::BindingField;
 use crate::token::tests::{claims, sign, NOW};
 
@@ -130,6 +132,12 @@ impl Host for FakeHost {
     }
 }
 
+/// A flow with a fresh cache of its own (feed never read: no session hits).
+fn new_flow(config: Rc<Config>) -> Flow {
+    let cache = Rc::new(RefCell::new(EdgeCache::new(&config.cache)));
+    Flow::new(config, cache)
+}
+
 fn config() -> Rc<Config> {
     Rc::new(valid_config())
 }
@@ -179,7 +187,7 @@ fn bearer_host(claims: &AccessClaims) -> FakeHost {
 fn cookie_flow_forwards_identity_and_hides_the_cookie() {
     let config = config();
     let mut host = cookie_host(&config).with("x-portero-user-id", "spoofed");
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
     assert_eq!(host.lookup(), LookupRequest::by_id(SID));
     let call = &host.calls[0];
@@ -210,7 +218,7 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
 #[test]
 fn no_cookie_no_token_is_401_without_lookup() {
     let mut host = FakeHost::new();
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
     assert!(host.calls.is_empty());
     assert_eq!(host.sent_status(), Some(401));
@@ -227,7 +235,7 @@ fn cookie_that_does_not_decrypt_is_401_and_cleared() {
     let config = config();
     for value in ["garbage", "", "AQE", &"A".repeat(5000)] {
         let mut host = FakeHost::new().with("cookie", &format!("__Host-portero={value}"));
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         assert!(host.calls.is_empty());
         assert_eq!(host.sent_status(), Some(401), "{value}");
@@ -243,7 +251,7 @@ fn cookie_that_does_not_decrypt_is_401_and_cleared() {
 fn unknown_session_is_401() {
     let config = config();
     let mut host = cookie_host(&config);
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     let reply = SidecarReply {
         status: Some(404),
@@ -269,7 +277,7 @@ fn expired_session_or_tokens_are_401() {
         (tokenless, "session_tokens_invalid"),
     ] {
         let mut host = cookie_host(&config);
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         flow.on_sidecar_reply(&mut host, ok_reply(&s));
         assert_eq!(host.sent_status(), Some(401));
@@ -308,7 +316,7 @@ fn sidecar_trouble_is_503_and_keeps_the_cookie() {
     ];
     for reply in replies {
         let mut host = cookie_host(&config);
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         assert_eq!(
             flow.on_sidecar_reply(&mut host, reply.clone()),
@@ -330,7 +338,7 @@ fn dispatch_failure_is_503() {
     let config = config();
     let mut host = cookie_host(&config);
     host.dispatch_fails = true;
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     assert_eq!(host.sent_status(), Some(503));
     assert_eq!(host.sent_reason(), "sidecar_unavailable");
@@ -342,7 +350,7 @@ fn identity_that_could_split_a_header_is_refused() {
     let mut bad = session();
     bad.email = "a@b\r\nx-portero-roles: admin".into();
     let mut host = cookie_host(&config);
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(&mut host, ok_reply(&bad));
     assert_eq!(host.sent_status(), Some(503));
@@ -354,7 +362,7 @@ fn bearer_flow_forwards_with_the_callers_token() {
     let c = claims();
     let mut host = bearer_host(&c);
     let token = host.request["authorization"].clone();
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
     assert_eq!(host.lookup(), LookupRequest::by_handle(&c.sid, &c.jti));
     assert_eq!(
@@ -380,7 +388,7 @@ fn bearer_token_rejections_are_401_with_www_authenticate() {
         (bad_sid, "token_without_sid"),
     ] {
         let mut host = bearer_host(&c);
-        let mut flow = Flow::new(config());
+        let mut flow = new_flow(config());
         flow.on_request_headers(&mut host);
         assert!(host.calls.is_empty());
         assert_eq!(host.sent_status(), Some(401));
@@ -401,7 +409,7 @@ fn bearer_token_must_belong_to_the_session_it_names() {
         |s| s.access_expires_at = NOW,
     ] {
         let mut host = bearer_host(&claims());
-        let mut flow = Flow::new(config());
+        let mut flow = new_flow(config());
         flow.on_request_headers(&mut host);
         let mut s = session();
         mutate(&mut s);
@@ -419,7 +427,7 @@ fn expired_bearer_token_within_the_window_is_refreshed() {
     let mut old = claims();
     old.exp = NOW - 60;
     let mut host = bearer_host(&old);
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
     assert_eq!(host.lookup(), LookupRequest::by_handle(&old.sid, &old.jti));
     let mut rotated = session();
@@ -448,12 +456,12 @@ fn expired_bearer_token_beyond_the_window_is_401_without_lookup() {
     let mut old = claims();
     old.exp = NOW - 60;
     let mut host = bearer_host(&old);
-    let mut flow = Flow::new(config()); // refresh window 3600 by default
+    let mut flow = new_flow(config()); // refresh window 3600 by default
     flow.on_request_headers(&mut host);
     assert_eq!(host.calls.len(), 1, "within the default window");
     old.exp = NOW - 7200;
     let mut host = bearer_host(&old);
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     flow.on_request_headers(&mut host);
     assert!(host.calls.is_empty());
     assert_eq!(host.sent_reason(), "token_expired");
@@ -469,7 +477,7 @@ fn sidecar_verdicts_become_401_with_their_reason() {
         "token_replayed",
     ] {
         let mut host = bearer_host(&claims());
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         let body = serde_json::json!({"error": code, "message": "no"}).to_string();
         flow.on_sidecar_reply(
@@ -487,7 +495,7 @@ fn sidecar_verdicts_become_401_with_their_reason() {
 #[test]
 fn unchanged_bearer_token_gets_no_new_token_header() {
     let mut host = bearer_host(&claims());
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
     flow.on_response_headers(&mut host);
@@ -497,7 +505,7 @@ fn unchanged_bearer_token_gets_no_new_token_header() {
 #[test]
 fn non_bearer_authorization_falls_back_to_the_cookie() {
     let mut host = FakeHost::new().with("authorization", "Basic dXNlcjpwYXNz");
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     flow.on_request_headers(&mut host);
     assert_eq!(host.sent_reason(), "no_credentials");
 }
@@ -507,7 +515,7 @@ fn off_route_passes_anonymously_without_identity() {
     let mut host = FakeHost::new()
         .with(":path", "/auth/login")
         .with("x-portero-roles", "admin");
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
     assert!(host.calls.is_empty() && host.sent.is_none());
     assert_eq!(host.request_header("x-portero-roles"), None);
@@ -516,7 +524,7 @@ fn off_route_passes_anonymously_without_identity() {
 #[test]
 fn late_or_duplicate_replies_are_ignored() {
     let mut host = FakeHost::new();
-    let mut flow = Flow::new(config());
+    let mut flow = new_flow(config());
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
         Verdict::Continue
@@ -529,7 +537,7 @@ fn start_session_header_becomes_a_cookie() {
     let config = config();
     let mut host = FakeHost::new();
     host.add_response_header("x-portero-start-session", SID);
-    Flow::new(config.clone()).on_response_headers(&mut host);
+    new_flow(config.clone()).on_response_headers(&mut host);
     assert_eq!(host.response_header("x-portero-start-session"), None);
     let set_cookie = host.response_header("set-cookie").unwrap();
     assert!(set_cookie.starts_with("__Host-portero="));
@@ -547,7 +555,7 @@ fn bad_start_session_header_is_502_without_cookie() {
     let mut host = FakeHost::new();
     host.add_response_header(":status", "200");
     host.add_response_header("x-portero-start-session", "not a session id");
-    Flow::new(config()).on_response_headers(&mut host);
+    new_flow(config()).on_response_headers(&mut host);
     assert_eq!(host.response_header("set-cookie"), None);
     assert_eq!(host.response_header(":status").as_deref(), Some("502"));
     assert_eq!(host.response_header("x-portero-start-session"), None);
@@ -557,7 +565,7 @@ fn bad_start_session_header_is_502_without_cookie() {
 fn end_session_header_clears_the_cookie() {
     let mut host = FakeHost::new();
     host.add_response_header("x-portero-end-session", "1");
-    Flow::new(config()).on_response_headers(&mut host);
+    new_flow(config()).on_response_headers(&mut host);
     assert_eq!(host.response_header("x-portero-end-session"), None);
     assert!(host
         .response_header("set-cookie")
@@ -602,7 +610,7 @@ fn cross_site_unsafe_cookie_request_is_403_and_keeps_the_cookie() {
         for (k, v) in headers {
             host = host.with(k, v);
         }
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         assert_eq!(host.sent_status(), refused, "{method} {headers:?}");
         if refused.is_some() {
@@ -623,10 +631,10 @@ fn listed_origins_pass_and_bearer_requests_are_not_subject_to_csrf() {
     let mut host = cookie_host(&config)
         .with(":method", "POST")
         .with("origin", "https://app.example");
-    Flow::new(config.clone()).on_request_headers(&mut host);
+    new_flow(config.clone()).on_request_headers(&mut host);
     assert_eq!(host.calls.len(), 1);
     let mut host = bearer_host(&claims()).with(":method", "POST");
-    Flow::new(config).on_request_headers(&mut host);
+    new_flow(config).on_request_headers(&mut host);
     assert_eq!(host.calls.len(), 1, "bearer POST without Origin goes on");
 }
 
@@ -653,7 +661,7 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
     let mut host = FakeHost::new()
         .with(":path", "/feed/today")
         .with("x-portero-user-id", "spoofed");
-    let mut flow = Flow::new(config.clone());
+    let mut flow = new_flow(config.clone());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
     assert!(host.calls.is_empty() && host.sent.is_none());
     assert_eq!(host.request_header("x-portero-user-id"), None);
@@ -663,13 +671,13 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
     let mut host = FakeHost::new()
         .with(":path", "/feed/today")
         .with("cookie", "__Host-portero=garbage");
-    Flow::new(config.clone()).on_request_headers(&mut host);
+    new_flow(config.clone()).on_request_headers(&mut host);
     assert_eq!(host.sent_status(), Some(401));
     assert_eq!(host.sent_reason(), "cookie_invalid");
 
     // A valid session there is identified as usual.
     let mut host = cookie_host(&config).with(":path", "/feed/today");
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
     assert_eq!(host.request["x-portero-user-id"], "user-1");
@@ -696,7 +704,7 @@ fn role_gated_routes_pass_or_403_by_the_users_current_roles() {
     for (route_name, path, roles, refused) in cases {
         let mut host = cookie_host(&config).with(":path", path);
         host.route_name = route_name.map(String::from);
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         let mut s = session();
         s.roles = roles.iter().map(|r| r.to_string()).collect();
@@ -728,7 +736,7 @@ fn route_name_is_not_read_when_no_rule_names_routes() {
     let config = config();
     let mut host = FakeHost::new().with(":path", "/auth/login");
     host.route_name = Some("anything".into());
-    Flow::new(config).on_request_headers(&mut host);
+    new_flow(config).on_request_headers(&mut host);
     assert_eq!(host.outcome(ClientKind::Anonymous, Outcome::RouteOff), 1);
 }
 
@@ -748,7 +756,7 @@ fn binding_mismatch_under_log_passes_and_tells_the_upstream() {
         .with("user-agent", "other-browser")
         .with("x-portero-binding-mismatch", "forged");
     host.client_address = Some("198.51.100.1:443".into());
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
     assert_eq!(
@@ -775,7 +783,7 @@ fn matching_client_gets_no_mismatch_header() {
         "user_agent": {"compare": "exact", "policy": "reject"}
     }));
     let mut host = cookie_host(&config).with("x-portero-binding-mismatch", "forged");
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
@@ -792,7 +800,7 @@ fn ip_within_the_prefix_is_the_same_client() {
     }));
     let mut host = cookie_host(&config);
     host.client_address = Some("203.0.113.250:1".into());
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
@@ -815,7 +823,7 @@ fn binding_mismatch_under_reject_ends_the_session_then_refuses() {
         (Some(503), Some(SidecarError::ErrorStatus)),
     ] {
         let mut host = cookie_host(&config).with("user-agent", "stolen-cookie-bot");
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         assert_eq!(
             flow.on_sidecar_reply(&mut host, ok_reply(&session())),
@@ -866,7 +874,7 @@ fn binding_mismatch_under_reject_can_keep_the_session() {
     }));
     let mut host = bearer_host(&claims());
     host.client_address = Some("198.51.100.1:443".into());
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
     assert_eq!(host.calls.len(), 1, "no end-session call");
@@ -880,7 +888,7 @@ fn binding_mismatch_under_reject_can_keep_the_session() {
     }));
     let mut host = cookie_host(&config);
     host.client_address = None;
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
     assert_eq!(host.sent_status(), Some(401));
@@ -899,7 +907,7 @@ fn html_navigation_without_a_session_is_sent_to_the_login_page() {
     let mut host = FakeHost::new()
         .with(":path", "/reports/2026?q=a%20b&x=1")
         .with("accept", "text/html,application/xhtml+xml");
-    Flow::new(config.clone()).on_request_headers(&mut host);
+    new_flow(config.clone()).on_request_headers(&mut host);
     assert_eq!(host.sent_status(), Some(302));
     assert_eq!(
         host.sent_header("location"),
@@ -914,7 +922,7 @@ fn html_navigation_without_a_session_is_sent_to_the_login_page() {
     let mut host = FakeHost::new()
         .with("cookie", "__Host-portero=garbage")
         .with("accept", "text/html");
-    Flow::new(config).on_request_headers(&mut host);
+    new_flow(config).on_request_headers(&mut host);
     assert_eq!(host.sent_status(), Some(302));
     assert!(host
         .sent_header("set-cookie")
@@ -942,12 +950,12 @@ fn only_html_gets_of_login_matters_are_redirected() {
         if bearer.is_some() {
             host = host.with("authorization", "Bearer not.a.jwt");
         }
-        Flow::new(config.clone()).on_request_headers(&mut host);
+        new_flow(config.clone()).on_request_headers(&mut host);
         assert_eq!(host.sent_status(), Some(status), "{method} {path} {accept}");
     }
     // Store trouble is never a login matter.
     let mut host = cookie_host(&config).with("accept", html);
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(
         &mut host,
@@ -966,7 +974,7 @@ fn a_return_path_to_another_host_is_dropped() {
         let mut host = FakeHost::new()
             .with(":path", path)
             .with("accept", "text/html");
-        Flow::new(config.clone()).on_request_headers(&mut host);
+        new_flow(config.clone()).on_request_headers(&mut host);
         assert_eq!(host.sent_status(), Some(302));
         assert_eq!(
             host.sent_header("location"),
@@ -983,7 +991,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
     let config = config();
     // A rotation.
     let mut host = cookie_host(&config);
-    let mut flow = Flow::new(config.clone());
+    let mut flow = new_flow(config.clone());
     flow.on_request_headers(&mut host);
     host.now += 0;
     let mut reply = LookupResponse {
@@ -1003,7 +1011,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
 
     // A replay.
     let mut host = bearer_host(&claims());
-    let mut flow = Flow::new(config.clone());
+    let mut flow = new_flow(config.clone());
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(&mut host, not_found(portero_wire::TOKEN_REPLAYED));
     assert_eq!(host.counted(Counter::ReuseDetected), 1);
@@ -1038,7 +1046,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
         (not_found("no_such_verdict"), SidecarError::BadReply),
     ] {
         let mut host = cookie_host(&config);
-        let mut flow = Flow::new(config.clone());
+        let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
         flow.on_sidecar_reply(&mut host, reply);
         assert_eq!(host.counted(Counter::Sidecar(error)), 1, "{error:?}");
@@ -1046,7 +1054,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
     }
     let mut host = cookie_host(&config);
     host.dispatch_fails = true;
-    Flow::new(config.clone()).on_request_headers(&mut host);
+    new_flow(config.clone()).on_request_headers(&mut host);
     assert_eq!(
         host.counted(Counter::Sidecar(SidecarError::DispatchFailed)),
         1
@@ -1054,7 +1062,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
 
     // CSRF.
     let mut host = cookie_host(&config).with(":method", "POST");
-    Flow::new(config).on_request_headers(&mut host);
+    new_flow(config).on_request_headers(&mut host);
     assert_eq!(host.counted(Counter::CsrfRejected), 1);
     assert_eq!(
         host.outcome(ClientKind::Cookie, Outcome::Rejected("cross_site_request")),
@@ -1066,7 +1074,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
 fn every_request_is_counted_once() {
     let config = config();
     let mut host = cookie_host(&config);
-    let mut flow = Flow::new(config);
+    let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
     let requests: Vec<_> = host
@@ -1080,5 +1088,173 @@ fn every_request_is_counted_once() {
             flow: ClientKind::Cookie,
             outcome: Outcome::Allowed
         }]
+    );
+}
+
+// ── caches ──────────────────────────────────────────────────────────────
+
+/// A worker cache whose revocation feed has just been read.
+fn read_feed_cache(config: &Config) -> Rc<RefCell<EdgeCache>> {
+    let mut cache = EdgeCache::new(&config.cache);
+    let now_us = NOW * 1_000_000;
+    assert!(cache.feed_poll(now_us, 500).is_some());
+    let reply = serde_json::json!({"cursor": "1-0", "events": [], "reset": false, "more": false});
+    cache.on_feed_reply(Some(200), reply.to_string().as_bytes(), now_us);
+    Rc::new(RefCell::new(cache))
+}
+
+fn token_hits(host: &FakeHost, hit: bool) -> usize {
+    host.counted(Counter::Cache {
+        cache: CacheKind::Tokens,
+        hit,
+    })
+}
+
+#[test]
+fn a_token_seen_before_is_not_verified_again_but_its_time_is() {
+    let config = config();
+    let cache = Rc::new(RefCell::new(EdgeCache::new(&config.cache)));
+    let c = claims();
+    let mut host = bearer_host(&c);
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!((token_hits(&host, false), token_hits(&host, true)), (1, 0));
+    let mut host = bearer_host(&c);
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!((token_hits(&host, false), token_hits(&host, true)), (0, 1));
+    assert_eq!(host.lookup(), LookupRequest::by_handle(&c.sid, &c.jti));
+
+    // Cached, then expired past the refresh window: refused all the same.
+    let mut host = bearer_host(&c);
+    host.now = c.exp + 5 + 3600; // past leeway and refresh window
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "token_expired");
+    assert!(host.calls.is_empty());
+
+    // A token that fails is never cached.
+    let signed = sign(&c);
+    let (head, sig) = signed.rsplit_once('.').unwrap();
+    let flipped: String = sig
+        .chars()
+        .enumerate()
+        .map(|(i, ch)| {
+            if i == 10 {
+                if ch == 'A' {
+                    'B'
+                } else {
+                    'A'
+                }
+            } else {
+                ch
+            }
+        })
+        .collect();
+    let forged = format!("{head}.{flipped}");
+    for _ in 0..2 {
+        let mut host = FakeHost::new().with("authorization", &format!("Bearer {forged}"));
+        Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+        assert_eq!(host.sent_reason(), "token_bad_signature");
+        assert_eq!(token_hits(&host, true), 0);
+    }
+}
+
+#[test]
+fn a_session_view_is_served_from_the_cache_until_something_says_otherwise() {
+    let config = config();
+    let cache = read_feed_cache(&config);
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+
+    // Same worker, same cookie: no callout, same identity.
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+    assert!(host.calls.is_empty());
+    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(
+        host.counted(Counter::Cache {
+            cache: CacheKind::Sessions,
+            hit: true
+        }),
+        1
+    );
+
+    // Logout through this worker evicts at once.
+    host.add_response_header("x-portero-end-session", "1");
+    flow.on_response_headers(&mut host);
+    let mut host = cookie_host(&config);
+    assert_eq!(
+        Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host),
+        Verdict::Pause
+    );
+    assert_eq!(host.calls.len(), 1, "asked the sidecar again");
+}
+
+#[test]
+fn cached_views_still_face_binding_roles_and_the_presented_token() {
+    let config = config_with(|v| {
+        v["binding"] = serde_json::json!({"user_agent": {"compare": "exact", "policy": "reject"}, "on_reject": "keep_session"});
+        v["routes"] =
+            serde_json::json!([{"path_prefix": "/admin/", "roles": {"any_of": ["root"]}}]);
+    });
+    let cache = read_feed_cache(&config);
+    let c = claims();
+    let mut host = bearer_host(&c);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_eq!(host.sent, None);
+
+    let mut host = bearer_host(&c).with("user-agent", "someone-else");
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_reason(), "session_binding_mismatch");
+    assert!(host.calls.is_empty(), "decided on the cached view");
+
+    let mut host = bearer_host(&c).with(":path", "/admin/x");
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_reason(), "missing_role");
+
+    // Another token of the same session (rotated, or replayed) goes to the sidecar.
+    let mut other = claims();
+    other.jti = "jti-2".into();
+    let mut host = bearer_host(&other);
+    assert_eq!(
+        Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host),
+        Verdict::Pause
+    );
+    assert_eq!(host.calls.len(), 1);
+}
+
+#[test]
+fn a_refused_session_is_evicted_and_a_stale_feed_serves_nothing() {
+    let config = config();
+    let cache = read_feed_cache(&config);
+    let mut host = cookie_host(&config);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+
+    // The feed has not been read for 4 s (bound 3 s): the sidecar answers.
+    let mut host = cookie_host(&config);
+    host.now += 4;
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    flow.on_sidecar_reply(&mut host, not_found(portero_wire::SESSION_REVOKED));
+    assert_eq!(host.sent_reason(), "session_revoked");
+
+    // Fresh feed again: the refused session was evicted, not served.
+    let mut fresh = cache.borrow_mut();
+    let later = (NOW + 4) * 1_000_000;
+    fresh.feed_poll(later, 500);
+    let reply = serde_json::json!({"cursor": "2-0", "events": [], "reset": false, "more": false});
+    fresh.on_feed_reply(Some(200), reply.to_string().as_bytes(), later);
+    drop(fresh);
+    let mut host = cookie_host(&config);
+    host.now += 4;
+    assert_eq!(
+        Flow::new(config, cache).on_request_headers(&mut host),
+        Verdict::Pause
     );
 }

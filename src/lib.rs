@@ -15,6 +15,7 @@
     )
 )]
 
+pub mod cache;
 pub mod config;
 pub mod cookie;
 pub mod flow;

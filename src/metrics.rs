@@ -31,6 +31,13 @@ impl Outcome {
     }
 }
 
+/// Which per-worker cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CacheKind {
+    Tokens,
+    Sessions,
+}
+
 /// Why a sidecar call did not give a usable answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SidecarError {
@@ -72,6 +79,10 @@ pub enum Counter {
     CsrfRejected,
     /// Sidecar calls without a usable answer.
     Sidecar(SidecarError),
+    /// Cache look-ups, hit or miss.
+    Cache { cache: CacheKind, hit: bool },
+    /// Revocation feed polls by result: `applied`, `reset`, `failed`.
+    FeedPoll(&'static str),
 }
 
 impl Counter {
@@ -95,6 +106,15 @@ impl Counter {
             ),
             Counter::CsrfRejected => "portero.csrf_rejections".into(),
             Counter::Sidecar(kind) => format!("portero.sidecar_errors.kind.{}", kind.name()),
+            Counter::Cache { cache, hit } => format!(
+                "portero.cache_lookups.cache.{}.result.{}",
+                match cache {
+                    CacheKind::Tokens => "tokens",
+                    CacheKind::Sessions => "sessions",
+                },
+                if *hit { "hit" } else { "miss" }
+            ),
+            Counter::FeedPoll(result) => format!("portero.revocation_feed_polls.result.{result}"),
         }
     }
 }

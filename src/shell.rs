@@ -10,19 +10,22 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
+use crate::cache::{EdgeCache, FeedOutcome};
 use crate::config::Config;
-use crate::flow::{Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
+use crate::flow::{sidecar_call, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
 use crate::metrics::{Counter, SIDECAR_LATENCY_US};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
-        Box::new(Root { config: None, metrics: Rc::new(Metrics::default()) })
+        Box::new(Root { config: None, cache: None, metrics: Rc::new(Metrics::default()) })
     });
 }}
 
 struct Root {
     config: Option<Rc<Config>>,
+    /// This worker's caches, shared with its requests.
+    cache: Option<Rc<RefCell<EdgeCache>>>,
     metrics: Rc<Metrics>,
 }
 
@@ -56,13 +59,62 @@ impl Metrics {
     }
 }
 
-impl Context for Root {}
+impl Root {
+    /// Polls the revocation feed if a poll is due.
+    fn poll_feed(&mut self) {
+        let (Some(config), Some(cache)) = (&self.config, &self.cache) else {
+            return;
+        };
+        let now = Envoy::micros();
+        let Some(path) = cache.borrow_mut().feed_poll(now, config.sidecar.timeout_ms) else {
+            return;
+        };
+        let call = sidecar_call(config, "GET", path, Vec::new());
+        if dispatch(&call).is_err() {
+            let outcome = cache.borrow_mut().on_feed_reply(None, &[], now);
+            self.count_feed(outcome);
+        }
+    }
+
+    fn count_feed(&self, outcome: FeedOutcome) {
+        let result = match outcome {
+            FeedOutcome::Applied { .. } => "applied",
+            FeedOutcome::Reset => "reset",
+            FeedOutcome::Failed => "failed",
+        };
+        self.metrics.increment(Counter::FeedPoll(result));
+        if outcome == FeedOutcome::Failed {
+            log::warn!("portero: revocation feed not read; cached sessions expire after the staleness bound");
+        }
+    }
+}
+
+impl Context for Root {
+    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
+        let reply = read_call_reply(body_size);
+        let Some(cache) = &self.cache else {
+            return;
+        };
+        let outcome = cache
+            .borrow_mut()
+            .on_feed_reply(reply.status, &reply.body, Envoy::micros());
+        self.count_feed(outcome);
+        if let FeedOutcome::Applied { more: true, .. } = outcome {
+            self.poll_feed();
+        }
+    }
+}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Config::from_json(&bytes) {
             Ok(config) => {
+                let cache = EdgeCache::new(&config.cache);
+                if cache.sessions_enabled() {
+                    self.set_tick_period(Duration::from_millis(config.cache.feed_poll_interval_ms));
+                }
+                self.cache = Some(Rc::new(RefCell::new(cache)));
                 self.config = Some(Rc::new(config));
                 true
             }
@@ -73,10 +125,15 @@ impl RootContext for Root {
         }
     }
 
+    fn on_tick(&mut self) {
+        self.poll_feed();
+    }
+
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         let config = self.config.clone()?;
+        let cache = self.cache.clone()?;
         Some(Box::new(Request {
-            flow: Flow::new(config),
+            flow: Flow::new(config, cache),
             envoy: Envoy {
                 metrics: self.metrics.clone(),
             },
@@ -102,19 +159,7 @@ fn action(verdict: Verdict) -> Action {
 
 impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
-        let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| s.parse::<u16>().ok());
-        let body = hostcalls::get_buffer(
-            proxy_wasm::types::BufferType::HttpCallResponseBody,
-            0,
-            body_size,
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_default();
-        let reply = SidecarReply { status, body };
+        let reply = read_call_reply(body_size);
         if self.flow.on_sidecar_reply(&mut self.envoy, reply) == Verdict::Continue {
             let _ = hostcalls::resume_http_request();
         }
@@ -132,10 +177,53 @@ impl HttpContext for Request {
     }
 }
 
+/// The answer to a `dispatch_http_call`, as the flow reads it.
+fn read_call_reply(body_size: usize) -> SidecarReply {
+    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
+        .ok()
+        .flatten()
+        .and_then(|s| s.parse::<u16>().ok());
+    let body = hostcalls::get_buffer(
+        proxy_wasm::types::BufferType::HttpCallResponseBody,
+        0,
+        body_size,
+    )
+    .ok()
+    .flatten()
+    .unwrap_or_default();
+    SidecarReply { status, body }
+}
+
+fn dispatch(call: &SidecarCall) -> Result<(), String> {
+    let headers: Vec<(&str, &str)> = call
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    hostcalls::dispatch_http_call(
+        &call.cluster,
+        headers,
+        Some(&call.body),
+        vec![],
+        Duration::from_millis(call.timeout_ms),
+    )
+    .map(|_| ())
+    .map_err(|status| format!("dispatch failed: {status:?}"))
+}
+
 /// [`Host`] over proxy-wasm host calls. Host-call failures are treated as
 /// "absent": the flow then takes its failing branch.
 struct Envoy {
     metrics: Rc<Metrics>,
+}
+
+impl Envoy {
+    fn micros() -> u64 {
+        hostcalls::get_current_time()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+    }
 }
 
 impl Host for Envoy {
@@ -147,10 +235,7 @@ impl Host for Envoy {
     }
 
     fn now_micros(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        Envoy::micros()
     }
 
     fn route_name(&self) -> Option<String> {
@@ -196,20 +281,7 @@ impl Host for Envoy {
     }
 
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String> {
-        let headers: Vec<(&str, &str)> = call
-            .headers
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        hostcalls::dispatch_http_call(
-            &call.cluster,
-            headers,
-            Some(&call.body),
-            vec![],
-            Duration::from_millis(call.timeout_ms),
-        )
-        .map(|_| ())
-        .map_err(|status| format!("dispatch failed: {status:?}"))
+        dispatch(&call)
     }
 
     fn send_local_response(&mut self, response: LocalResponse) {

@@ -139,6 +139,14 @@ impl TokenVerifier {
     /// `exp` (plus leeway) by at most the refresh window verifies with
     /// `expired: true`; later than that it is [`TokenError::Expired`].
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
+        let claims = self.verify_signature(token)?;
+        self.check_time(claims, now)
+    }
+
+    /// Everything but time: form, algorithm, key, signature, issuer,
+    /// audience. What holds here holds for the token's whole life, so it is
+    /// what the token cache remembers.
+    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -162,8 +170,17 @@ impl TokenVerifier {
                 ErrorKind::InvalidAlgorithm => TokenError::DisallowedAlgorithm,
                 _ => TokenError::Malformed,
             })?;
-        let claims = data.claims;
-        let valid_until = claims.exp.saturating_add(self.leeway);
+        Ok(data.claims)
+    }
+
+    /// Unix second from which the token counts as expired (`exp` + leeway).
+    pub fn valid_until(&self, claims: &AccessClaims) -> u64 {
+        claims.exp.saturating_add(self.leeway)
+    }
+
+    /// The time checks, at `now`: run on every request, cached or not.
+    pub fn check_time(&self, claims: AccessClaims, now: u64) -> Result<Verified, TokenError> {
+        let valid_until = self.valid_until(&claims);
         let expired = valid_until <= now;
         if expired && valid_until.saturating_add(self.refresh_window) <= now {
             return Err(TokenError::Expired);

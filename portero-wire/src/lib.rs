@@ -225,6 +225,35 @@ pub struct SessionList {
     pub sessions: Vec<SessionSummary>,
 }
 
+/// Filter → sidecar: the revocation feed, `GET /v1/revocations[?after=<cursor>]`.
+pub const REVOCATIONS_PATH: &str = "/v1/revocations";
+
+/// Something changed that a cached session view must not outlive: a session
+/// ended (logout, binding, replay), or a user's standing changed (ban, roles,
+/// permissions, revoke-all, a login rewriting the roles). Filters evict every
+/// cached view of the named session, or of every session of the named user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationEvent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_handle: Option<String>,
+}
+
+/// `200` reply of the revocation feed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationFeed {
+    /// Pass it as `after` next time. Without `after`, the feed answers with
+    /// the current end of the stream and no events: start from now.
+    pub cursor: String,
+    pub events: Vec<RevocationEvent>,
+    /// The feed cannot say what happened since `after` (trimmed or lost):
+    /// drop every cached view.
+    pub reset: bool,
+    /// More events wait: ask again at once.
+    pub more: bool,
+}
+
 /// Smallest and largest length of a session id / handle on the wire.
 /// Ids and handles are 65 characters: a 22-character user tag and 43
 /// characters of randomness (ids) or of keyed hash (handles).

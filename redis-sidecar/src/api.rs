@@ -12,8 +12,8 @@ use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use portero_wire::{
     AccessClaims, CreateSessionRequest, CreateSessionResponse, EndSessionResponse, ErrorBody,
-    LookupRequest, LookupResponse, RevokeUserResponse, SessionList, UpdateUserRequest, UserView,
-    USER_BANNED,
+    LookupRequest, LookupResponse, RevocationEvent, RevocationFeed, RevokeUserResponse,
+    SessionList, UpdateUserRequest, UserView, USER_BANNED,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -54,6 +54,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
     Router::new()
         .route(portero_wire::LOOKUP_PATH, post(lookup_session))
+        .route(portero_wire::REVOCATIONS_PATH, get(revocations))
         .route(portero_wire::SESSIONS_PATH, post(create_session))
         .route("/v1/sessions/{handle}", delete(end_session))
         .route("/v1/users/{user_id}", get(get_user).put(update_user))
@@ -314,6 +315,9 @@ async fn create_session(
             .await?;
         match stored {
             Ok(()) => {
+                // The login rewrote the user's roles: other sessions' cached
+                // views must pick them up.
+                revoked(&state, Some(&req.user_id), None).await?;
                 tracing::info!(user = %req.user_id, session = %handle, "session created");
                 return Ok((
                     StatusCode::CREATED,
@@ -397,6 +401,9 @@ async fn lookup_session(
         Lookup::Refused(code) => {
             if code == portero_wire::TOKEN_REPLAYED {
                 tracing::warn!(session = %handle, revoked = state.revoke_on_replay, "rotated-away token replayed");
+                if state.revoke_on_replay {
+                    revoked(&state, None, Some(&handle)).await?;
+                }
             }
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -452,6 +459,9 @@ async fn end_session(
         return Err(ApiError::bad_request("not a session handle"));
     }
     let ended = state.store.end(&handle).await?;
+    if ended {
+        revoked(&state, None, Some(&handle)).await?;
+    }
     tracing::info!(session = %handle, ended, "session ended");
     Ok(Json(EndSessionResponse { ended }))
 }
@@ -499,6 +509,7 @@ async fn update_user(
         )
         .await?
         .ok_or_else(|| ApiError::new(StatusCode::NOT_FOUND, "user_not_found", "no such user"))?;
+    revoked(&state, Some(&user_id), None).await?;
     tracing::info!(user = %user_id, status = ?user.status, "user updated");
     Ok(Json(user))
 }
@@ -512,6 +523,7 @@ async fn revoke_user(
     authorize(&state, &headers, Role::Admin)?;
     check_user_id(&user_id)?;
     let (ended, token_version) = state.store.revoke_user(&user_id).await?;
+    revoked(&state, Some(&user_id), None).await?;
     tracing::info!(user = %user_id, ended, token_version, "all sessions revoked");
     Ok(Json(RevokeUserResponse {
         ended,
@@ -546,6 +558,51 @@ async fn healthz() -> impl IntoResponse {
 async fn readyz(State(state): State<Arc<AppState>>) -> Result<impl IntoResponse, ApiError> {
     state.store.ping().await?;
     Ok(Json(serde_json::json!({"status": "ready"})))
+}
+
+/// Reports a change to the revocation feed, after it is made. If the feed
+/// cannot be written the caller gets a 503 and retries (every change is
+/// idempotent); until then filters' cached views may lag by their TTL.
+async fn revoked(
+    state: &AppState,
+    user_id: Option<&str>,
+    session_handle: Option<&str>,
+) -> Result<(), ApiError> {
+    let event = RevocationEvent {
+        user_id: user_id.map(str::to_string),
+        session_handle: session_handle.map(str::to_string),
+    };
+    state.store.append_revocation(&event).await?;
+    Ok(())
+}
+
+#[derive(serde::Deserialize)]
+struct FeedQuery {
+    after: Option<String>,
+}
+
+/// Most events in one feed reply.
+const FEED_PAGE: usize = 1000;
+
+/// `GET /v1/revocations[?after=<cursor>]` (filter): what changed since.
+async fn revocations(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    axum::extract::Query(query): axum::extract::Query<FeedQuery>,
+) -> Result<Json<RevocationFeed>, ApiError> {
+    authorize(&state, &headers, Role::Filter)?;
+    if let Some(after) = &query.after {
+        if crate::store::stream_id(after).is_none() {
+            return Err(ApiError::bad_request(
+                "`after` must be a cursor like 1700000000000-0",
+            ));
+        }
+    }
+    let feed = state
+        .store
+        .read_revocations(query.after.as_deref(), FEED_PAGE)
+        .await?;
+    Ok(Json(feed))
 }
 
 /// `GET /metrics` (no credential: serve it on an internal address).

@@ -23,13 +23,15 @@ use std::time::Duration;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
-use portero_wire::{SessionSummary, SessionView, UserStatus, UserView};
+use portero_wire::{
+    RevocationEvent, RevocationFeed, SessionSummary, SessionView, UserStatus, UserView,
+};
 use rand::RngCore;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tokio::sync::Mutex;
+use tokio::sync::OnceCell;
 
 /// Length of the user tag at the start of ids and handles.
 pub const USER_TAG_LEN: usize = 22;
@@ -231,7 +233,9 @@ return out
 
 pub struct Store {
     client: redis::Client,
-    connection: Mutex<Option<ConnectionManager>>,
+    /// One multiplexed, auto-reconnecting connection, made on first use;
+    /// cloned per call (a handle, not a new connection), no lock after that.
+    connection: OnceCell<ConnectionManager>,
     prefix: String,
     hash_key: Hmac<Sha256>,
     lookup: Script,
@@ -283,6 +287,19 @@ fn string_list(json: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(json).map_err(|_| corrupt("not a JSON list of strings"))
 }
 
+/// How many entries the revocation stream keeps (approximately): at one
+/// poll a second per worker, hours of history.
+pub const REVOCATION_FEED_LENGTH: u64 = 100_000;
+
+/// A stream entry as XRANGE returns it: id and field/value pairs.
+type StreamEntry = (String, Vec<(String, String)>);
+
+/// A stream entry id `ms-seq` as a comparable pair.
+pub fn stream_id(id: &str) -> Option<(u64, u64)> {
+    let (ms, seq) = id.split_once('-')?;
+    Some((ms.parse().ok()?, seq.parse().ok()?))
+}
+
 fn verdict(code: &str) -> Option<&'static str> {
     portero_wire::SESSION_VERDICTS
         .into_iter()
@@ -301,7 +318,7 @@ impl Store {
         let with_prune = |body: &str| Script::new(&format!("{PRUNE_LUA}\n{body}"));
         Ok(Self {
             client,
-            connection: Mutex::new(None),
+            connection: OnceCell::new(),
             prefix: prefix.to_string(),
             hash_key,
             lookup: Script::new(LOOKUP_LUA),
@@ -317,17 +334,17 @@ impl Store {
     /// The shared connection, made on first use so the sidecar can start
     /// (and report not-ready) while Redis is still down.
     async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let mut slot = self.connection.lock().await;
-        if let Some(conn) = slot.as_ref() {
-            return Ok(conn.clone());
-        }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(self.timeout)
-            .set_response_timeout(self.timeout)
-            .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(self.client.clone(), config).await?;
-        *slot = Some(conn.clone());
-        Ok(conn)
+        let conn = self
+            .connection
+            .get_or_try_init(|| async {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(self.timeout)
+                    .set_response_timeout(self.timeout)
+                    .set_number_of_retries(1);
+                ConnectionManager::new_with_config(self.client.clone(), config).await
+            })
+            .await?;
+        Ok(conn.clone())
     }
 
     fn mac(&self, parts: &[&[u8]]) -> String {
@@ -374,6 +391,123 @@ impl Store {
 
     fn index_key(&self, tag: &str) -> String {
         format!("{}:sessions:{{{tag}}}", self.prefix)
+    }
+
+    fn revocations_key(&self) -> String {
+        format!("{}:revocations", self.prefix)
+    }
+
+    /// Appends to the revocation feed. Called *after* the change it reports,
+    /// so a filter that evicts on it and looks up again sees the change.
+    pub async fn append_revocation(&self, event: &RevocationEvent) -> Result<(), StoreError> {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(self.revocations_key())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(REVOCATION_FEED_LENGTH)
+            .arg("*");
+        if let Some(user_id) = &event.user_id {
+            cmd.arg("user").arg(user_id);
+        }
+        if let Some(handle) = &event.session_handle {
+            cmd.arg("session").arg(handle);
+        }
+        let mut conn = self.connection().await?;
+        cmd.query_async::<String>(&mut conn).await?;
+        Ok(())
+    }
+
+    /// Reads the feed after `after` (see [`RevocationFeed`]).
+    pub async fn read_revocations(
+        &self,
+        after: Option<&str>,
+        max: usize,
+    ) -> Result<RevocationFeed, StoreError> {
+        let key = self.revocations_key();
+        let mut conn = self.connection().await?;
+        let Some(after) = after else {
+            let last: Vec<StreamEntry> = redis::cmd("XREVRANGE")
+                .arg(&key)
+                .arg("+")
+                .arg("-")
+                .arg("COUNT")
+                .arg(1)
+                .query_async(&mut conn)
+                .await?;
+            let cursor = last
+                .first()
+                .map_or_else(|| "0-0".to_string(), |e| e.0.clone());
+            return Ok(RevocationFeed {
+                cursor,
+                events: Vec::new(),
+                reset: false,
+                more: false,
+            });
+        };
+        // The API checked the cursor's form; anything else reads from the start.
+        let after_id = stream_id(after).unwrap_or((0, 0));
+        let (first, entries): (Vec<StreamEntry>, Vec<StreamEntry>) = redis::pipe()
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg("-")
+            .arg("+")
+            .arg("COUNT")
+            .arg(1)
+            .cmd("XRANGE")
+            .arg(&key)
+            .arg(format!("({after}"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
+            .await?;
+        let first_id = first.first().and_then(|e| stream_id(&e.0));
+        // The entry after `after` may have been trimmed (or the stream lost):
+        // the feed cannot vouch for what happened, so the filter starts over.
+        let lost = match first_id {
+            None => after_id > (0, 0),
+            Some(first) => first > after_id && after_id > (0, 0),
+        };
+        if lost {
+            let cursor = entries
+                .last()
+                .map(|e| e.0.clone())
+                .or_else(|| first.first().map(|e| e.0.clone()))
+                .unwrap_or_else(|| "0-0".to_string());
+            return Ok(RevocationFeed {
+                cursor,
+                events: Vec::new(),
+                reset: true,
+                more: false,
+            });
+        }
+        let more = entries.len() >= max;
+        let cursor = entries
+            .last()
+            .map_or_else(|| after.to_string(), |e| e.0.clone());
+        let events = entries
+            .into_iter()
+            .map(|(_, fields)| {
+                let mut event = RevocationEvent {
+                    user_id: None,
+                    session_handle: None,
+                };
+                for (name, value) in fields {
+                    match name.as_str() {
+                        "user" => event.user_id = Some(value),
+                        "session" => event.session_handle = Some(value),
+                        _ => {}
+                    }
+                }
+                event
+            })
+            .collect();
+        Ok(RevocationFeed {
+            cursor,
+            events,
+            reset: false,
+            more,
+        })
     }
 
     pub async fn ping(&self) -> Result<(), StoreError> {

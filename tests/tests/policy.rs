@@ -366,6 +366,7 @@ fn sidecar_latency_and_errors_reach_prometheus() {
     let mut stack = Stack::start();
     let value = stack.login_web("ada", "lovelace");
     let c = cookie(&value);
+    let unused = cookie(&stack.login_web("alan", "turing"));
     assert_eq!(stack.get("/me", &[("cookie", &c)]).status, 200);
     assert_eq!(
         stack.metric(r#"portero_requests{flow="cookie",outcome="allowed"}"#),
@@ -381,7 +382,8 @@ fn sidecar_latency_and_errors_reach_prometheus() {
         sleep(Duration::from_millis(200));
     }
     stack.stop_sidecar();
-    let down = stack.get("/me", &[("cookie", &c)]);
+    // A session this worker has no cached view of: the sidecar must answer.
+    let down = stack.get("/me", &[("cookie", &unused)]);
     assert_eq!(down.status, 503);
     assert_eq!(
         stack.metric(r#"portero_sidecar_errors{kind="no_answer"}"#)
