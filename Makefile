@@ -14,12 +14,13 @@ FASTIFY_DEPS  := $(FASTIFY_DIR)/node_modules/.package-lock.json
 IT_THREADS    ?= 4
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
-        lint unit-test wasm-unit-test integration-test compose-config clean
+        lint unit-test wasm-unit-test integration-test bench compose-config clean
 
 help:
 	@echo "make run     - set up and start the demo stack (Envoy+portero, redis-sidecar, Redis, Fastify)"
 	@echo "make test    - set up and run every test"
 	@echo "make lint    - cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
 
 # ── set-up: everything a bare machine lacks ─────────────────────────────
 setup: system-deps wasm-target envoy node-deps
@@ -71,6 +72,14 @@ wasm-unit-test: wasm-target
 
 integration-test: build
 	cargo test --release --no-fail-fast -p portero-integration -- --test-threads $(IT_THREADS)
+
+# portero against bare Envoy and native jwt_authn, side by side in one run
+# (one Envoy worker, loopback); prints the table, writes bench/results.json.
+# Also RS256 verification under V8 (Node) vs native, per operation.
+bench: build
+	./target/release/portero-bench
+	cargo bench --bench rs256 --target wasm32-wasip1
+	cargo bench --bench rs256
 
 # Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
 compose-config: build

@@ -136,6 +136,8 @@ impl RootContext for Root {
             flow: Flow::new(config, cache),
             envoy: Envoy {
                 metrics: self.metrics.clone(),
+                request_headers: Vec::new(),
+                response_headers: Vec::new(),
             },
         }))
     }
@@ -168,10 +170,14 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.envoy.request_headers =
+            hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         action(self.flow.on_request_headers(&mut self.envoy))
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        self.envoy.response_headers =
+            hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
         self.flow.on_response_headers(&mut self.envoy);
         Action::Continue
     }
@@ -211,10 +217,23 @@ fn dispatch(call: &SidecarCall) -> Result<(), String> {
     .map_err(|status| format!("dispatch failed: {status:?}"))
 }
 
+/// A header of a snapshot (names from Envoy are lowercase).
+fn header_in(headers: &[(String, String)], name: &str) -> Option<String> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+}
+
 /// [`Host`] over proxy-wasm host calls. Host-call failures are treated as
 /// "absent": the flow then takes its failing branch.
 struct Envoy {
     metrics: Rc<Metrics>,
+    /// The headers as they arrived, read in one host call per direction
+    /// (a host call per header read was most of the filter's cost) and
+    /// kept in step with every change the flow makes.
+    request_headers: Vec<(String, String)>,
+    response_headers: Vec<(String, String)>,
 }
 
 impl Envoy {
@@ -257,27 +276,38 @@ impl Host for Envoy {
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpRequestHeaders, name).ok()?
+        header_in(&self.request_headers, name)
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) {
         let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+        self.request_headers.retain(|(k, _)| k != name);
+        self.request_headers
+            .push((name.to_string(), value.to_string()));
     }
 
     fn remove_request_header(&mut self, name: &str) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+        if self.request_headers.iter().any(|(k, _)| k == name) {
+            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
+            self.request_headers.retain(|(k, _)| k != name);
+        }
     }
 
     fn response_header(&self, name: &str) -> Option<String> {
-        hostcalls::get_map_value(MapType::HttpResponseHeaders, name).ok()?
+        header_in(&self.response_headers, name)
     }
 
     fn add_response_header(&mut self, name: &str, value: &str) {
         let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+        self.response_headers
+            .push((name.to_string(), value.to_string()));
     }
 
     fn remove_response_header(&mut self, name: &str) {
-        let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
+        if self.response_headers.iter().any(|(k, _)| k == name) {
+            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
+            self.response_headers.retain(|(k, _)| k != name);
+        }
     }
 
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String> {

@@ -46,21 +46,35 @@ pub fn fixture(name: &str) -> PathBuf {
     workspace_root().join("tests/fixtures").join(name)
 }
 
-/// A loopback port nobody listens on right now.
+/// Ports handed out by [`free_port`]: below Linux's ephemeral range
+/// (32768–60999), so no outgoing connection of another test (or Envoy's
+/// own upstream connections) can take one between its pick and its bind.
+const PORT_RANGE: std::ops::Range<u32> = 15_000..32_000;
+static NEXT_PORT: AtomicUsize = AtomicUsize::new(0);
+
+/// A loopback port nobody listens on right now, distinct from every other
+/// one this process has picked; test binaries start at a pid-derived spot.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    let span = PORT_RANGE.end - PORT_RANGE.start;
+    let start = (std::process::id() * 7919) % span;
+    for _ in 0..span {
+        let offset = u32::try_from(NEXT_PORT.fetch_add(1, Ordering::SeqCst)).unwrap_or(0);
+        let port = PORT_RANGE.start + (start + offset) % span;
+        let port = u16::try_from(port).expect("port in range");
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port in {PORT_RANGE:?}")
 }
 
-fn envoy_binary() -> PathBuf {
+pub fn envoy_binary() -> PathBuf {
     std::env::var_os("PORTERO_ENVOY_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join(".venv/bin/envoy"))
 }
 
-fn require(path: &Path, how: &str) {
+pub fn require(path: &Path, how: &str) {
     assert!(
         path.exists(),
         "{} is missing: {how} (make test builds everything)",
@@ -269,22 +283,12 @@ impl Stack {
         Self::start_with(StackOptions::default())
     }
 
-    pub fn start_with(mut options: StackOptions) -> Stack {
+    /// Redis and the sidecar only, with the JWKS read and every port
+    /// picked (the bench brings its own Envoy).
+    pub fn start_backends(mut options: StackOptions) -> Stack {
         let root = workspace_root();
         let sidecar_bin = root.join("target/release/redis-sidecar");
-        let wasm = root.join("target/wasm32-wasip1/release/portero.wasm");
-        let envoy = envoy_binary();
-        let server_js = root.join("examples/fastify-api/server.js");
         require(&sidecar_bin, "cargo build --release -p redis-sidecar");
-        require(
-            &wasm,
-            "cargo build --release --target wasm32-wasip1 -p portero",
-        );
-        require(&envoy, "make envoy");
-        require(
-            &root.join("examples/fastify-api/node_modules/fastify"),
-            "npm ci in examples/fastify-api",
-        );
 
         options.listen_port = pick(options.listen_port);
         options.admin_port = pick(options.admin_port);
@@ -334,6 +338,27 @@ impl Stack {
             .expect("redis-sidecar jwks");
         assert!(jwks_out.status.success(), "redis-sidecar jwks failed");
         stack.jwks = serde_json::from_slice(&jwks_out.stdout).expect("jwks json");
+
+        stack
+    }
+
+    pub fn start_with(options: StackOptions) -> Stack {
+        let mut stack = Self::start_backends(options);
+        let options = stack.options.clone();
+        let dir = stack.dir.clone();
+        let root = workspace_root();
+        let wasm = root.join("target/wasm32-wasip1/release/portero.wasm");
+        let envoy = envoy_binary();
+        let server_js = root.join("examples/fastify-api/server.js");
+        require(
+            &wasm,
+            "cargo build --release --target wasm32-wasip1 -p portero",
+        );
+        require(&envoy, "make envoy");
+        require(
+            &root.join("examples/fastify-api/node_modules/fastify"),
+            "npm ci in examples/fastify-api",
+        );
 
         stack.upstream = Some(Proc::spawn(
             "fastify",
@@ -452,7 +477,7 @@ impl Stack {
         }
     }
 
-    fn wait_http(&mut self, name: &str, port: u16, path: &str) {
+    pub fn wait_http(&mut self, name: &str, port: u16, path: &str) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = raw_get_status(port, path) {

@@ -1,0 +1,789 @@
+//! `make bench`: portero side by side with bare Envoy and Envoy's native
+//! `jwt_authn`, in one run, on one Envoy (one worker), loopback only.
+//!
+//! One Envoy holds a listener per contender; every upstream is Envoy's own
+//! `direct_response`, so the upstream is never the bottleneck. Contenders run
+//! interleaved, round after round, for a fixed time each; the load comes
+//! from keep-alive HTTP/1.1 connections of this process. Then the revocation
+//! latency (how long a revoked session is still served from a worker's
+//! cache) and the memory bound of the token cache are measured. The table
+//! goes to stdout, the figures to `bench/results.json`.
+//!
+//! Knobs (environment): BENCH_SECONDS (per contender and round, default 3),
+//! BENCH_ROUNDS (3), BENCH_CONNECTIONS (8), BENCH_TRIALS (revocation trials,
+//! 100), BENCH_MEMORY_TOKENS (distinct tokens, 40000), BENCH_CACHE_CAPACITY
+//! (token-cache entries for the memory figure, 20000).
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use portero::cookie::CookieCodec;
+use portero_integration::{
+    envoy_binary, fixture, free_port, plugin_config, require, workspace_root, Proc, Stack,
+    StackOptions, AUDIENCE, COOKIE_NAME, COOKIE_SECRET, FILTER_TOKEN, ISSUER, TEST_KID,
+};
+use serde_json::{json, Value};
+
+const USER_AGENT: &str = "portero-bench";
+
+/// A contender: its name, its listener's port, the requests it cycles through.
+type Contender<'a> = (&'a str, u16, Arc<Vec<Vec<u8>>>);
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+// ── load ────────────────────────────────────────────────────────────────
+
+#[derive(Default)]
+struct Sample {
+    ok: u64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+    seconds: f64,
+}
+
+impl Sample {
+    fn merge(&mut self, other: Sample) {
+        self.ok += other.ok;
+        self.errors += other.errors;
+        self.latencies_us.extend(other.latencies_us);
+        self.seconds += other.seconds;
+    }
+
+    fn rps(&self) -> f64 {
+        self.ok as f64 / self.seconds.max(1e-9)
+    }
+
+    fn percentile_ms(&mut self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        self.latencies_us.sort_unstable();
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        f64::from(self.latencies_us[i]) / 1000.0
+    }
+}
+
+/// Reads one HTTP/1.1 response with a content-length; returns its status.
+fn read_response(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<u16> {
+    buf.clear();
+    let mut chunk = [0u8; 8192];
+    let header_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = std::str::from_utf8(&buf[..header_end]).ok()?;
+    let status = head.get(9..12)?.parse().ok()?;
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while buf.len() < header_end + length {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Some(status)
+}
+
+/// `connections` keep-alive connections send `requests` (cycled) to `port`
+/// for `seconds`; a response other than `expect` counts as an error.
+fn load(
+    port: u16,
+    requests: &Arc<Vec<Vec<u8>>>,
+    connections: usize,
+    seconds: f64,
+    expect: u16,
+) -> Sample {
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds);
+    let start = Instant::now();
+    let workers: Vec<_> = (0..connections)
+        .map(|c| {
+            let requests = requests.clone();
+            thread::spawn(move || {
+                let mut sample = Sample::default();
+                let mut stream = connect(port);
+                let mut buf = Vec::with_capacity(16 * 1024);
+                let mut i = c * requests.len() / connections.max(1);
+                while Instant::now() < deadline {
+                    let request = &requests[i % requests.len()];
+                    i += 1;
+                    let sent = Instant::now();
+                    let status = stream
+                        .write_all(request)
+                        .ok()
+                        .and_then(|()| read_response(&mut stream, &mut buf));
+                    let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                    match status {
+                        Some(s) if s == expect => {
+                            sample.ok += 1;
+                            sample.latencies_us.push(micros);
+                        }
+                        Some(_) => sample.errors += 1,
+                        None => {
+                            sample.errors += 1;
+                            stream = connect(port);
+                        }
+                    }
+                }
+                sample
+            })
+        })
+        .collect();
+    let mut total = Sample::default();
+    for w in workers {
+        total.merge(w.join().expect("load thread"));
+    }
+    total.seconds = start.elapsed().as_secs_f64();
+    total
+}
+
+fn get(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut r = format!("GET {path} HTTP/1.1\r\nhost: bench\r\nuser-agent: {USER_AGENT}\r\n");
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.into_bytes()
+}
+
+fn post_json(path: &str, headers: &[(&str, &str)], body: &str) -> Vec<u8> {
+    let mut r = format!(
+        "POST {path} HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        r.push_str(&format!("{k}: {v}\r\n"));
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+/// A loopback connection that never blocks a read for long.
+fn connect(port: u16) -> TcpStream {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_nodelay(true).ok();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    stream
+}
+
+/// One request, one status (its own connection).
+fn status_of(port: u16, request: &[u8]) -> u16 {
+    let mut stream = connect(port);
+    stream.write_all(request).expect("write");
+    read_response(&mut stream, &mut Vec::new()).unwrap_or(0)
+}
+
+// ── Envoy bootstrap ─────────────────────────────────────────────────────
+
+fn router() -> Value {
+    json!({"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}})
+}
+
+fn wasm_filter(wasm: &str, config: &Value) -> Value {
+    json!({"name": "portero", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+    "config": {
+        "name": "portero", "root_id": "portero", "failure_policy": "FAIL_CLOSED",
+        "vm_config": {"vm_id": "portero", "runtime": "envoy.wasm.runtime.v8",
+                      "code": {"local": {"filename": wasm}}},
+        "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                          "value": config.to_string()}
+    }}})
+}
+
+fn jwt_authn(jwks: &Value, cached: bool) -> Value {
+    let mut provider = json!({
+        "issuer": ISSUER, "audiences": [AUDIENCE],
+        "local_jwks": {"inline_string": jwks.to_string()},
+        "forward": true
+    });
+    if cached {
+        provider["jwt_cache_config"] = json!({"jwt_cache_size": 1000});
+    }
+    json!({"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+        "providers": {"portero": provider},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "portero"}}]}})
+}
+
+fn listener(name: &str, port: u16, filters: Vec<Value>) -> Value {
+    let mut http_filters = filters;
+    http_filters.push(router());
+    json!({
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "use_remote_address": true,
+                "route_config": {"virtual_hosts": [{"name": "all", "domains": ["*"], "routes": [
+                    {"match": {"prefix": "/"},
+                     "direct_response": {"status": 200, "body": {"inline_string": "ok"}}}]}]},
+                "http_filters": http_filters
+            }}]}]
+    })
+}
+
+// ── sessions and tokens ─────────────────────────────────────────────────
+
+struct Login {
+    cookie: String,
+    token: String,
+    handle: String,
+}
+
+fn login(stack: &Stack, codec: &CookieCodec, user: &str) -> Login {
+    let reply = stack.admin(
+        "POST",
+        "/v1/sessions",
+        Some(
+            &json!({"user_id": user, "email": format!("{user}@bench"), "roles": ["dev"],
+                     "client_ip": "127.0.0.1", "user_agent": USER_AGENT}),
+        ),
+    );
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let body = reply.json();
+    let id = body["session_id"].as_str().unwrap();
+    Login {
+        cookie: format!("{COOKIE_NAME}={}", codec.seal(id).unwrap()),
+        token: body["access_token"].as_str().unwrap().to_string(),
+        handle: body["session_handle"].as_str().unwrap().to_string(),
+    }
+}
+
+/// Tokens the sidecar would sign, for sessions that need not exist: enough
+/// to fill the token cache (each is verified, cached, then refused 401).
+fn mint_tokens(n: usize) -> Vec<String> {
+    let pem = std::fs::read(fixture("test-rsa.pem")).unwrap();
+    let key = Arc::new(jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap());
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let threads = thread::available_parallelism().map_or(2, |n| n.get());
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let key = key.clone();
+            thread::spawn(move || {
+                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
+                header.kid = Some(TEST_KID.into());
+                (t..n)
+                    .step_by(threads)
+                    .map(|i| {
+                        let claims = portero_wire::AccessClaims {
+                            iss: ISSUER.into(),
+                            aud: AUDIENCE.into(),
+                            sub: format!("bench-user-{i}"),
+                            sid: format!("{:0>65}", i),
+                            jti: format!("bench-jti-{i:022}"),
+                            iat: now,
+                            nbf: now,
+                            exp: now + 3600,
+                            ver: 0,
+                        };
+                        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .flat_map(|h| h.join().unwrap())
+        .collect()
+}
+
+fn rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Envoy's own process (the `.venv/bin/envoy` wrapper execs it, so the pid
+/// is Envoy's).
+fn envoy_pid(envoy: &Proc) -> u32 {
+    envoy.pid().expect("envoy pid")
+}
+
+fn prometheus_counter(admin_port: u16, series: &str) -> u64 {
+    let text = ureq::get(&format!("http://127.0.0.1:{admin_port}/stats/prometheus"))
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+// ── main ────────────────────────────────────────────────────────────────
+
+fn main() {
+    let seconds = env_or("BENCH_SECONDS", 3) as f64;
+    let rounds = env_or("BENCH_ROUNDS", 3);
+    let connections = env_or("BENCH_CONNECTIONS", 8) as usize;
+    let trials = env_or("BENCH_TRIALS", 100) as usize;
+    let memory_tokens = env_or("BENCH_MEMORY_TOKENS", 40_000) as usize;
+    let cache_capacity = env_or("BENCH_CACHE_CAPACITY", 20_000) as usize;
+    let started = Instant::now();
+
+    let root = workspace_root();
+    let wasm = root.join("target/wasm32-wasip1/release/portero.wasm");
+    require(&wasm, "make build");
+    let envoy = envoy_binary();
+    require(&envoy, "make setup");
+    let mut stack = Stack::start_backends(StackOptions {
+        access_ttl: 3600,
+        idle_timeout: 3600,
+        ..StackOptions::default()
+    });
+    println!("portero bench: Envoy 1 worker, {connections} connections, {rounds} rounds × {seconds} s per contender");
+
+    let codec = CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())]).unwrap();
+    let warm = login(&stack, &codec, "bench-warm");
+    let cold: Vec<Login> = (0..500)
+        .map(|i| login(&stack, &codec, &format!("bench-cold-{i}")))
+        .collect();
+
+    // One Envoy, a listener per configuration.
+    let base = plugin_config("redis_sidecar", &stack.jwks);
+    let with = |patch: Value| {
+        let mut c = base.clone();
+        c["cache"] = patch;
+        c
+    };
+    let ports: BTreeMap<&str, u16> = [
+        "bare",
+        "jwt_authn",
+        "jwt_authn_cached",
+        "portero",
+        "portero_tokens_off",
+        "portero_sessions_off",
+        "portero_memory",
+        "portero_route_off",
+    ]
+    .into_iter()
+    .map(|n| (n, free_port()))
+    .collect();
+    let wasm_path = wasm.display().to_string();
+    let mut listeners = vec![
+        listener("bare", ports["bare"], vec![]),
+        listener(
+            "jwt_authn",
+            ports["jwt_authn"],
+            vec![jwt_authn(&stack.jwks, false)],
+        ),
+        listener(
+            "jwt_authn_cached",
+            ports["jwt_authn_cached"],
+            vec![jwt_authn(&stack.jwks, true)],
+        ),
+        listener(
+            "portero",
+            ports["portero"],
+            vec![wasm_filter(&wasm_path, &base)],
+        ),
+        listener(
+            "portero_tokens_off",
+            ports["portero_tokens_off"],
+            vec![wasm_filter(
+                &wasm_path,
+                &with(json!({"tokens": {"capacity": 0}})),
+            )],
+        ),
+        listener(
+            "portero_sessions_off",
+            ports["portero_sessions_off"],
+            vec![wasm_filter(
+                &wasm_path,
+                &with(json!({"sessions": {"ttl_seconds": 0}})),
+            )],
+        ),
+        listener(
+            "portero_memory",
+            ports["portero_memory"],
+            vec![wasm_filter(
+                &wasm_path,
+                &with(
+                    json!({"tokens": {"capacity": cache_capacity, "ttl_seconds": 3600},
+                             "sessions": {"ttl_seconds": 0}}),
+                ),
+            )],
+        ),
+    ];
+    let mut route_off = base.clone();
+    route_off["routes"] = json!([{"path_prefix": "/", "policy": "off"}]);
+    listeners.push(listener(
+        "portero_route_off",
+        ports["portero_route_off"],
+        vec![wasm_filter(&wasm_path, &route_off)],
+    ));
+    let admin_port = free_port();
+    let bootstrap = json!({
+        "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
+        "stats_flush_interval": "1s",
+        "static_resources": {
+            "listeners": listeners,
+            "clusters": [{
+                "name": "redis_sidecar", "type": "STATIC", "connect_timeout": "0.25s",
+                "load_assignment": {"cluster_name": "redis_sidecar", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                        "port_value": stack.options.sidecar_port}}}}]}]}
+            }]
+        }
+    });
+    let config_path = stack.dir.join("envoy-bench.json");
+    std::fs::write(&config_path, bootstrap.to_string()).unwrap();
+    stack.envoy = Some(Proc::spawn(
+        "envoy",
+        Command::new(&envoy)
+            .arg("-c")
+            .arg(&config_path)
+            .args(["--concurrency", "1", "--disable-hot-restart"])
+            .args(["--log-level", "warn", "--component-log-level", "wasm:warn"]),
+        stack.dir.join("envoy.log"),
+    ));
+    stack.wait_http("envoy", admin_port, "/ready");
+    // The feed must have been read once before views are served.
+    thread::sleep(Duration::from_millis(1500));
+
+    let bearer_warm = format!("Bearer {}", warm.token);
+    let contenders: Vec<(&str, u16, Vec<Vec<u8>>)> = vec![
+        ("bare", ports["bare"], vec![get("/", &[])]),
+        (
+            "jwt_authn",
+            ports["jwt_authn"],
+            vec![get("/", &[("authorization", &bearer_warm)])],
+        ),
+        (
+            "jwt_authn_cached",
+            ports["jwt_authn_cached"],
+            vec![get("/", &[("authorization", &bearer_warm)])],
+        ),
+        (
+            "portero_cookie_warm",
+            ports["portero"],
+            vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
+        (
+            "portero_jwt_warm",
+            ports["portero"],
+            vec![get("/", &[("authorization", &bearer_warm)])],
+        ),
+        (
+            "portero_jwt_cold",
+            ports["portero_tokens_off"],
+            cold.iter()
+                .map(|l| get("/", &[("authorization", &format!("Bearer {}", l.token))]))
+                .collect(),
+        ),
+        (
+            "portero_sidecar",
+            ports["portero_sessions_off"],
+            vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
+        // The filter's floor: it runs, but the route needs no session.
+        (
+            "portero_route_off",
+            ports["portero_route_off"],
+            vec![get("/", &[])],
+        ),
+        (
+            "sidecar_direct",
+            stack.options.sidecar_port,
+            vec![post_json(
+                portero_wire::LOOKUP_PATH,
+                &[("authorization", &format!("Bearer {FILTER_TOKEN}"))],
+                &json!({"session_handle": warm.handle}).to_string(),
+            )],
+        ),
+    ];
+    // BENCH_ONLY=a,b runs only those contenders (and bare), for quick looks.
+    let only = std::env::var("BENCH_ONLY").ok();
+    let contenders: Vec<Contender> = contenders
+        .into_iter()
+        .filter(|(n, _, _)| {
+            *n == "bare"
+                || only
+                    .as_deref()
+                    .is_none_or(|o| o.split(',').any(|x| x == *n))
+        })
+        .map(|(n, p, r)| (n, p, Arc::new(r)))
+        .collect();
+    // Warm-up: every contender once (fills caches and connection pools).
+    for (name, port, requests) in &contenders {
+        let s = load(*port, requests, connections, 1.0, 200);
+        assert!(
+            s.ok > 0,
+            "{name}: no successful request (errors: {})",
+            s.errors
+        );
+    }
+    let mut samples: BTreeMap<&str, Sample> = BTreeMap::new();
+    for round in 0..rounds {
+        for (name, port, requests) in &contenders {
+            let s = load(*port, requests, connections, seconds, 200);
+            samples.entry(name).or_default().merge(s);
+        }
+        println!("  round {}/{rounds} done", round + 1);
+    }
+
+    if only.is_some() {
+        for (name, _, _) in &contenders {
+            let s = samples.get_mut(name).unwrap();
+            let (rps, p50, p99) = (s.rps(), s.percentile_ms(0.5), s.percentile_ms(0.99));
+            println!("{name:<22} {rps:>10.0} req/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
+        }
+        return;
+    }
+    let revocation = revocation_trials(&stack, &codec, ports["portero"], admin_port, trials);
+    let memory = memory_growth(
+        &stack,
+        ports["portero_memory"],
+        memory_tokens,
+        cache_capacity,
+    );
+
+    // ── report ──
+    let bare_rps = samples.get_mut("bare").map_or(1.0, |s| s.rps());
+    let mut table = BTreeMap::new();
+    println!();
+    println!(
+        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "contender", "req/s", "p50 ms", "p99 ms", "× bare", "errors"
+    );
+    for (name, _, _) in &contenders {
+        let s = samples.get_mut(name).unwrap();
+        let (rps, p50, p99) = (s.rps(), s.percentile_ms(0.5), s.percentile_ms(0.99));
+        let ratio = rps / bare_rps;
+        println!(
+            "{name:<22} {rps:>10.0} {p50:>9.3} {p99:>9.3} {ratio:>9.3} {:>8}",
+            s.errors
+        );
+        table.insert(
+            name.to_string(),
+            json!({"rps": round2(rps), "p50_ms": round3(p50), "p99_ms": round3(p99),
+                   "ratio_to_bare": round3(ratio), "errors": s.errors}),
+        );
+    }
+    let ratio =
+        |a: &str, b: &str| table[a]["rps"].as_f64().unwrap() / table[b]["rps"].as_f64().unwrap();
+    let targets = json!({
+        "cookie_warm_vs_bare (>= 0.85)": round3(ratio("portero_cookie_warm", "bare")),
+        "jwt_warm_vs_bare (>= 0.85)": round3(ratio("portero_jwt_warm", "bare")),
+        "jwt_warm_vs_jwt_authn_cached (>= 1.0)": round3(ratio("portero_jwt_warm", "jwt_authn_cached")),
+        "jwt_cold_vs_jwt_authn (>= 0.5)": round3(ratio("portero_jwt_cold", "jwt_authn")),
+        "cookie_warm_p99_vs_bare (<= 1.3)": round3(table["portero_cookie_warm"]["p99_ms"].as_f64().unwrap() / table["bare"]["p99_ms"].as_f64().unwrap()),
+        "jwt_warm_p99_vs_bare (<= 1.3)": round3(table["portero_jwt_warm"]["p99_ms"].as_f64().unwrap() / table["bare"]["p99_ms"].as_f64().unwrap()),
+        "revocation_p99_ms (<= 1000)": revocation["p99_ms"],
+        "cache_memory_growth_ratio (< 1.2)": memory["ratio"],
+    });
+    println!();
+    println!(
+        "targets: {}",
+        serde_json::to_string_pretty(&targets).unwrap()
+    );
+    println!("revocation: {revocation}");
+    println!("memory: {memory}");
+    let results = json!({
+        "contenders": table,
+        "revocation_p99_ms": revocation["p99_ms"],
+        "revocation": revocation,
+        "cache_memory_growth_ratio": memory["ratio"],
+        "memory": memory,
+        "targets": targets,
+        "setup": {"envoy_workers": 1, "connections": connections, "rounds": rounds,
+                  "seconds_per_contender_per_round": seconds,
+                  "cpus": thread::available_parallelism().map_or(0, |n| n.get()),
+                  "wall_seconds": round2(started.elapsed().as_secs_f64())}
+    });
+    let out = root.join("bench/results.json");
+    std::fs::write(&out, serde_json::to_string_pretty(&results).unwrap() + "\n").unwrap();
+    println!(
+        "wrote {} ({:.0} s)",
+        out.display(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// How long a revoked session is still served at the edge: warm a
+/// worker's cache with it, end it through the admin API, and ask every
+/// 5 ms until it is refused. Trials run 20 at a time, staggered over a
+/// second so they fall at every phase of the feed's tick.
+fn revocation_trials(
+    stack: &Stack,
+    codec: &CookieCodec,
+    port: u16,
+    admin_port: u16,
+    trials: usize,
+) -> Value {
+    let hits_series = r#"portero_cache_lookups{cache="sessions",result="hit"}"#;
+    let mut latencies_ms: Vec<f64> = Vec::new();
+    let batch = 20;
+    let mut done = 0;
+    let hits_before = prometheus_counter(admin_port, hits_series);
+    while done < trials {
+        let n = batch.min(trials - done);
+        let logins: Vec<Login> = (0..n)
+            .map(|i| login(stack, codec, &format!("bench-revoke-{}", done + i)))
+            .collect();
+        // Past the poll that applies the logins' own events, then warm.
+        thread::sleep(Duration::from_millis(1200));
+        for l in &logins {
+            for _ in 0..2 {
+                assert_eq!(status_of(port, &get("/", &[("cookie", &l.cookie)])), 200);
+            }
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles: Vec<_> = logins
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let sidecar = stack.sidecar_url(&format!("/v1/sessions/{}", l.handle));
+                let stop = stop.clone();
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis(i as u64 * 50));
+                    let agent: ureq::Agent = ureq::Agent::config_builder()
+                        .http_status_as_error(false)
+                        .build()
+                        .into();
+                    let ended = agent
+                        .delete(&sidecar)
+                        .header(
+                            "authorization",
+                            &format!("Bearer {}", portero_integration::ADMIN_TOKEN),
+                        )
+                        .call()
+                        .map(|r| r.status().as_u16())
+                        .unwrap_or(0);
+                    assert_eq!(ended, 200);
+                    let revoked = Instant::now();
+                    let request = get("/", &[("cookie", &l.cookie)]);
+                    while !stop.load(Ordering::Relaxed) {
+                        if status_of(port, &request) == 401 {
+                            return Some(revoked.elapsed().as_secs_f64() * 1000.0);
+                        }
+                        if revoked.elapsed() > Duration::from_secs(10) {
+                            return None;
+                        }
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                    None
+                })
+            })
+            .collect();
+        for h in handles {
+            latencies_ms.push(h.join().unwrap().unwrap_or(f64::INFINITY));
+        }
+        stop.store(true, Ordering::Relaxed);
+        done += n;
+    }
+    let hits = prometheus_counter(admin_port, hits_series) - hits_before;
+    latencies_ms.sort_by(f64::total_cmp);
+    let at = |p: f64| latencies_ms[((latencies_ms.len() as f64 - 1.0) * p).round() as usize];
+    json!({"trials": latencies_ms.len(), "p50_ms": round2(at(0.5)), "p99_ms": round2(at(0.99)),
+           "max_ms": round2(at(1.0)), "cache_hits_during_warmup": hits,
+           "feed": "poll 1 s, staleness bound 3 s, session TTL 30 s"})
+}
+
+/// Resident memory of Envoy before and after `n` distinct tokens go through
+/// a listener whose token cache holds `capacity` entries.
+fn memory_growth(stack: &Stack, port: u16, n: usize, capacity: usize) -> Value {
+    let minted = Instant::now();
+    let tokens = mint_tokens(n);
+    let mint_seconds = minted.elapsed().as_secs_f64();
+    let pid = envoy_pid(stack.envoy.as_ref().unwrap());
+    let before = rss_bytes(pid);
+    let requests: Arc<Vec<Vec<u8>>> = Arc::new(
+        tokens
+            .iter()
+            .map(|t| get("/", &[("authorization", &format!("Bearer {t}"))]))
+            .collect(),
+    );
+    // Each token once: `n` requests over 4 connections (refused 401 after
+    // the look-up, as their sessions do not exist; verified and cached first).
+    let sent = Instant::now();
+    let per_connection = n.div_ceil(4);
+    let workers: Vec<_> = (0..4)
+        .map(|c| {
+            let requests = requests.clone();
+            thread::spawn(move || {
+                let mut stream = connect(port);
+                let mut buf = Vec::new();
+                for request in requests
+                    .iter()
+                    .skip(c * per_connection)
+                    .take(per_connection)
+                {
+                    stream.write_all(request).unwrap();
+                    if read_response(&mut stream, &mut buf).is_none() {
+                        stream = connect(port);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let send_seconds = sent.elapsed().as_secs_f64();
+    thread::sleep(Duration::from_millis(500));
+    let after = rss_bytes(pid);
+    // One entry: the 32-byte key, the claims struct and its strings, and
+    // the LRU's node and table overhead (about 100 bytes).
+    let sample = portero_integration::claims_of(&tokens[0]);
+    let strings = sample.iss.len()
+        + sample.aud.len()
+        + sample.sub.len()
+        + sample.sid.len()
+        + sample.jti.len();
+    let entry = 32 + std::mem::size_of::<portero_wire::AccessClaims>() + 8 + strings + 100;
+    let configured = (capacity * entry) as f64;
+    let growth = after.saturating_sub(before) as f64;
+    json!({"distinct_tokens": n, "cache_capacity": capacity, "entry_bytes_estimate": entry,
+           "configured_cache_bytes": configured as u64, "rss_before": before, "rss_after": after,
+           "rss_growth": growth as u64, "ratio": round3(growth / configured),
+           "mint_seconds": round2(mint_seconds), "send_seconds": round2(send_seconds),
+           "cold_verifications_per_second": round2(n as f64 / send_seconds)})
+}
