@@ -22,6 +22,7 @@ pub mod flow;
 pub mod metrics;
 pub mod policy;
 pub mod reject;
+pub mod rs256;
 pub mod token;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
