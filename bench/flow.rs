@@ -35,7 +35,7 @@ impl Host for MiniHost {
     fn route_name(&self) -> Option<String> {
         None
     }
-    fn client_address(&self) -> Option<String> {
+    fn client_address(&mut self) -> Option<String> {
         Some("127.0.0.1:4000".into())
     }
     fn request_header(&self, name: &str) -> Option<String> {

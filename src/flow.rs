@@ -66,7 +66,7 @@ pub trait Host {
     fn route_name(&self) -> Option<String>;
     /// The downstream address as the proxy sees it (`ip:port`), after its
     /// trusted `X-Forwarded-For` hops.
-    fn client_address(&self) -> Option<String>;
+    fn client_address(&mut self) -> Option<String>;
     fn request_header(&self, name: &str) -> Option<String>;
     fn set_request_header(&mut self, name: &str, value: &str);
     fn remove_request_header(&mut self, name: &str);

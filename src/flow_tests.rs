@@ -89,7 +89,7 @@ impl Host for FakeHost {
     fn route_name(&self) -> Option<String> {
         self.route_name.clone()
     }
-    fn client_address(&self) -> Option<String> {
+    fn client_address(&mut self) -> Option<String> {
         self.client_address.clone()
     }
     fn increment(&mut self, counter: Counter) {

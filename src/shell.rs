@@ -138,6 +138,8 @@ impl RootContext for Root {
                 metrics: self.metrics.clone(),
                 request_headers: Vec::new(),
                 response_headers: Vec::new(),
+                now_us: 0,
+                client_address: None,
             },
         }))
     }
@@ -162,6 +164,7 @@ fn action(verdict: Verdict) -> Action {
 impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
         let reply = read_call_reply(body_size);
+        self.envoy.now_us = Envoy::micros();
         if self.flow.on_sidecar_reply(&mut self.envoy, reply) == Verdict::Continue {
             let _ = hostcalls::resume_http_request();
         }
@@ -172,6 +175,7 @@ impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
         self.envoy.request_headers =
             hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        self.envoy.now_us = Envoy::micros();
         action(self.flow.on_request_headers(&mut self.envoy))
     }
 
@@ -234,6 +238,10 @@ struct Envoy {
     /// kept in step with every change the flow makes.
     request_headers: Vec<(String, String)>,
     response_headers: Vec<(String, String)>,
+    /// The clock, read once per callback rather than once per question.
+    now_us: u64,
+    /// The downstream address, read on first use.
+    client_address: Option<Option<String>>,
 }
 
 impl Envoy {
@@ -247,14 +255,11 @@ impl Envoy {
 
 impl Host for Envoy {
     fn now(&self) -> u64 {
-        hostcalls::get_current_time()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_secs())
+        self.now_us / 1_000_000
     }
 
     fn now_micros(&self) -> u64 {
-        Envoy::micros()
+        self.now_us
     }
 
     fn route_name(&self) -> Option<String> {
@@ -270,9 +275,13 @@ impl Host for Envoy {
         self.metrics.record_sidecar_latency(micros);
     }
 
-    fn client_address(&self) -> Option<String> {
-        let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
-        String::from_utf8(bytes).ok()
+    fn client_address(&mut self) -> Option<String> {
+        self.client_address
+            .get_or_insert_with(|| {
+                let bytes = hostcalls::get_property(vec!["source", "address"]).ok()??;
+                String::from_utf8(bytes).ok()
+            })
+            .clone()
     }
 
     fn request_header(&self, name: &str) -> Option<String> {
