@@ -138,6 +138,8 @@ impl RootContext for Root {
                 metrics: self.metrics.clone(),
                 request_headers: Vec::new(),
                 response_headers: Vec::new(),
+                request_headers_changed: false,
+                responded: false,
                 now_us: 0,
                 client_address: None,
             },
@@ -165,7 +167,9 @@ impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
         let reply = read_call_reply(body_size);
         self.envoy.now_us = Envoy::micros();
-        if self.flow.on_sidecar_reply(&mut self.envoy, reply) == Verdict::Continue {
+        let verdict = self.flow.on_sidecar_reply(&mut self.envoy, reply);
+        self.envoy.flush_request_headers();
+        if verdict == Verdict::Continue {
             let _ = hostcalls::resume_http_request();
         }
     }
@@ -176,7 +180,9 @@ impl HttpContext for Request {
         self.envoy.request_headers =
             hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
         self.envoy.now_us = Envoy::micros();
-        action(self.flow.on_request_headers(&mut self.envoy))
+        let verdict = self.flow.on_request_headers(&mut self.envoy);
+        self.envoy.flush_request_headers();
+        action(verdict)
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
@@ -238,6 +244,12 @@ struct Envoy {
     /// kept in step with every change the flow makes.
     request_headers: Vec<(String, String)>,
     response_headers: Vec<(String, String)>,
+    /// The request headers were changed in the snapshot: write them back
+    /// in one host call at the end of the callback (one call instead of one
+    /// per header: host calls dominate the filter's cost in Envoy).
+    request_headers_changed: bool,
+    /// A local response went out: the request is done.
+    responded: bool,
     /// The clock, read once per callback rather than once per question.
     now_us: u64,
     /// The downstream address, read on first use.
@@ -245,6 +257,18 @@ struct Envoy {
 }
 
 impl Envoy {
+    fn flush_request_headers(&mut self) {
+        if self.request_headers_changed && !self.responded {
+            let pairs: Vec<(&str, &str)> = self
+                .request_headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            let _ = hostcalls::set_map(MapType::HttpRequestHeaders, pairs);
+        }
+        self.request_headers_changed = false;
+    }
+
     fn micros() -> u64 {
         hostcalls::get_current_time()
             .ok()
@@ -289,16 +313,16 @@ impl Host for Envoy {
     }
 
     fn set_request_header(&mut self, name: &str, value: &str) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
         self.request_headers.retain(|(k, _)| k != name);
         self.request_headers
             .push((name.to_string(), value.to_string()));
+        self.request_headers_changed = true;
     }
 
     fn remove_request_header(&mut self, name: &str) {
         if self.request_headers.iter().any(|(k, _)| k == name) {
-            let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, None);
             self.request_headers.retain(|(k, _)| k != name);
+            self.request_headers_changed = true;
         }
     }
 
@@ -324,6 +348,7 @@ impl Host for Envoy {
     }
 
     fn send_local_response(&mut self, response: LocalResponse) {
+        self.responded = true;
         let headers: Vec<(&str, &str)> = response
             .headers
             .iter()
