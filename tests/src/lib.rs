@@ -665,8 +665,10 @@ impl Stack {
 
     /// The value of one Prometheus series, e.g.
     /// `portero_requests{flow="cookie",outcome="allowed"}`; 0 when absent
-    /// (proxy-wasm defines a series on its first use).
+    /// (proxy-wasm defines a series on its first use). The filter hands its
+    /// counts to Envoy every second, so this first waits for that.
     pub fn metric(&self, series: &str) -> u64 {
+        std::thread::sleep(Duration::from_millis(1150));
         let text = self.prometheus();
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
