@@ -451,6 +451,15 @@ fn main() {
         ports["portero_route_off"],
         vec![wasm_filter(&wasm_path, &route_off)],
     ));
+    // BENCH_WASM_B=<path to another portero.wasm>: an A/B contender, the
+    // same warm cookie through that build, in the same run.
+    let wasm_b = std::env::var("BENCH_WASM_B").ok();
+    let port_b = free_port();
+    if let Some(path) = &wasm_b {
+        let mut filter = wasm_filter(path, &base);
+        filter["typed_config"]["config"]["vm_config"]["vm_id"] = json!("portero_b");
+        listeners.push(listener("portero_b", port_b, vec![filter]));
+    }
     let admin_port = free_port();
     let bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -515,6 +524,11 @@ fn main() {
             ports["portero_sessions_off"],
             vec![get("/", &[("cookie", &warm.cookie)])],
         ),
+        (
+            "portero_b_cookie_warm",
+            port_b,
+            vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
         // The filter's floor: it runs, but the route needs no session.
         (
             "portero_route_off",
@@ -535,6 +549,7 @@ fn main() {
     let only = std::env::var("BENCH_ONLY").ok();
     let contenders: Vec<Contender> = contenders
         .into_iter()
+        .filter(|(n, _, _)| *n != "portero_b_cookie_warm" || wasm_b.is_some())
         .filter(|(n, _, _)| {
             *n == "bare"
                 || only
