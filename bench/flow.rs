@@ -5,10 +5,12 @@
 //! without `--target`, natively. Prints microseconds per request and per step.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "timing.rs"]
+mod timing;
 use std::cell::RefCell;
 use std::hint::black_box;
 use std::rc::Rc;
-use std::time::Instant;
+use timing::time;
 
 use portero::cache::EdgeCache;
 use portero::config::Config;
@@ -65,18 +67,6 @@ impl Host for MiniHost {
     }
     fn increment(&mut self, _counter: Counter) {}
     fn record_sidecar_latency_us(&mut self, _micros: u64) {}
-}
-
-fn time(name: &str, rounds: u32, mut f: impl FnMut()) {
-    for _ in 0..rounds / 10 + 1 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..rounds {
-        f();
-    }
-    let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
-    println!("{name:<44} {micros:>9.2} µs");
 }
 
 fn main() {

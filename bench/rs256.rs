@@ -5,8 +5,10 @@
 //! natively for comparison. Prints microseconds per operation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "timing.rs"]
+mod timing;
 use std::hint::black_box;
-use std::time::Instant;
+use timing::time;
 
 use jsonwebtoken::jwk::JwkSet;
 use portero::token::TokenVerifier;
@@ -15,18 +17,6 @@ use portero_wire::AccessClaims;
 const PEM: &str = include_str!("../tests/fixtures/test-rsa.pem");
 const JWKS: &str = include_str!("../tests/fixtures/test-jwks.json");
 const NOW: u64 = 1_800_000_000;
-
-fn time(name: &str, rounds: u32, mut f: impl FnMut()) {
-    for _ in 0..rounds / 10 + 1 {
-        f();
-    }
-    let start = Instant::now();
-    for _ in 0..rounds {
-        f();
-    }
-    let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
-    println!("{name:<44} {micros:>9.1} µs");
-}
 
 fn main() {
     let claims = AccessClaims {
