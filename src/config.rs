@@ -806,10 +806,10 @@ pub(crate) mod tests {
         assert_eq!(c.binding.ip, IpCompare::Prefix { v4: 24, v6: 64 });
         assert_eq!(c.binding.ip_policy, MismatchPolicy::Log);
         assert!(c.login_redirect.is_none());
-        // Caches on, 30 s session views, a feed read every second.
+        // Caches on, 30 s session views, the feed read twice a second.
         assert_eq!(c.cache, CacheConfig::default());
         assert_eq!(c.cache.session_ttl_seconds, 30);
-        assert_eq!(c.cache.feed_poll_interval_ms, 1000);
+        assert_eq!(c.cache.feed_poll_interval_ms, 500);
         assert!(c
             .identity_headers
             .all()

@@ -740,7 +740,7 @@ fn revocation_trials(
     let at = |p: f64| latencies_ms[((latencies_ms.len() as f64 - 1.0) * p).round() as usize];
     json!({"trials": latencies_ms.len(), "p50_ms": round2(at(0.5)), "p99_ms": round2(at(0.99)),
            "max_ms": round2(at(1.0)), "cache_hits_during_warmup": hits,
-           "feed": "poll 1 s, staleness bound 3 s, session TTL 30 s"})
+           "feed": "poll 500 ms, staleness bound 3 s, session TTL 30 s"})
 }
 
 /// Resident memory of Envoy before and after `n` distinct tokens go through
