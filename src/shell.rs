@@ -38,7 +38,7 @@ struct Root {
 
 /// Metric ids of this VM, defined on first use (a counter per label
 /// combination that actually occurs). Counts are kept here and handed to
-/// Envoy on the root context's tick (every second): a host call per count
+/// Envoy on the root context's tick (at most a second apart): a host call per count
 /// was a measurable share of a request's cost.
 #[derive(Default)]
 struct Metrics {
