@@ -127,7 +127,7 @@ impl RootContext for Root {
         match Config::from_json(&bytes) {
             Ok(config) => {
                 let cache = EdgeCache::new(&config.cache);
-                // The tick flushes counts every second and polls the feed
+                // The tick (at most a second) flushes counts and polls the feed
                 // when it is due.
                 let tick = if cache.sessions_enabled() {
                     config.cache.feed_poll_interval_ms.min(1000)
