@@ -283,7 +283,10 @@ impl Flow {
         match self.config.cookie.open(cookie_value) {
             Ok(session_id) => {
                 self.session = Some(SessionHash::Id(session_hash(&session_id)));
-                self.look_up_session(host, Credential::Cookie, LookupRequest::by_id(&session_id))
+                let key = session_key_by_id(&session_id);
+                self.look_up_session(host, Credential::Cookie, key, || {
+                    LookupRequest::by_id(&session_id)
+                })
             }
             Err(e) => self.reject(
                 host,
@@ -345,30 +348,28 @@ impl Flow {
             );
         }
         self.session = Some(SessionHash::Handle(session_hash(&claims.sid)));
+        let key = session_key_by_handle(&claims.sid);
         let lookup = LookupRequest::by_handle(&claims.sid, &claims.jti);
-        self.look_up_session(host, Credential::Bearer(Box::new(claims)), lookup)
+        self.look_up_session(host, Credential::Bearer(Box::new(claims)), key, || lookup)
     }
 
     // ── shared steps ────────────────────────────────────────────────────
 
     /// Ask the sidecar for the session (and pause until it answers) —
-    /// unless this worker holds a fresh view of it.
+    /// unless this worker holds a fresh view of it under `key` (then no
+    /// look-up is serialised or sent).
     fn look_up_session(
         &mut self,
         host: &mut dyn Host,
         credential: Credential,
-        lookup: LookupRequest,
+        key: CacheKey,
+        lookup: impl FnOnce() -> LookupRequest,
     ) -> Verdict {
-        let key = match (&lookup.session_id, &lookup.session_handle) {
-            (Some(id), _) => session_key_by_id(id),
-            (None, Some(handle)) => session_key_by_handle(handle),
-            (None, None) => session_key_by_id(""),
-        };
         self.session_key = Some(key);
         if let Some(view) = self.cached_session(host, &credential, &key) {
             return self.exists_session(host, credential, view);
         }
-        let Ok(body) = serde_json::to_vec(&lookup) else {
+        let Ok(body) = serde_json::to_vec(&lookup()) else {
             return self.reject(
                 host,
                 credential.kind(),
