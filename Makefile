@@ -12,6 +12,9 @@ FASTIFY_DIR   := examples/fastify-api
 FASTIFY_DEPS  := $(FASTIFY_DIR)/node_modules/.package-lock.json
 # Integration stacks are mostly waiting on processes: run a few at once.
 IT_THREADS    ?= 4
+# apt-get as root, or through sudo for a sudo user. `env` carries the
+# variable either way (a bare `VAR=x` after an empty $$SUDO is a command name).
+APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
         lint unit-test wasm-unit-test integration-test bench compose-config clean
@@ -31,9 +34,10 @@ system-deps:
 	  || { echo "Node.js 20+ is required, found $$(node --version)"; exit 1; }
 	@if ! command -v redis-server >/dev/null || ! command -v redis-cli >/dev/null; then \
 	  echo "installing redis-server (Debian package)"; \
-	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && $$SUDO DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq redis-server >/dev/null; \
 	fi
+	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
+	  || { echo "redis-server/redis-cli still missing after set-up"; exit 1; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
