@@ -36,8 +36,12 @@ system-deps:
 	  echo "installing redis-server (Debian package)"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq redis-server >/dev/null; \
 	fi
-	@command -v redis-server >/dev/null && command -v redis-cli >/dev/null \
-	  || { echo "redis-server/redis-cli still missing after set-up"; exit 1; }
+	@if ! command -v curl >/dev/null; then \
+	  echo "installing curl (Debian package; the h2c tests use it)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq curl >/dev/null; \
+	fi
+	@test -x /usr/bin/redis-server || command -v redis-server >/dev/null \
+	  || { echo "redis-server still missing after set-up"; exit 1; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
