@@ -40,21 +40,23 @@ impl Host for MiniHost {
     fn client_address(&mut self) -> Option<String> {
         Some("127.0.0.1:4000".into())
     }
-    fn request_header(&self, name: &str) -> Option<String> {
+    fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
         self.request
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes())
+            .collect()
     }
-    fn set_request_header(&mut self, name: &str, value: &str) {
+    fn set_request_header(&mut self, name: &str, value: &[u8]) {
         self.request.retain(|(k, _)| k != name);
-        self.request.push((name.into(), value.into()));
+        self.request
+            .push((name.into(), String::from_utf8_lossy(value).into_owned()));
     }
     fn remove_request_header(&mut self, name: &str) {
         self.request.retain(|(k, _)| k != name);
     }
-    fn response_header(&self, _name: &str) -> Option<String> {
-        None
+    fn response_header_lines(&self, _name: &str) -> Vec<&[u8]> {
+        Vec::new()
     }
     fn add_response_header(&mut self, _name: &str, _value: &str) {}
     fn remove_response_header(&mut self, _name: &str) {}
@@ -110,6 +112,7 @@ fn main() {
         access_jti: claims.jti.clone(),
         access_expires_at: NOW + 300,
         rotations: 0,
+        access_token_presented: true,
     };
     let reply = SidecarReply {
         status: Some(200),

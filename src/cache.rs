@@ -364,6 +364,7 @@ mod tests {
             access_jti: "j".into(),
             access_expires_at: NOW + 300,
             rotations: 0,
+            access_token_presented: true,
         }
     }
 

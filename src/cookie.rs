@@ -244,35 +244,54 @@ impl CookieAttributes {
     }
 }
 
-/// Splits a `Cookie` request header into `(name, value)` pairs.
-fn cookie_pairs(header: &str) -> impl Iterator<Item = (&str, &str)> {
-    header.split(';').filter_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        Some((name.trim(), value.trim()))
+/// Splits `Cookie` request header lines into `(name, value)` pairs. Bytes,
+/// not text: another application's cookie may hold any byte, and neither
+/// reading ours nor removing it may fail or alter the others.
+fn cookie_pairs<'a, 'h>(
+    lines: &'a [&'h [u8]],
+) -> impl Iterator<Item = (&'h [u8], &'h [u8])> + use<'a, 'h> {
+    lines.iter().flat_map(|line| {
+        line.split(|b| *b == b';').filter_map(|pair| {
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            let name = pair.get(..eq)?.trim_ascii();
+            let value = pair.get(eq + 1..)?.trim_ascii();
+            Some((name, value))
+        })
     })
 }
 
-/// The value of the first cookie called `name` in a `Cookie` header.
-pub fn find_cookie<'h>(header: &'h str, name: &str) -> Option<&'h str> {
-    cookie_pairs(header)
-        .find(|(n, _)| *n == name)
+/// The value of the first cookie called `name` in the `Cookie` lines.
+pub fn find_cookie<'h>(lines: &[&'h [u8]], name: &str) -> Option<&'h [u8]> {
+    cookie_pairs(lines)
+        .find(|(n, _)| *n == name.as_bytes())
         .map(|(_, v)| v)
 }
 
-/// The `Cookie` header without any cookie called `name`; `None` when nothing
-/// else is left (the header should then be removed).
-pub fn without_cookie(header: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = header
-        .split(';')
-        .map(str::trim)
-        .filter(|pair| !pair.is_empty())
-        .filter(|pair| pair.split_once('=').map(|(n, _)| n.trim()) != Some(name))
-        .collect();
-    if kept.is_empty() {
-        None
-    } else {
-        Some(kept.join("; "))
+/// One `Cookie` header holding every cookie of `lines` but those called
+/// `name`, byte for byte; `None` when nothing else is left (the header
+/// should then be removed).
+pub fn without_cookie(lines: &[&[u8]], name: &str) -> Option<Vec<u8>> {
+    let mut kept: Vec<u8> = Vec::new();
+    let pieces = lines
+        .iter()
+        .flat_map(|line| line.split(|b| *b == b';'))
+        .map(<[u8]>::trim_ascii)
+        .filter(|pair| !pair.is_empty());
+    for pair in pieces {
+        let pair_name = pair
+            .iter()
+            .position(|b| *b == b'=')
+            .and_then(|eq| pair.get(..eq))
+            .map(<[u8]>::trim_ascii);
+        if pair_name == Some(name.as_bytes()) {
+            continue;
+        }
+        if !kept.is_empty() {
+            kept.extend_from_slice(b"; ");
+        }
+        kept.extend_from_slice(pair);
     }
+    (!kept.is_empty()).then_some(kept)
 }
 
 #[cfg(test)]
@@ -373,15 +392,36 @@ mod tests {
 
     #[test]
     fn find_and_strip_cookie() {
-        let header = "a=1; __Host-portero=xyz;b=2";
-        assert_eq!(find_cookie(header, "__Host-portero"), Some("xyz"));
+        let header: &[&[u8]] = &[b"a=1; __Host-portero=xyz;b=2"];
+        assert_eq!(find_cookie(header, "__Host-portero"), Some(&b"xyz"[..]));
         assert_eq!(find_cookie(header, "portero"), None);
         assert_eq!(
             without_cookie(header, "__Host-portero").as_deref(),
-            Some("a=1; b=2")
+            Some(&b"a=1; b=2"[..])
         );
-        assert_eq!(without_cookie("__Host-portero=xyz", "__Host-portero"), None);
-        assert_eq!(find_cookie("garbage;;=;", "x"), None);
+        assert_eq!(
+            without_cookie(&[b"__Host-portero=xyz"], "__Host-portero"),
+            None
+        );
+        assert_eq!(find_cookie(&[b"garbage;;=;"], "x"), None);
+    }
+
+    #[test]
+    fn several_cookie_lines_and_foreign_bytes() {
+        // HTTP/1.1 may carry several `Cookie` lines; ours may sit in any.
+        let lines: &[&[u8]] = &[b"a=\xff\x01", b"theme=dark; __Host-portero=v1", b"z=9"];
+        assert_eq!(find_cookie(lines, "__Host-portero"), Some(&b"v1"[..]));
+        // Everything else survives byte for byte, in one header.
+        assert_eq!(
+            without_cookie(lines, "__Host-portero").as_deref(),
+            Some(&b"a=\xff\x01; theme=dark; z=9"[..])
+        );
+        // Every copy of ours goes.
+        let twice: &[&[u8]] = &[b"__Host-portero=a", b"__Host-portero=b; k=1"];
+        assert_eq!(
+            without_cookie(twice, "__Host-portero").as_deref(),
+            Some(&b"k=1"[..])
+        );
     }
 
     #[test]

@@ -67,10 +67,14 @@ pub trait Host {
     /// The downstream address as the proxy sees it (`ip:port`), after its
     /// trusted `X-Forwarded-For` hops.
     fn client_address(&mut self) -> Option<String>;
-    fn request_header(&self, name: &str) -> Option<String>;
-    fn set_request_header(&mut self, name: &str, value: &str);
+    /// Every line of request header `name` (lowercase), as the bytes that
+    /// arrived: a value need not be UTF-8, and a name may repeat.
+    fn request_header_lines(&self, name: &str) -> Vec<&[u8]>;
+    /// Replaces every line of `name` with one holding `value`.
+    fn set_request_header(&mut self, name: &str, value: &[u8]);
     fn remove_request_header(&mut self, name: &str);
-    fn response_header(&self, name: &str) -> Option<String>;
+    /// Every line of response header `name`, as bytes.
+    fn response_header_lines(&self, name: &str) -> Vec<&[u8]>;
     fn add_response_header(&mut self, name: &str, value: &str);
     fn remove_response_header(&mut self, name: &str);
     /// Starts the call; the answer is fed back through [`Flow::on_sidecar_reply`].
@@ -153,6 +157,8 @@ pub struct Flow {
     refreshed_token: Option<String>,
     /// Bound fields that differed under the `log` policy (for the upstream).
     binding_mismatch: Option<String>,
+    /// The filter answered this request itself: the response is its own.
+    answered_locally: bool,
 }
 
 impl Flow {
@@ -168,6 +174,7 @@ impl Flow {
             sidecar_call_started: 0,
             refreshed_token: None,
             binding_mismatch: None,
+            answered_locally: false,
         }
     }
 
@@ -180,18 +187,23 @@ impl Flow {
         self.forward_client_ip(host);
         self.decide_route(host);
         if self.policy == RoutePolicy::Off {
+            self.remove_session_cookie(host);
             return self.pass(host, ClientKind::Anonymous, Outcome::RouteOff);
         }
-        let authorization = host.request_header("authorization");
-        match authorization.as_deref().and_then(bearer_token) {
-            Some(token) => self.verify_jwt(host, token),
-            None => self.exists_cookie(host),
+        match authorization(host) {
+            Authorization::Bearer(token) => self.verify_jwt(host, &token),
+            Authorization::None => self.exists_cookie(host),
+            Authorization::Unreadable(detail) => self.reject(
+                host,
+                ClientKind::Bearer,
+                Rejection::new(Reason::Token(TokenError::Malformed)).detail(detail),
+            ),
         }
     }
 
     /// Which rule governs this request: by Envoy route name, else by path.
     fn decide_route(&mut self, host: &dyn Host) {
-        let path = host.request_header(":path").unwrap_or_default();
+        let path = header_text(host, ":path").unwrap_or_default();
         let route_name = if self.config.uses_route_names {
             host.route_name()
         } else {
@@ -212,7 +224,7 @@ impl Flow {
     /// The client IP from the proxy's own view, for login to record.
     fn forward_client_ip(&self, host: &mut dyn Host) {
         if let Some(ip) = host.client_address().as_deref().and_then(ip_of_address) {
-            host.set_request_header(&self.config.identity_headers.client_ip, &ip);
+            host.set_request_header(&self.config.identity_headers.client_ip, ip.as_bytes());
         }
     }
 
@@ -220,10 +232,19 @@ impl Flow {
 
     /// "Does the cookie exist?"
     fn exists_cookie(&mut self, host: &mut dyn Host) -> Verdict {
-        let cookies = host.request_header("cookie").unwrap_or_default();
-        match find_cookie(&cookies, self.config.cookie.name()) {
-            Some(value) => {
-                let value = value.to_string();
+        let found = find_cookie(
+            &host.request_header_lines("cookie"),
+            self.config.cookie.name(),
+        )
+        .map(|value| std::str::from_utf8(value).map(str::to_string));
+        match found {
+            // A session cookie that is not even text cannot be ours.
+            Some(Err(_)) => self.reject(
+                host,
+                ClientKind::Cookie,
+                Rejection::new(Reason::CookieInvalid).detail("not text"),
+            ),
+            Some(Ok(value)) => {
                 if let Err(detail) = self.check_same_origin(host) {
                     host.increment(Counter::CsrfRejected);
                     return self.reject(
@@ -254,19 +275,19 @@ impl Flow {
     /// same-origin`, or else an `Origin` that is the request's own or listed.
     fn check_same_origin(&self, host: &dyn Host) -> Result<(), String> {
         let csrf = &self.config.csrf;
-        let method = host.request_header(":method").unwrap_or_default();
+        let method = header_text(host, ":method").unwrap_or_default();
         if !csrf.enabled || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE") {
             return Ok(());
         }
-        if host.request_header("sec-fetch-site").as_deref() == Some("same-origin") {
+        if header_text(host, "sec-fetch-site").as_deref() == Some("same-origin") {
             return Ok(());
         }
-        let Some(origin) = host.request_header("origin") else {
+        let Some(origin) = header_text(host, "origin") else {
             return Err("no same-origin Sec-Fetch-Site and no Origin".into());
         };
         let own = match (
-            host.request_header(":scheme"),
-            host.request_header(":authority"),
+            header_text(host, ":scheme"),
+            header_text(host, ":authority"),
         ) {
             (Some(scheme), Some(authority)) => Some(format!("{scheme}://{authority}")),
             _ => None,
@@ -406,7 +427,11 @@ impl Flow {
         let view = cache
             .session(key, host.now_micros())
             .filter(|view| match credential {
-                Credential::Bearer(claims) => claims.jti == view.access_jti,
+                // A token not yet presented goes to the store once: its
+                // first use is what ends its predecessor's exchangeability.
+                Credential::Bearer(claims) => {
+                    claims.jti == view.access_jti && view.access_token_presented
+                }
                 Credential::Cookie => true,
             });
         host.increment(Counter::Cache {
@@ -463,7 +488,6 @@ impl Flow {
                         self.sidecar_call_started,
                     );
                 }
-                self.session = Some(SessionHash::Handle(session_hash(&answer.session.handle)));
                 self.exists_session(host, credential, answer.session)
             }
             SessionAnswer::Refused(reason) => {
@@ -471,7 +495,13 @@ impl Flow {
                 if reason == Reason::TokenReplayed {
                     host.increment(Counter::ReuseDetected);
                 }
-                self.reject(host, credential.kind(), Rejection::new(reason))
+                let mut rejection = Rejection::new(reason);
+                if reason == Reason::UserBanned {
+                    // A ban keeps the sessions (lifting it restores them):
+                    // the browser keeps its cookie too.
+                    rejection = rejection.keep_cookie();
+                }
+                self.reject(host, credential.kind(), rejection)
             }
             SessionAnswer::Trouble(error, detail) => {
                 host.increment(Counter::Sidecar(error));
@@ -495,6 +525,9 @@ impl Flow {
         credential: Credential,
         session: SessionView,
     ) -> Verdict {
+        // From here on the session is known by its handle (also when the
+        // view came from this worker's cache).
+        self.session = Some(SessionHash::Handle(session_hash(&session.handle)));
         if session.expires_at <= host.now() {
             return self.reject(
                 host,
@@ -515,7 +548,7 @@ impl Flow {
         session: SessionView,
     ) -> Verdict {
         let client_ip = host.client_address().as_deref().and_then(ip_of_address);
-        let user_agent = host.request_header("user-agent");
+        let user_agent = header_text(host, "user-agent");
         let mismatches = self.config.binding.mismatches(
             &session.client_ip,
             &session.user_agent,
@@ -593,12 +626,7 @@ impl Flow {
         let rejection = match reply.status {
             Some(200) => rejection,
             status => {
-                let error = if status.is_none() {
-                    SidecarError::NoAnswer
-                } else {
-                    SidecarError::ErrorStatus
-                };
-                host.increment(Counter::Sidecar(error));
+                host.increment(Counter::Sidecar(failed_call(reply)));
                 rejection.detail(&format!("session not ended: {status:?}"))
             }
         };
@@ -614,8 +642,17 @@ impl Flow {
         credential: Credential,
         session: SessionView,
     ) -> Verdict {
-        let now = host.now();
-        let session_token_ok = !session.access_token.is_empty() && session.access_expires_at > now;
+        // "Valid when the store answered": the store rotates a token that has
+        // expired by its clock, so its answer is checked against the moment
+        // the look-up started, not the moment the answer arrived (a token
+        // with a second left would otherwise fail across a second boundary
+        // and refuse a valid client). A cached view was checked against now.
+        let checked_at = match self.sidecar_call_started {
+            0 => host.now(),
+            started_us => started_us / 1_000_000,
+        };
+        let session_token_ok =
+            !session.access_token.is_empty() && session.access_expires_at > checked_at;
         let bearer_fits = match &credential {
             Credential::Bearer(claims) => {
                 claims.sid == session.handle && claims.sub == session.user_id
@@ -652,8 +689,8 @@ impl Flow {
             .as_ref()
             .is_none_or(|required| required.is_met_by(&session.roles));
         if !allowed {
-            // The session is fine; this route is not for this user.
-            self.refreshed_token = None;
+            // The session is fine; this route is not for this user. A token
+            // rotated by this look-up still goes back with the 403.
             return self.reject(host, kind, Rejection::new(Reason::MissingRole));
         }
         self.make_the_request(host, kind, session)
@@ -685,21 +722,21 @@ impl Flow {
             );
         }
         for (name, value) in values {
-            host.set_request_header(name, value);
+            host.set_request_header(name, value.as_bytes());
         }
         if let Some(fields) = &self.binding_mismatch {
-            host.set_request_header(&headers.binding_mismatch, fields);
+            host.set_request_header(&headers.binding_mismatch, fields.as_bytes());
         }
-        if kind == ClientKind::Cookie {
-            self.remove_session_cookie(host);
-            if headers.forward_access_token {
-                host.set_request_header(
-                    "authorization",
-                    &format!("Bearer {}", session.access_token),
-                );
-            }
-        } else if self.refreshed_token.is_some() {
-            host.set_request_header("authorization", &format!("Bearer {}", session.access_token));
+        // Bearer clients may carry the session cookie too (a browser app
+        // calling its API): it never goes upstream either way.
+        self.remove_session_cookie(host);
+        let forward_token = match kind {
+            ClientKind::Cookie => headers.forward_access_token,
+            _ => self.refreshed_token.is_some(),
+        };
+        if forward_token {
+            let value = format!("Bearer {}", session.access_token);
+            host.set_request_header("authorization", value.as_bytes());
         }
         self.pass(host, kind, Outcome::Allowed)
     }
@@ -723,10 +760,12 @@ impl Flow {
 
     /// The session cookie is the filter's business, not the upstream's.
     fn remove_session_cookie(&self, host: &mut dyn Host) {
-        let Some(cookies) = host.request_header("cookie") else {
+        let name = self.config.cookie.name();
+        let lines = host.request_header_lines("cookie");
+        if find_cookie(&lines, name).is_none() {
             return;
-        };
-        match crate::cookie::without_cookie(&cookies, self.config.cookie.name()) {
+        }
+        match crate::cookie::without_cookie(&lines, name) {
             Some(rest) => host.set_request_header("cookie", &rest),
             None => host.remove_request_header("cookie"),
         }
@@ -736,18 +775,27 @@ impl Flow {
     fn reject(&mut self, host: &mut dyn Host, kind: ClientKind, rejection: Rejection) -> Verdict {
         self.state = State::Done;
         let rejection = rejection.session(self.session.take());
-        rejection.log(kind);
+        rejection.log(kind, host.now());
         host.increment(Counter::Request {
             flow: kind,
             outcome: Outcome::Rejected(rejection.reason.code()),
         });
         let redirect = if is_html_navigation(host) {
-            let path = host.request_header(":path").unwrap_or_default();
+            let path = header_text(host, ":path").unwrap_or_default();
             rejection.login_redirect(&self.config, kind, &path)
         } else {
             None
         };
-        let response = redirect.unwrap_or_else(|| rejection.response(&self.config, kind));
+        let mut response = redirect.unwrap_or_else(|| rejection.response(&self.config, kind));
+        // The look-up rotated the client's token: whatever the answer, the
+        // client must learn its new token, or its next request would present
+        // one it can no longer exchange.
+        if let Some(token) = self.refreshed_token.take() {
+            response
+                .headers
+                .push((self.config.access_token_header.clone(), token));
+        }
+        self.answered_locally = true;
         host.send_local_response(response);
         Verdict::Pause
     }
@@ -757,6 +805,11 @@ impl Flow {
     /// The upstream's response headers: turn the internal "start session"
     /// and "end session" headers into `Set-Cookie`, and never let them out.
     pub fn on_response_headers(&mut self, host: &mut dyn Host) {
+        if self.answered_locally {
+            // Envoy runs a local reply through the encoders too; this one is
+            // the filter's own, already complete.
+            return;
+        }
         let config = &self.config;
         let name = config.cookie.name();
         // Only the filter speaks this header to clients.
@@ -764,9 +817,13 @@ impl Flow {
         if let Some(token) = self.refreshed_token.take() {
             host.add_response_header(&config.access_token_header, &token);
         }
-        if let Some(session_id) = host.response_header(&config.session_start_header) {
+        let session_start = response_text(host, &config.session_start_header);
+        if let Some(session_start) = session_start {
             host.remove_response_header(&config.session_start_header);
-            match config.cookie.seal(session_id.trim()) {
+            let sealed = session_start
+                .ok_or(crate::cookie::CookieError::NotASessionId)
+                .and_then(|session_id| config.cookie.seal(session_id.trim()));
+            match sealed {
                 Ok(value) => host.add_response_header(
                     "set-cookie",
                     &config.cookie_attributes.set_cookie(name, &value),
@@ -782,7 +839,10 @@ impl Flow {
                 }
             }
         }
-        if host.response_header(&config.session_end_header).is_some() {
+        if !host
+            .response_header_lines(&config.session_end_header)
+            .is_empty()
+        {
             host.remove_response_header(&config.session_end_header);
             // Logged out through this worker: don't wait for the feed.
             self.evict_session();
@@ -824,6 +884,9 @@ enum SessionAnswer {
 fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
     match reply.status {
         None => SessionAnswer::Trouble(SidecarError::NoAnswer, "no answer".into()),
+        Some(status) if failed_call(reply) == SidecarError::NoAnswer => {
+            SessionAnswer::Trouble(SidecarError::NoAnswer, format!("proxy's own {status}"))
+        }
         Some(200) => match serde_json::from_slice::<LookupResponse>(&reply.body) {
             Ok(answer) => SessionAnswer::Found(Box::new(answer)),
             Err(e) => SessionAnswer::Trouble(SidecarError::BadReply, e.to_string()),
@@ -844,9 +907,70 @@ fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
 /// A browser loading a page (not an API call): a GET or HEAD that accepts
 /// HTML. Only these are redirected to the login page.
 fn is_html_navigation(host: &dyn Host) -> bool {
-    let method = host.request_header(":method").unwrap_or_default();
-    let accept = host.request_header("accept").unwrap_or_default();
+    let method = header_text(host, ":method").unwrap_or_default();
+    let accept = header_text(host, "accept").unwrap_or_default();
     matches!(method.as_str(), "GET" | "HEAD") && accept.contains("text/html")
+}
+
+/// A request header the flow only reads (never a credential, never written
+/// back): its lines joined with `, `, bytes that are not UTF-8 replaced.
+/// Matching on it (a path prefix, a method, an origin) can only fail on them.
+fn header_text(host: &dyn Host, name: &str) -> Option<String> {
+    let lines = host.request_header_lines(name);
+    let (first, rest) = lines.split_first()?;
+    let mut text = String::from_utf8_lossy(first).into_owned();
+    for line in rest {
+        text.push_str(", ");
+        text.push_str(&String::from_utf8_lossy(line));
+    }
+    Some(text)
+}
+
+/// A single-valued response header: `None` when absent, `Some(None)` when
+/// it is not one line of UTF-8.
+fn response_text(host: &dyn Host, name: &str) -> Option<Option<String>> {
+    match host.response_header_lines(name).as_slice() {
+        [] => None,
+        [one] => Some(std::str::from_utf8(one).ok().map(str::to_string)),
+        _ => Some(None),
+    }
+}
+
+/// What the `Authorization` header says.
+enum Authorization {
+    None,
+    Bearer(String),
+    /// A credential the filter must refuse: not text, or several lines.
+    Unreadable(&'static str),
+}
+
+/// Reads `Authorization`. Another scheme (Basic …) is no bearer credential:
+/// the cookie flow decides.
+fn authorization(host: &dyn Host) -> Authorization {
+    match host.request_header_lines("authorization").as_slice() {
+        [] => Authorization::None,
+        [one] => match std::str::from_utf8(one) {
+            Ok(text) => bearer_token(text).map_or(Authorization::None, |t| {
+                Authorization::Bearer(t.to_string())
+            }),
+            Err(_) => Authorization::Unreadable("authorization is not text"),
+        },
+        _ => Authorization::Unreadable("several authorization headers"),
+    }
+}
+
+/// What kind of failure a call that did not answer `200` is. The sidecar
+/// answers every error with an [`ErrorBody`]; a 502/503/504 without one is
+/// the proxy's own local reply (connection refused or reset, timeout, no
+/// healthy host): the sidecar gave no answer at all.
+fn failed_call(reply: &SidecarReply) -> SidecarError {
+    match reply.status {
+        None => SidecarError::NoAnswer,
+        Some(502..=504) if serde_json::from_slice::<ErrorBody>(&reply.body).is_err() => {
+            SidecarError::NoAnswer
+        }
+        Some(_) => SidecarError::ErrorStatus,
+    }
 }
 
 /// A header value Envoy will accept and that cannot split a header.

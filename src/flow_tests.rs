@@ -19,7 +19,11 @@ const SID: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
 struct FakeHost {
     now: u64,
     request: BTreeMap<String, String>,
+    /// Request header lines beyond `request` (repeated names, non-UTF-8).
+    raw_request: Vec<(String, Vec<u8>)>,
     response: Vec<(String, String)>,
+    /// Response header lines beyond `response` (non-UTF-8).
+    raw_response: Vec<(String, Vec<u8>)>,
     calls: Vec<SidecarCall>,
     sent: Option<LocalResponse>,
     dispatch_fails: bool,
@@ -45,6 +49,17 @@ impl FakeHost {
     fn with(mut self, name: &str, value: &str) -> Self {
         self.request.insert(name.into(), value.into());
         self
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+
+    fn request_header(&self, name: &str) -> Option<String> {
+        self.request.get(name).cloned()
     }
 
     fn sent_status(&self) -> Option<u32> {
@@ -98,26 +113,50 @@ impl Host for FakeHost {
     fn record_sidecar_latency_us(&mut self, micros: u64) {
         self.latencies.push(micros);
     }
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.request.get(name).cloned()
+    fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
+        let text = self.request.get(name).map(String::as_bytes);
+        let raw = self
+            .raw_request
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice());
+        text.into_iter().chain(raw).collect()
     }
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.request.insert(name.into(), value.into());
+    fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        self.raw_request.retain(|(k, _)| k != name);
+        match std::str::from_utf8(value) {
+            Ok(text) => {
+                self.request.insert(name.into(), text.into());
+            }
+            Err(_) => {
+                self.request.remove(name);
+                self.raw_request.push((name.into(), value.to_vec()));
+            }
+        }
     }
     fn remove_request_header(&mut self, name: &str) {
         self.request.remove(name);
+        self.raw_request.retain(|(k, _)| k != name);
     }
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response
+    fn response_header_lines(&self, name: &str) -> Vec<&[u8]> {
+        let text = self
+            .response
             .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_bytes());
+        let raw = self
+            .raw_response
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice());
+        text.chain(raw).collect()
     }
     fn add_response_header(&mut self, name: &str, value: &str) {
         self.response.push((name.into(), value.into()));
     }
     fn remove_response_header(&mut self, name: &str) {
         self.response.retain(|(k, _)| k != name);
+        self.raw_response.retain(|(k, _)| k != name);
     }
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String> {
         if self.dispatch_fails {
@@ -160,6 +199,7 @@ fn session() -> SessionView {
         access_jti: c.jti.clone(),
         access_expires_at: NOW + 300,
         rotations: 0,
+        access_token_presented: true,
     }
 }
 
@@ -820,7 +860,9 @@ fn binding_mismatch_under_reject_ends_the_session_then_refuses() {
     for (end_reply, error) in [
         (Some(200), None),
         (None, Some(SidecarError::NoAnswer)),
-        (Some(503), Some(SidecarError::ErrorStatus)),
+        // Not an ErrorBody: the proxy's own local 503, no answer at all.
+        (Some(503), Some(SidecarError::NoAnswer)),
+        (Some(500), Some(SidecarError::ErrorStatus)),
     ] {
         let mut host = cookie_host(&config).with("user-agent", "stolen-cookie-bot");
         let mut flow = new_flow(config.clone());
@@ -1257,4 +1299,128 @@ fn a_refused_session_is_evicted_and_a_stale_feed_serves_nothing() {
         Flow::new(config, cache).on_request_headers(&mut host),
         Verdict::Pause
     );
+}
+
+#[test]
+fn a_call_failure_is_classified_by_who_answered() {
+    let reply = |status, body: &[u8]| SidecarReply {
+        status,
+        body: body.to_vec(),
+    };
+    let sidecar_error = br#"{"error":"store_unavailable","message":"redis"}"#;
+    // The proxy's own local replies: connection refused, reset, timeout.
+    assert_eq!(failed_call(&reply(None, b"")), SidecarError::NoAnswer);
+    for status in [502, 503, 504] {
+        let envoy = b"upstream connect error or disconnect/reset before headers";
+        assert_eq!(
+            failed_call(&reply(Some(status), envoy)),
+            SidecarError::NoAnswer
+        );
+        assert_eq!(
+            failed_call(&reply(Some(status), sidecar_error)),
+            SidecarError::ErrorStatus
+        );
+    }
+    assert_eq!(
+        failed_call(&reply(Some(500), b"")),
+        SidecarError::ErrorStatus
+    );
+    assert_eq!(
+        failed_call(&reply(Some(401), sidecar_error)),
+        SidecarError::ErrorStatus
+    );
+}
+
+#[test]
+fn non_utf8_bytes_in_headers_never_panic_and_credentials_fail_closed() {
+    // A junk byte in an unrelated header: the session is served and the
+    // junk left alone.
+    let mut host = cookie_host(&config());
+    host.raw_request.push(("x-junk".into(), vec![0xff, 0xfe]));
+    let mut flow = new_flow(config());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, ok_reply(&session())),
+        Verdict::Continue
+    );
+    assert_eq!(host.request_header_lines("x-junk"), vec![&[0xff, 0xfe][..]]);
+    // A non-UTF-8 Authorization: a 401 bearer refusal, no call made.
+    let mut host = FakeHost::new();
+    host.raw_request
+        .push(("authorization".into(), b"Bearer \xff".to_vec()));
+    let mut flow = new_flow(config());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "token_malformed");
+    assert!(host.calls.is_empty());
+    // A session cookie that is not text: 401 cookie_invalid.
+    let mut host = FakeHost::new();
+    host.raw_request
+        .push(("cookie".into(), b"__Host-portero=ab\xffcd".to_vec()));
+    let mut flow = new_flow(config());
+    flow.on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "cookie_invalid");
+}
+
+#[test]
+fn every_header_byte_pattern_is_answered_without_a_panic() {
+    // A property test over arbitrary header bytes (fixed seed, thousands of
+    // cases): any names and values, repeated lines, on every route kind.
+    let config = config();
+    let mut state: u64 = 0x0b5e_55ed_0009;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let names: [&str; 9] = [
+        "cookie",
+        "authorization",
+        ":path",
+        ":method",
+        "origin",
+        "user-agent",
+        "accept",
+        "sec-fetch-site",
+        "x-other",
+    ];
+    for case in 0..5000 {
+        let mut host = FakeHost::new();
+        for _ in 0..(next() % 6) {
+            let name = names[(next() % names.len() as u64) as usize];
+            let len = (next() % 40) as usize;
+            let mut value: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+            if next() % 3 == 0 {
+                value.splice(0..0, b"__Host-portero=".iter().copied());
+            }
+            if next() % 4 == 0 {
+                value.splice(0..0, b"Bearer ".iter().copied());
+            }
+            host.raw_request.push((name.into(), value));
+        }
+        let mut flow = new_flow(config.clone());
+        let verdict = flow.on_request_headers(&mut host);
+        // Either answered (a local response), forwarded, or waiting on the
+        // sidecar — then any sidecar reply bytes are handled too.
+        if verdict == Verdict::Pause && host.sent.is_none() {
+            let len = (next() % 64) as usize;
+            let body: Vec<u8> = (0..len).map(|_| (next() & 0xff) as u8).collect();
+            let status = [None, Some(200), Some(404), Some(503)][(next() % 4) as usize];
+            flow.on_sidecar_reply(&mut host, SidecarReply { status, body });
+        }
+        if let Some(sent) = &host.sent {
+            assert!(
+                matches!(sent.status, 302 | 401 | 403 | 503),
+                "case {case}: status {}",
+                sent.status
+            );
+        }
+        host.raw_response.push((
+            "x-portero-start-session".into(),
+            vec![(next() & 0xff) as u8; 3],
+        ));
+        flow.on_response_headers(&mut host);
+    }
 }

@@ -75,6 +75,66 @@ impl Reason {
     }
 }
 
+/// Per reason, the second of the last store-trouble line logged and how many
+/// were held back since. Per worker (a wasm VM runs on one thread).
+#[derive(Default)]
+struct TroubleLog {
+    reasons: Vec<(&'static str, u64, u64)>,
+}
+
+impl TroubleLog {
+    /// `Some(held)` when a line for `reason` may be logged at second `now`
+    /// (`held`: lines held back before it, to summarise first); `None` when
+    /// this one is held back.
+    fn admit(&mut self, reason: &'static str, now: u64) -> Option<u64> {
+        match self.reasons.iter_mut().find(|(r, _, _)| *r == reason) {
+            Some((_, logged_at, held)) if *logged_at == now => {
+                *held += 1;
+                None
+            }
+            Some((_, logged_at, held)) => {
+                *logged_at = now;
+                Some(std::mem::take(held))
+            }
+            None => {
+                self.reasons.push((reason, now, 0));
+                Some(0)
+            }
+        }
+    }
+
+    /// What was held back before second `now`, per reason.
+    fn drain(&mut self, now: u64) -> Vec<(&'static str, u64)> {
+        self.reasons
+            .iter_mut()
+            .filter(|(_, logged_at, held)| *held > 0 && *logged_at < now)
+            .map(|(reason, _, held)| (*reason, std::mem::take(held)))
+            .collect()
+    }
+}
+
+fn log_summary(reason: &str, count: u64) {
+    log::error!(
+        "{}",
+        serde_json::json!({"event": "rejected_summary", "reason": reason, "count": count,
+            "note": "rejections of this reason held back (one line per second is logged)"})
+    );
+}
+
+thread_local! {
+    static TROUBLE_LOG: std::cell::RefCell<TroubleLog> = std::cell::RefCell::new(TroubleLog::default());
+}
+
+/// Logs one summary line per reason for the store-trouble rejections held
+/// back before second `now` (the tick calls it, so a summary is not left
+/// waiting for the next rejection).
+pub fn flush_trouble_log(now: u64) {
+    let held = TROUBLE_LOG.with(|t| t.borrow_mut().drain(now));
+    for (reason, count) in held {
+        log_summary(reason, count);
+    }
+}
+
 /// A refusal: the reason and, for the log only, a detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -130,8 +190,19 @@ impl Rejection {
         self
     }
 
-    /// One structured line per rejection; no secret, no token.
-    pub fn log(&self, kind: ClientKind) {
+    /// One structured line per rejection; no secret, no token. Store
+    /// trouble comes in floods (every request of an outage): the first of
+    /// each second is logged, the rest are counted into a summary line
+    /// (see [`flush_trouble_log`]).
+    pub fn log(&self, kind: ClientKind, now: u64) {
+        if self.reason.is_store_trouble() {
+            let reason = self.reason.code();
+            match TROUBLE_LOG.with(|t| t.borrow_mut().admit(reason, now)) {
+                None => return,
+                Some(0) => {}
+                Some(held) => log_summary(reason, held),
+            }
+        }
         let mut line = serde_json::json!({
             "event": "rejected",
             "reason": self.reason.code(),
@@ -300,5 +371,27 @@ mod tests {
         assert_eq!(a, session_hash("session-a"));
         assert_ne!(a, session_hash("session-b"));
         assert!(!a.contains("session"));
+    }
+}
+
+#[cfg(test)]
+mod trouble_log_tests {
+    #[test]
+    fn store_trouble_logs_one_line_per_second_and_a_summary() {
+        let mut log = super::TroubleLog::default();
+        assert_eq!(log.admit("sidecar_unavailable", 100), Some(0));
+        assert_eq!(log.admit("sidecar_unavailable", 100), None);
+        assert_eq!(log.admit("sidecar_unavailable", 100), None);
+        // Another reason has its own budget.
+        assert_eq!(log.admit("sidecar_bad_reply", 100), Some(0));
+        // Nothing to summarise within the same second …
+        assert!(log.drain(100).is_empty());
+        // … then the two held back, once.
+        assert_eq!(log.drain(101), vec![("sidecar_unavailable", 2)]);
+        assert!(log.drain(102).is_empty());
+        assert_eq!(log.admit("sidecar_unavailable", 103), Some(0));
+        assert_eq!(log.admit("sidecar_unavailable", 103), None);
+        // A line in a later second first reports what was held back.
+        assert_eq!(log.admit("sidecar_unavailable", 104), Some(1));
     }
 }

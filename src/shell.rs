@@ -1,5 +1,10 @@
 //! The proxy-wasm shell: moves bytes between Envoy and [`crate::flow`].
 //! No decisions here.
+//!
+//! Header maps are read and written as bytes through [`headers`], never
+//! through the SDK's `get_map`/`get_map_value` (they decode values as UTF-8
+//! and unwrap: one byte like `0xff` in any header was a panic, and a panic
+//! poisons the VM for every later request on the worker).
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -17,12 +22,22 @@ use crate::metrics::{Counter, SIDECAR_LATENCY_US};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
+    // Replaces the SDK's hook, which logs the panic message — and messages
+    // can carry request bytes (a session cookie once reached Envoy's log).
+    std::panic::set_hook(Box::new(|_| {
+        let _ = hostcalls::log(
+            LogLevel::Critical,
+            "portero: internal error (panic); details withheld, the VM fails closed",
+        );
+    }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
         Box::new(Root {
             config: None,
             cache: None,
             metrics: Rc::new(Metrics::default()),
             last_feed_poll_us: 0,
+            serves_requests: std::cell::Cell::new(false),
+            feed_failing: false,
         })
     });
 }}
@@ -34,6 +49,12 @@ struct Root {
     metrics: Rc<Metrics>,
     /// When the feed was last polled on a tick (microseconds).
     last_feed_poll_us: u64,
+    /// This root context has made an HTTP context: it runs on a worker.
+    /// The main thread's root context never serves a request and has no
+    /// cache worth keeping fresh, so it never polls the feed.
+    serves_requests: std::cell::Cell<bool>,
+    /// The last feed poll failed (warnings are logged on a change only).
+    feed_failing: bool,
 }
 
 /// Metric ids of this VM, defined on first use (a counter per label
@@ -92,16 +113,20 @@ impl Root {
         }
     }
 
-    fn count_feed(&self, outcome: FeedOutcome) {
+    fn count_feed(&mut self, outcome: FeedOutcome) {
         let result = match outcome {
             FeedOutcome::Applied { .. } => "applied",
             FeedOutcome::Reset => "reset",
             FeedOutcome::Failed => "failed",
         };
         self.metrics.increment(Counter::FeedPoll(result));
-        if outcome == FeedOutcome::Failed {
+        let failing = outcome == FeedOutcome::Failed;
+        if failing && !self.feed_failing {
             log::warn!("portero: revocation feed not read; cached sessions expire after the staleness bound");
+        } else if !failing && self.feed_failing {
+            log::info!("portero: revocation feed read again");
         }
+        self.feed_failing = failing;
     }
 }
 
@@ -149,6 +174,10 @@ impl RootContext for Root {
     fn on_tick(&mut self) {
         self.metrics.flush();
         let now = Envoy::micros();
+        crate::reject::flush_trouble_log(now / 1_000_000);
+        if !self.serves_requests.get() {
+            return;
+        }
         let interval_us = self
             .config
             .as_ref()
@@ -162,15 +191,19 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let config = self.config.clone()?;
-        let cache = self.cache.clone()?;
+        self.serves_requests.set(true);
+        // Returning `None` here is a panic inside the SDK: a VM without a
+        // usable configuration answers every request 503 instead.
+        let (Some(config), Some(cache)) = (self.config.clone(), self.cache.clone()) else {
+            return Some(Box::new(Unconfigured));
+        };
         Some(Box::new(Request {
             flow: Flow::new(config, cache),
             envoy: Envoy {
                 metrics: self.metrics.clone(),
                 request_headers: Vec::new(),
                 response_headers: Vec::new(),
-                request_headers_changed: false,
+                request_header_changes: Vec::new(),
                 responded: false,
                 now_us: 0,
                 client_address: None,
@@ -195,6 +228,25 @@ fn action(verdict: Verdict) -> Action {
     }
 }
 
+/// The HTTP context of a VM whose configuration could not be used.
+struct Unconfigured;
+
+impl Context for Unconfigured {}
+
+impl HttpContext for Unconfigured {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        let _ = hostcalls::send_http_response(
+            503,
+            vec![
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ],
+            Some(br#"{"error":"unavailable","reason":"filter_not_configured"}"#),
+        );
+        Action::Pause
+    }
+}
+
 impl Context for Request {
     fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
         let reply = read_call_reply(body_size);
@@ -209,8 +261,7 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        self.envoy.request_headers =
-            hostcalls::get_map(MapType::HttpRequestHeaders).unwrap_or_default();
+        self.envoy.request_headers = headers::read(MapType::HttpRequestHeaders);
         self.envoy.now_us = Envoy::micros();
         let verdict = self.flow.on_request_headers(&mut self.envoy);
         self.envoy.flush_request_headers();
@@ -218,8 +269,7 @@ impl HttpContext for Request {
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        self.envoy.response_headers =
-            hostcalls::get_map(MapType::HttpResponseHeaders).unwrap_or_default();
+        self.envoy.response_headers = headers::read(MapType::HttpResponseHeaders);
         self.flow.on_response_headers(&mut self.envoy);
         Action::Continue
     }
@@ -227,10 +277,10 @@ impl HttpContext for Request {
 
 /// The answer to a `dispatch_http_call`, as the flow reads it.
 fn read_call_reply(body_size: usize) -> SidecarReply {
-    let status = hostcalls::get_map_value(MapType::HttpCallResponseHeaders, ":status")
-        .ok()
-        .flatten()
-        .and_then(|s| s.parse::<u16>().ok());
+    let status = headers::read(MapType::HttpCallResponseHeaders)
+        .into_iter()
+        .find(|(name, _)| name == b":status")
+        .and_then(|(_, value)| std::str::from_utf8(&value).ok()?.parse::<u16>().ok());
     let body = hostcalls::get_buffer(
         proxy_wasm::types::BufferType::HttpCallResponseBody,
         0,
@@ -259,27 +309,29 @@ fn dispatch(call: &SidecarCall) -> Result<(), String> {
     .map_err(|status| format!("dispatch failed: {status:?}"))
 }
 
-/// A header of a snapshot (names from Envoy are lowercase).
-fn header_in(headers: &[(String, String)], name: &str) -> Option<String> {
+/// Every line of header `name` in a snapshot (names from Envoy are
+/// lowercase).
+fn lines_in<'h>(headers: &'h [(Vec<u8>, Vec<u8>)], name: &str) -> Vec<&'h [u8]> {
     headers
         .iter()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.clone())
+        .filter(|(k, _)| k == name.as_bytes())
+        .map(|(_, v)| v.as_slice())
+        .collect()
 }
 
 /// [`Host`] over proxy-wasm host calls. Host-call failures are treated as
 /// "absent": the flow then takes its failing branch.
 struct Envoy {
     metrics: Rc<Metrics>,
-    /// The headers as they arrived, read in one host call per direction
-    /// (a host call per header read was most of the filter's cost) and
-    /// kept in step with every change the flow makes.
-    request_headers: Vec<(String, String)>,
-    response_headers: Vec<(String, String)>,
-    /// The request headers were changed in the snapshot: write them back
-    /// in one host call at the end of the callback (one call instead of one
-    /// per header: host calls dominate the filter's cost in Envoy).
-    request_headers_changed: bool,
+    /// The headers as they arrived, as bytes, read in one host call per
+    /// direction (a host call per header read was most of the filter's
+    /// cost) and kept in step with every change the flow makes.
+    request_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    response_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// What the flow changed in the request headers (last change per name):
+    /// written back at the end of the callback, only those headers, so the
+    /// others reach the upstream exactly as they came.
+    request_header_changes: Vec<(String, Option<Vec<u8>>)>,
     /// A local response went out: the request is done.
     responded: bool,
     /// The clock, read once per callback rather than once per question.
@@ -290,15 +342,27 @@ struct Envoy {
 
 impl Envoy {
     fn flush_request_headers(&mut self) {
-        if self.request_headers_changed && !self.responded {
-            let pairs: Vec<(&str, &str)> = self
-                .request_headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.as_str()))
-                .collect();
-            let _ = hostcalls::set_map(MapType::HttpRequestHeaders, pairs);
+        let changes = std::mem::take(&mut self.request_header_changes);
+        if self.responded {
+            return;
         }
-        self.request_headers_changed = false;
+        for (name, value) in changes {
+            headers::remove(MapType::HttpRequestHeaders, &name);
+            if let Some(value) = value {
+                headers::add(MapType::HttpRequestHeaders, &name, &value);
+            }
+        }
+    }
+
+    fn change_request_header(&mut self, name: &str, value: Option<&[u8]>) {
+        self.request_headers.retain(|(k, _)| k != name.as_bytes());
+        if let Some(value) = value {
+            self.request_headers
+                .push((name.as_bytes().to_vec(), value.to_vec()));
+        }
+        self.request_header_changes.retain(|(k, _)| k != name);
+        self.request_header_changes
+            .push((name.to_string(), value.map(<[u8]>::to_vec)));
     }
 
     fn micros() -> u64 {
@@ -340,38 +404,42 @@ impl Host for Envoy {
             .clone()
     }
 
-    fn request_header(&self, name: &str) -> Option<String> {
-        header_in(&self.request_headers, name)
+    fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
+        lines_in(&self.request_headers, name)
     }
 
-    fn set_request_header(&mut self, name: &str, value: &str) {
-        self.request_headers.retain(|(k, _)| k != name);
-        self.request_headers
-            .push((name.to_string(), value.to_string()));
-        self.request_headers_changed = true;
+    fn set_request_header(&mut self, name: &str, value: &[u8]) {
+        self.change_request_header(name, Some(value));
     }
 
     fn remove_request_header(&mut self, name: &str) {
-        if self.request_headers.iter().any(|(k, _)| k == name) {
-            self.request_headers.retain(|(k, _)| k != name);
-            self.request_headers_changed = true;
+        if self
+            .request_headers
+            .iter()
+            .any(|(k, _)| k == name.as_bytes())
+        {
+            self.change_request_header(name, None);
         }
     }
 
-    fn response_header(&self, name: &str) -> Option<String> {
-        header_in(&self.response_headers, name)
+    fn response_header_lines(&self, name: &str) -> Vec<&[u8]> {
+        lines_in(&self.response_headers, name)
     }
 
     fn add_response_header(&mut self, name: &str, value: &str) {
-        let _ = hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value);
+        headers::add(MapType::HttpResponseHeaders, name, value.as_bytes());
         self.response_headers
-            .push((name.to_string(), value.to_string()));
+            .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
     }
 
     fn remove_response_header(&mut self, name: &str) {
-        if self.response_headers.iter().any(|(k, _)| k == name) {
-            let _ = hostcalls::set_map_value(MapType::HttpResponseHeaders, name, None);
-            self.response_headers.retain(|(k, _)| k != name);
+        if self
+            .response_headers
+            .iter()
+            .any(|(k, _)| k == name.as_bytes())
+        {
+            headers::remove(MapType::HttpResponseHeaders, name);
+            self.response_headers.retain(|(k, _)| k != name.as_bytes());
         }
     }
 
@@ -387,5 +455,69 @@ impl Host for Envoy {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let _ = hostcalls::send_http_response(response.status, headers, Some(&response.body));
+    }
+}
+
+/// Header maps as bytes, over the proxy-wasm ABI directly. Written by hand
+/// (a few lines) because the SDK's header functions either decode as UTF-8
+/// and unwrap, or panic on any status but `Ok`; here every failure is
+/// "nothing read" / "nothing written", and the flow takes its failing branch.
+mod headers {
+    use proxy_wasm::types::MapType;
+
+    #[link(wasm_import_module = "env")]
+    extern "C" {
+        fn proxy_get_header_map_pairs(
+            map_type: MapType,
+            return_map_data: *mut *mut u8,
+            return_map_size: *mut usize,
+        ) -> u32;
+        fn proxy_remove_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+        ) -> u32;
+        fn proxy_add_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+    }
+
+    /// Every `(name, value)` line of a map, in order.
+    pub fn read(map_type: MapType) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut data: *mut u8 = std::ptr::null_mut();
+        let mut size: usize = 0;
+        // SAFETY: the host writes a buffer it allocated through the module's
+        // `proxy_on_memory_allocate` (the SDK's allocator); we take it over.
+        let status = unsafe { proxy_get_header_map_pairs(map_type, &mut data, &mut size) };
+        if status != 0 || data.is_null() {
+            return Vec::new();
+        }
+        // SAFETY: as above; `size` bytes at `data`, allocated as a Vec<u8>.
+        let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
+        crate::http_map::decode(&bytes).unwrap_or_default()
+    }
+
+    pub fn remove(map_type: MapType, name: &str) {
+        // SAFETY: pointers and lengths of live slices.
+        unsafe {
+            proxy_remove_header_map_value(map_type, name.as_ptr(), name.len());
+        }
+    }
+
+    pub fn add(map_type: MapType, name: &str, value: &[u8]) {
+        // SAFETY: pointers and lengths of live slices.
+        unsafe {
+            proxy_add_header_map_value(
+                map_type,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            );
+        }
     }
 }

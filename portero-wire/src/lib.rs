@@ -100,6 +100,12 @@ pub struct SessionView {
     pub access_expires_at: u64,
     /// How many times the access token has been rotated.
     pub rotations: u64,
+    /// The current access token has been presented by a bearer client
+    /// since it was minted. Until then a bearer request must reach the
+    /// store (its first use ends the predecessor's exchangeability), so an
+    /// edge cache may not answer for it.
+    #[serde(default)]
+    pub access_token_presented: bool,
 }
 
 /// `200` reply to [`LookupRequest`]. Any session that cannot be used is a

@@ -22,8 +22,8 @@ use subtle::ConstantTimeEq;
 use crate::keys::SigningKey;
 use crate::metrics::{Metrics, StoreFailure};
 use crate::store::{
-    is_session_token, random_token, IssuedToken, Lifetimes, Lookup, SessionRecord, Store,
-    StoreError,
+    is_session_token, random_token, IssuedToken, Lifetimes, Lookup, RotationRules, SessionRecord,
+    Store, StoreError,
 };
 
 /// Largest request body accepted.
@@ -36,10 +36,8 @@ pub struct AppState {
     pub audience: String,
     pub access_ttl: u64,
     pub lifetimes: Lifetimes,
-    /// How long a rotated-away token still maps to its successor, seconds.
-    pub refresh_grace: u64,
-    /// End the session when a rotated-away token is presented after the grace.
-    pub revoke_on_replay: bool,
+    /// How a rotated-away access token is treated.
+    pub rotation: RotationRules,
     /// SHA-256 of the credentials, compared in constant time.
     pub filter_token: [u8; 32],
     pub admin_token: [u8; 32],
@@ -66,6 +64,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/metrics", get(render_metrics))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(
             metrics,
             crate::metrics::track,
@@ -165,7 +164,7 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<
     let is_json = headers
         .get("content-type")
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
+        .is_some_and(is_json_media_type);
     if !is_json {
         return Err(ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -175,6 +174,13 @@ fn parse_json<T: DeserializeOwned>(headers: &HeaderMap, body: &Bytes) -> Result<
     }
     serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// `application/json`, in any case, with or without parameters
+/// (RFC 9110 §8.3.1: type and subtype are case-insensitive).
+fn is_json_media_type(value: &str) -> bool {
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("application/json")
 }
 
 fn now() -> u64 {
@@ -362,18 +368,26 @@ async fn lookup_session(
 ) -> Result<Json<LookupResponse>, ApiError> {
     authorize(&state, &headers, Role::Filter)?;
     let req: LookupRequest = parse_json(&headers, &body)?;
+    // A well-formed request naming something that cannot be a session is a
+    // definite "no such session" (the client's credential is bad), not a
+    // malformed call (which the filter would have to treat as trouble).
+    let no_such_session = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            portero_wire::SESSION_NOT_FOUND,
+            "not a session id or handle",
+        )
+    };
     let handle = match (&req.session_id, &req.session_handle) {
         (Some(id), None) => {
             if !is_session_token(id) {
-                return Err(ApiError::bad_request("`session_id` is not a session id"));
+                return Err(no_such_session());
             }
             state.store.handle_of(id)
         }
         (None, Some(handle)) => {
             if !is_session_token(handle) {
-                return Err(ApiError::bad_request(
-                    "`session_handle` is not a session handle",
-                ));
+                return Err(no_such_session());
             }
             handle.clone()
         }
@@ -386,22 +400,23 @@ async fn lookup_session(
     if let Some(jti) = &req.presented_jti {
         check_header_safe("presented_jti", jti, 128)?;
     }
-    let now = now();
     let presented = req.presented_jti.as_deref();
     let found = state
         .store
-        .lookup(&handle, presented, state.revoke_on_replay, now)
+        .lookup(&handle, presented, &state.rotation)
         .await?;
-    let (mut view, needs_rotation, token_version) = match found {
+    let (mut view, needs_rotation, token_version, now) = match found {
         Lookup::Found {
             view,
             needs_rotation,
             token_version,
-        } => (view, needs_rotation, token_version),
+            now,
+        } => (view, needs_rotation, token_version, now),
         Lookup::Refused(code) => {
             if code == portero_wire::TOKEN_REPLAYED {
-                tracing::warn!(session = %handle, revoked = state.revoke_on_replay, "rotated-away token replayed");
-                if state.revoke_on_replay {
+                let revoke = state.rotation.revoke_on_replay;
+                tracing::warn!(session = %handle, revoked = revoke, "rotated-away token replayed");
+                if revoke {
                     revoked(&state, None, Some(&handle)).await?;
                 }
             }
@@ -426,7 +441,7 @@ async fn lookup_session(
         )?;
         match state
             .store
-            .rotate(&mut view, &new, state.refresh_grace, now)
+            .rotate(&mut view, &new, presented, &state.rotation)
             .await?
         {
             Ok(did_rotate) => rotated = did_rotate,
@@ -610,6 +625,53 @@ async fn render_metrics(State(state): State<Arc<AppState>>) -> Response {
     crate::metrics::response(&state.metrics)
 }
 
+/// Errors made by axum itself (a body over the limit, a path that does not
+/// parse) are plain text; every error of this API is an [`ErrorBody`].
+async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(is_json_media_type);
+    if is_json || !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let (code, message) = match status {
+        StatusCode::PAYLOAD_TOO_LARGE => (
+            "payload_too_large",
+            format!("request body over {MAX_BODY_BYTES} bytes"),
+        ),
+        StatusCode::METHOD_NOT_ALLOWED => ("method_not_allowed", "method not allowed".into()),
+        _ if status.is_client_error() => ("bad_request", "malformed request".into()),
+        _ => ("internal_error", "internal error".into()),
+    };
+    let mut json = ApiError::new(status, code, message).into_response();
+    for (name, value) in response.headers() {
+        if name != "content-type" && name != "content-length" {
+            json.headers_mut().insert(name.clone(), value.clone());
+        }
+    }
+    json
+}
+
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "no_such_route", "no such route")
+}
+
+#[cfg(test)]
+mod media_type_tests {
+    #[test]
+    fn json_media_type_is_case_insensitive_and_exact() {
+        for ok in [
+            "application/json",
+            "Application/JSON",
+            "application/json; charset=utf-8",
+        ] {
+            assert!(super::is_json_media_type(ok), "{ok}");
+        }
+        for bad in ["application/jsonx", "text/json", "application/json-seq", ""] {
+            assert!(!super::is_json_media_type(bad), "{bad}");
+        }
+    }
 }

@@ -100,10 +100,16 @@ struct ServeArgs {
     /// Absolute lifetime of a session, seconds.
     #[arg(long, env = "PORTERO_ABSOLUTE_TIMEOUT", default_value_t = 86400)]
     absolute_timeout: u64,
-    /// After a rotation, how long the previous access token still maps to
-    /// the new one (concurrent requests), seconds.
+    /// After the new access token's first use, how long the previous one
+    /// still maps to it (requests already in flight), seconds.
     #[arg(long, env = "PORTERO_REFRESH_GRACE", default_value_t = 10)]
     refresh_grace: u64,
+    /// Until the new access token is first used, how long the previous one
+    /// maps to it at most (a client that never received the answer — a 503,
+    /// a dropped connection — retries with the old one), seconds. Keep it at
+    /// least the filter's `jwt.refresh_window_seconds`.
+    #[arg(long, env = "PORTERO_REFRESH_EXCHANGE_MAX", default_value_t = 3600)]
+    refresh_exchange_max: u64,
     /// End the session when a rotated-away token comes back after the grace
     /// window (RFC 9700 reuse detection).
     #[arg(long, env = "PORTERO_REVOKE_ON_REPLAY", default_value_t = true, action = clap::ArgAction::Set)]
@@ -144,8 +150,11 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
             idle: args.idle_timeout,
             absolute: args.absolute_timeout,
         },
-        refresh_grace: args.refresh_grace,
-        revoke_on_replay: args.revoke_on_replay,
+        rotation: store::RotationRules {
+            grace: args.refresh_grace,
+            exchange_max: args.refresh_exchange_max.max(args.refresh_grace),
+            revoke_on_replay: args.revoke_on_replay,
+        },
         filter_token: api::token_digest(&args.filter_token),
         admin_token: api::token_digest(&args.admin_token),
         metrics: Arc::new(metrics::Metrics::default()),
@@ -194,6 +203,8 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only where a terminal shows them, never in a log file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     let result = match cli.command {

@@ -8,7 +8,8 @@
 //! {prefix}:user:{<utag>}              HASH  user_id | status | roles | permissions | ver
 //! {prefix}:sessions:{<utag>}          ZSET  session handles, scored by absolute expiry
 //! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver
-//!                                           | token | jti | exp | prev_jti | prev_until | rotations
+//!                                           | token | jti | exp | cur_seen | rotations
+//!                                           | prev_jti | prev_until | prev_max
 //! ```
 //!
 //! `utag` = base64url(HMAC-SHA256(key, "user\0" + user_id))[..22]. A session id
@@ -93,23 +94,36 @@ pub enum Lookup {
         needs_rotation: bool,
         /// The session's token version (for the claims of a rotated token).
         token_version: u64,
+        /// Redis's clock at the look-up, Unix seconds.
+        now: u64,
     },
     /// A definite "no", with its code (`portero_wire::SESSION_VERDICTS`).
     Refused(&'static str),
 }
 
-/// Look-up with the user check, in one round trip.
-/// KEYS: session, user, index. ARGV: now, handle, presented jti ("" for
-/// none), revoke on replay ("1"/"0").
+/// Look-up with the user check, in one round trip. Every deadline is read
+/// against Redis's own clock (`TIME`), so a stalled sidecar or a skewed host
+/// cannot run a grace window down.
+///
+/// Rotation survives lost answers: the token rotated away (`prev_jti`) stays
+/// exchangeable for its successor until the successor has been presented
+/// (`cur_seen`), bounded by `prev_max`; after that it is a replay, except
+/// within `grace` seconds of the successor's first use (requests already in
+/// flight with the old token).
+/// KEYS: session, user, index. ARGV: handle, presented jti ("" for none),
+/// revoke on replay ("1"/"0"), grace.
+/// Reply: {verdict} or {'ok', record, idle expiry, roles, permissions, token,
+/// jti, exp, rotations, ver, now, current token presented}.
 const LOOKUP_LUA: &str = r"
-local now = tonumber(ARGV[1])
-local s = redis.call('HMGET', KEYS[1], 'record', 'abs', 'idle', 'ver', 'token', 'jti', 'exp', 'prev_jti', 'prev_until', 'rotations')
+local now = tonumber(redis.call('TIME')[1])
+local s = redis.call('HMGET', KEYS[1], 'record', 'abs', 'idle', 'ver', 'token', 'jti', 'exp',
+  'prev_jti', 'prev_until', 'rotations', 'cur_seen', 'prev_max')
 local function drop()
   redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[1])
 end
 if not s[1] then
-  redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[1])
   return {'session_not_found'}
 end
 local abs = tonumber(s[2])
@@ -126,31 +140,53 @@ end
 if u[1] == 'banned' then
   return {'user_banned'}
 end
-local presented = ARGV[3]
-if presented ~= '' and presented ~= s[6] then
-  local in_grace = presented == s[8] and now <= (tonumber(s[9]) or 0)
-  if not in_grace then
-    if ARGV[4] == '1' then drop() end
-    return {'token_replayed'}
+local presented = ARGV[2]
+local cur_seen = s[11] == '1'
+if presented ~= '' then
+  if presented == s[6] then
+    cur_seen = true
+    if s[11] ~= '1' then
+      -- The successor's first use: from now on its predecessor is a replay,
+      -- once the requests already in flight with it have had `grace`.
+      redis.call('HSET', KEYS[1], 'cur_seen', '1', 'prev_until', now + tonumber(ARGV[4]))
+    end
+  else
+    local exchangeable = presented == s[8] and (
+      now <= (tonumber(s[9]) or 0) or (s[11] ~= '1' and now <= (tonumber(s[12]) or 0)))
+    if not exchangeable then
+      if ARGV[3] == '1' then drop() end
+      return {'token_replayed'}
+    end
   end
 end
 local ttl = math.min(idle, abs - now)
 redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('HSET', KEYS[1], 'seen', ARGV[1])
-return {'ok', s[1], tostring(now + ttl), u[2] or '[]', u[3] or '[]', s[5], s[6], s[7], s[10] or '0', s[4] or '0'}
+redis.call('HSET', KEYS[1], 'seen', now)
+return {'ok', s[1], tostring(now + ttl), u[2] or '[]', u[3] or '[]', s[5], s[6], s[7],
+  s[10] or '0', s[4] or '0', tostring(now), cur_seen and '1' or '0'}
 ";
 
 /// Rotates the access token if it is still the one the caller saw; either
 /// way returns the session's current token. This is what makes concurrent
 /// refreshes single-flight: Redis runs one script at a time, so one caller
 /// rotates and the others find the new token.
-/// KEYS: session. ARGV: expected jti, new token, new jti, new exp, now, grace.
+///
+/// The token rotated away becomes `prev_jti` — unless the current one was
+/// never presented and the caller holds the previous one (its successor's
+/// answer was lost): then the caller's token stays the one exchangeable.
+/// KEYS: session. ARGV: expected jti, new token, new jti, new exp, grace,
+/// exchange maximum, presented jti ("" for none).
+/// Reply: {'session_not_found'} or {'ok', rotated, token, jti, exp, rotations}.
 const ROTATE_LUA: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'jti')
-if not cur then return {'session_not_found'} end
+local now = tonumber(redis.call('TIME')[1])
+local s = redis.call('HMGET', KEYS[1], 'jti', 'cur_seen', 'prev_jti')
+if not s[1] then return {'session_not_found'} end
 local rotated = '0'
-if cur == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'prev_jti', cur, 'prev_until', tonumber(ARGV[5]) + tonumber(ARGV[6]),
+if s[1] == ARGV[1] then
+  local prev = s[1]
+  if s[2] ~= '1' and ARGV[7] ~= '' and ARGV[7] == s[3] then prev = s[3] end
+  redis.call('HSET', KEYS[1], 'prev_jti', prev, 'prev_until', now + tonumber(ARGV[5]),
+    'prev_max', now + tonumber(ARGV[6]), 'cur_seen', '0',
     'token', ARGV[2], 'jti', ARGV[3], 'exp', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'rotations', 1)
   rotated = '1'
@@ -245,6 +281,19 @@ pub struct Store {
     end: Script,
     list: Script,
     timeout: Duration,
+}
+
+/// How a rotated-away access token is treated (seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct RotationRules {
+    /// After its successor's first use, the previous token still maps to
+    /// it for this long (requests already in flight).
+    pub grace: u64,
+    /// Until its successor is first used, the previous token maps to it for
+    /// at most this long (the client may never have received the answer).
+    pub exchange_max: u64,
+    /// End the session when a rotated-away token comes back after that.
+    pub revoke_on_replay: bool,
 }
 
 /// Timing of a session: idle timeout and absolute lifetime, in seconds.
@@ -573,13 +622,13 @@ impl Store {
         Ok(if status == "ok" { Ok(()) } else { Err(status) })
     }
 
-    /// Looks a session up with its user, renewing its idle expiry.
+    /// Looks a session up with its user, renewing its idle expiry. Times
+    /// are Redis's (see [`LOOKUP_LUA`]).
     pub async fn lookup(
         &self,
         handle: &str,
         presented_jti: Option<&str>,
-        revoke_on_replay: bool,
-        now: u64,
+        rotation: &RotationRules,
     ) -> Result<Lookup, StoreError> {
         let tag = Self::tag_of(handle);
         let mut conn = self.connection().await?;
@@ -588,10 +637,10 @@ impl Store {
             .key(self.session_key(handle))
             .key(self.user_key(tag))
             .key(self.index_key(tag))
-            .arg(now)
             .arg(handle)
             .arg(presented_jti.unwrap_or(""))
-            .arg(if revoke_on_replay { "1" } else { "0" })
+            .arg(if rotation.revoke_on_replay { "1" } else { "0" })
+            .arg(rotation.grace)
             .invoke_async(&mut conn)
             .await?;
         let status = string_at(&reply, 0)?;
@@ -603,6 +652,7 @@ impl Store {
         let record: SessionRecord =
             serde_json::from_str(&string_at(&reply, 1)?).map_err(|e| corrupt(&e.to_string()))?;
         let access_expires_at = u64_at(&reply, 7)?;
+        let now = u64_at(&reply, 10)?;
         let view = SessionView {
             handle: handle.to_string(),
             user_id: record.user_id,
@@ -619,11 +669,13 @@ impl Store {
             access_jti: string_at(&reply, 6)?,
             access_expires_at,
             rotations: u64_at(&reply, 8)?,
+            access_token_presented: string_at(&reply, 11)? == "1",
         };
         Ok(Lookup::Found {
             view: Box::new(view),
             needs_rotation: access_expires_at <= now,
             token_version: u64_at(&reply, 9)?,
+            now,
         })
     }
 
@@ -633,8 +685,8 @@ impl Store {
         &self,
         view: &mut SessionView,
         new: &IssuedToken,
-        grace: u64,
-        now: u64,
+        presented_jti: Option<&str>,
+        rotation: &RotationRules,
     ) -> Result<Result<bool, &'static str>, StoreError> {
         let mut conn = self.connection().await?;
         let reply: Vec<Value> = self
@@ -644,8 +696,9 @@ impl Store {
             .arg(&new.token)
             .arg(&new.jti)
             .arg(new.expires_at)
-            .arg(now)
-            .arg(grace)
+            .arg(rotation.grace)
+            .arg(rotation.exchange_max)
+            .arg(presented_jti.unwrap_or(""))
             .invoke_async(&mut conn)
             .await?;
         if string_at(&reply, 0)? != "ok" {
@@ -656,6 +709,9 @@ impl Store {
         view.access_jti = string_at(&reply, 3)?;
         view.access_expires_at = u64_at(&reply, 4)?;
         view.rotations = u64_at(&reply, 5)?;
+        if rotated {
+            view.access_token_presented = false;
+        }
         Ok(Ok(rotated))
     }
 
