@@ -129,6 +129,41 @@ impl Proc {
         }
     }
 
+    /// Sends `signal` to the process (not its group). After SIGSTOP, waits
+    /// until every thread of it is seen stopped (delivery is asynchronous).
+    pub fn signal(&self, signal: i32) {
+        let Some(child) = &self.child else {
+            return;
+        };
+        let pid = child.id();
+        unsafe {
+            libc::kill(pid as i32, signal);
+        }
+        if signal != libc::SIGSTOP {
+            return;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let tasks = fs::read_dir(format!("/proc/{pid}/task"))
+                .map(|dir| dir.flatten().map(|t| t.path()).collect::<Vec<_>>())
+                .unwrap_or_default();
+            let stopped = tasks.iter().all(|task| {
+                fs::read_to_string(task.join("stat"))
+                    .ok()
+                    .and_then(|stat| {
+                        let after = stat.rsplit_once(')')?.1;
+                        after.trim_start().chars().next()
+                    })
+                    .is_some_and(|state| state == 'T' || state == 't')
+            });
+            if stopped && !tasks.is_empty() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        panic!("{} did not stop", self.name);
+    }
+
     /// SIGTERM the process group, SIGKILL after 5 s.
     pub fn stop(&mut self) {
         let Some(mut child) = self.child.take() else {
@@ -190,6 +225,9 @@ pub struct StackOptions {
     pub expect_envoy_failure: bool,
     /// The HTTP connection manager's `xff_num_trusted_hops`.
     pub xff_trusted_hops: u32,
+    /// A second upstream (a test's own server on this port), routed by
+    /// Envoy under `/hostile/` with the filter on.
+    pub extra_upstream_port: Option<u16>,
 }
 
 impl Default for StackOptions {
@@ -211,6 +249,7 @@ impl Default for StackOptions {
             plugin_config_patch: None,
             expect_envoy_failure: false,
             xff_trusted_hops: 0,
+            extra_upstream_port: None,
         }
     }
 }
@@ -395,6 +434,10 @@ impl Stack {
                 serde_json::to_string(&config.to_string()).expect("json"),
             ),
         ]);
+        let rendered = match options.extra_upstream_port {
+            Some(port) => with_extra_upstream(&rendered, port),
+            None => rendered,
+        };
         let envoy_yaml = dir.join("envoy.yaml");
         fs::write(&envoy_yaml, rendered).expect("write envoy.yaml");
         stack.envoy = Some(Proc::spawn(
@@ -420,8 +463,9 @@ impl Stack {
             "redis",
             Command::new("redis-server")
                 .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                // A snapshot taken with SAVE (tests) is reloaded on restart.
+                // Durable as every Redis portero starts or ships: the AOF,
+                // fsynced every second, is replayed on restart.
+                .args(["--appendonly", "yes", "--appendfsync", "everysec"])
                 .arg("--dir")
                 .arg(&self.dir),
             self.dir.join("redis.log"),
@@ -437,6 +481,25 @@ impl Stack {
         if let Some(mut p) = self.redis.take() {
             p.stop();
         }
+    }
+
+    /// SIGKILLs Redis (no shutdown save, no goodbye), as a crash or an OOM
+    /// kill would.
+    pub fn kill_redis(&mut self) {
+        if let Some(mut p) = self.redis.take() {
+            p.signal(libc::SIGKILL);
+            p.stop();
+        }
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT …) to a process of the stack by name.
+    pub fn signal(&self, name: &str, signal: i32) {
+        let p = [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
+            .into_iter()
+            .flatten()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        p.signal(signal);
     }
 
     pub fn start_sidecar(&mut self) {
@@ -746,6 +809,98 @@ impl Drop for Stack {
         if self.temp_dir && !std::thread::panicking() {
             let _ = fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// Adds a `/hostile/` route to a test's own upstream on `port`.
+fn with_extra_upstream(yaml: &str, port: u16) -> String {
+    let route_anchor = "              - name: admin\n";
+    let cluster_anchor = "  # The filter's dispatch_http_call target.\n";
+    assert!(yaml.contains(route_anchor) && yaml.contains(cluster_anchor));
+    let route = "              - match: { prefix: \"/hostile/\" }\n                route: { cluster: extra_upstream }\n";
+    let cluster = format!(
+        "  - name: extra_upstream\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: extra_upstream\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+    );
+    yaml.replacen(route_anchor, &format!("{route}{route_anchor}"), 1)
+        .replacen(cluster_anchor, &format!("{cluster}{cluster_anchor}"), 1)
+}
+
+/// Sends `request` as raw bytes on a new connection to `port` and reads
+/// the answer until the peer closes or `timeout` passes. `None` when the
+/// connection could not be made.
+pub fn raw_exchange(port: u16, request: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(timeout)).ok()?;
+    stream.write_all(request).ok()?;
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    // Stop at the end of the first response: after a codec error Envoy
+    // keeps the socket open for its delayed-close timeout (1 s).
+    while !response_complete(&out) {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(out)
+}
+
+/// Whether `bytes` hold a whole HTTP/1.1 response (by `content-length`, or
+/// the last chunk).
+fn response_complete(bytes: &[u8]) -> bool {
+    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&bytes[..end]).to_ascii_lowercase();
+    let body = &bytes[end + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
+}
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn raw_status(response: &[u8]) -> Option<u16> {
+    let head = response.get(..response.len().min(32))?;
+    let text = String::from_utf8_lossy(head);
+    text.strip_prefix("HTTP/1.1 ")?.get(..3)?.parse().ok()
+}
+
+/// A small deterministic PRNG (xorshift64*) for fuzzing with a fixed seed.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed.max(1))
+    }
+    #[allow(clippy::should_implement_trait)]
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+    pub fn byte(&mut self) -> u8 {
+        (self.next() >> 24) as u8
+    }
+    pub fn bytes(&mut self, len: usize) -> Vec<u8> {
+        (0..len).map(|_| self.byte()).collect()
+    }
+    /// 1 to `max` random bytes.
+    pub fn some_bytes(&mut self, max: usize) -> Vec<u8> {
+        let len = 1 + self.below(max);
+        self.bytes(len)
     }
 }
 

@@ -191,7 +191,10 @@ fn replayed_token_after_the_grace_window_revokes_the_session() {
         within.header("x-portero-access-token"),
         Some(new_token.as_str())
     );
-    outlive_tokens();
+    // The successor's first use: from now on (after the grace) the old
+    // token is a replay. Until then it stays exchangeable (faults.rs).
+    assert_eq!(stack.me_with_token(&new_token).status, 200);
+    sleep_ms(2100);
     let replay = stack.me_with_token(&token);
     assert_eq!(replay.status, 401);
     assert_eq!(replay.json()["reason"], "token_replayed");
@@ -200,7 +203,7 @@ fn replayed_token_after_the_grace_window_revokes_the_session() {
     assert_eq!(stack.metric("portero_refreshes{}"), 1);
     assert_eq!(stack.metric("portero_reuse_detected{}"), 1);
     let after = stack.me_with_token(&new_token);
-    assert_eq!(after.status, 401);
+    assert_eq!(after.status, 401, "{}", after.body);
     assert_eq!(after.json()["reason"], "session_not_found");
 }
 
@@ -218,6 +221,7 @@ fn replayed_token_with_revocation_off_is_refused_but_the_session_lives() {
         .header("x-portero-access-token")
         .unwrap()
         .to_string();
+    assert_eq!(stack.me_with_token(&new_token).status, 200);
     sleep_ms(2100);
     let replay = stack.me_with_token(&token);
     assert_eq!(replay.json()["reason"], "token_replayed");

@@ -187,16 +187,18 @@ fn bad_input_gets_a_clear_error() {
         (
             &lookup,
             &as_filter,
+            // Not a possible session: a definite "no" (404
+            // session_not_found), so the filter answers 401, not 503.
             json!({"session_id": "short"}),
-            400,
-            "session_id",
+            404,
+            "not a session",
         ),
         (
             &lookup,
             &as_filter,
             json!({"session_handle": "has spaces and is long enough....."}),
-            400,
-            "session_handle",
+            404,
+            "not a session",
         ),
         (&lookup, &as_filter, json!({"other": "x"}), 400, "other"),
         (&lookup, &as_filter, json!(42), 400, "invalid JSON"),
@@ -261,6 +263,32 @@ fn bad_input_gets_a_clear_error() {
         &huge,
     );
     assert_eq!(too_big.status, 413);
+    // Every error is the documented JSON body, axum's own ones included.
+    assert_eq!(
+        too_big.json()["error"],
+        "payload_too_large",
+        "{}",
+        too_big.body
+    );
+    // Media types are case-insensitive (RFC 9110 §8.3.1), and exact.
+    for (content_type, status) in [
+        ("Application/JSON", 200),
+        ("application/json; charset=utf-8", 200),
+        ("application/jsonx", 415),
+    ] {
+        let reply = stack.send_raw(
+            "POST",
+            &lookup,
+            &[
+                ("authorization", &auth_filter),
+                ("content-type", content_type),
+            ],
+            br#"{"session_handle":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+        );
+        let status = if status == 200 { 404 } else { status };
+        assert_eq!(reply.status, status, "{content_type}: {}", reply.body);
+        assert!(reply.json()["error"].is_string());
+    }
     let bad_handle = stack.send(
         "DELETE",
         &stack.sidecar_url("/v1/sessions/x"),

@@ -1,0 +1,284 @@
+//! Real faults at the moments that matter: Redis stalled (SIGSTOP) in the
+//! middle of a refresh burst and for longer than the grace window, Redis
+//! SIGKILLed and restarted, the sidecar frozen and killed under load.
+//! Every session valid before is valid after; no valid client ever gets a
+//! 401 or a cleared cookie; a dead sidecar shows as `no_answer`.
+
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use portero_integration::{Reply, Stack, StackOptions, COOKIE_NAME};
+use serde_json::json;
+
+fn sleep_ms(ms: u64) {
+    std::thread::sleep(Duration::from_millis(ms));
+}
+
+/// Access tokens of 2 s, a 60 s refresh window, a 1 s grace, every request
+/// to the store (no session cache): the refresh path on every retry.
+fn short_tokens_to_the_store() -> StackOptions {
+    StackOptions {
+        access_ttl: 2,
+        refresh_grace: 1,
+        plugin_config_patch: Some(|config| {
+            config["jwt"]["leeway_seconds"] = json!(0);
+            config["jwt"]["refresh_window_seconds"] = json!(60);
+            config["cache"] = json!({"sessions": {"ttl_seconds": 0}});
+        }),
+        ..StackOptions::default()
+    }
+}
+
+fn no_session_cache() -> StackOptions {
+    StackOptions {
+        plugin_config_patch: Some(|config| {
+            config["cache"] = json!({"sessions": {"ttl_seconds": 0}});
+        }),
+        ..StackOptions::default()
+    }
+}
+
+/// A store-trouble answer: 503, `Retry-After`, the cookie left alone.
+fn assert_trouble_not_logout(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 503, "{what}: {} {}", reply.status, reply.body);
+    assert!(
+        reply.header("retry-after").is_some(),
+        "{what}: no Retry-After"
+    );
+    assert_eq!(
+        reply.set_cookie(COOKIE_NAME),
+        None,
+        "{what}: cookie touched"
+    );
+}
+
+/// Sends `token` until it is served (503s allowed meanwhile, never a 401);
+/// returns the token the client holds afterwards.
+fn retry_until_served(stack: &Stack, token: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let reply = stack.me_with_token(token);
+        match reply.status {
+            200 => {
+                return reply
+                    .header("x-portero-access-token")
+                    .unwrap_or(token)
+                    .to_string()
+            }
+            503 => assert!(Instant::now() < deadline, "still 503 after 20 s"),
+            status => panic!("a valid client got {status}: {}", reply.body),
+        }
+        sleep_ms(100);
+    }
+}
+
+#[test]
+fn redis_stalled_during_a_refresh_burst_logs_nobody_out() {
+    let stack = Arc::new(Stack::start_with(short_tokens_to_the_store()));
+    let tokens: Vec<String> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                stack.login_app("ada", "lovelace")
+            } else {
+                stack.login_app("alan", "turing")
+            }
+        })
+        .collect();
+    sleep_ms(3100); // every token has expired: each request refreshes
+    let barrier = Arc::new(Barrier::new(tokens.len() + 1));
+    let burst: Vec<_> = tokens
+        .iter()
+        .cloned()
+        .map(|token| {
+            let stack = stack.clone();
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                barrier.wait();
+                // The client's one request of the burst: whatever it gets,
+                // it keeps the token it can see.
+                let reply = stack.me_with_token(&token);
+                match reply.status {
+                    200 => reply
+                        .header("x-portero-access-token")
+                        .unwrap_or(&token)
+                        .to_string(),
+                    503 => token,
+                    status => panic!("burst: a valid client got {status}: {}", reply.body),
+                }
+            })
+        })
+        .collect();
+    barrier.wait();
+    // Freeze Redis in the middle of the burst: some look-ups done, their
+    // rotations queued behind the sidecar's timeout …
+    sleep_ms(15);
+    stack.signal("redis", libc::SIGSTOP);
+    let held: Vec<String> = burst.into_iter().map(|t| t.join().unwrap()).collect();
+    // … for longer than the grace window, then let it run the queue.
+    sleep_ms(1600);
+    stack.signal("redis", libc::SIGCONT);
+    sleep_ms(1600);
+    // Every client retries with what it holds, then uses what it got.
+    for token in &held {
+        let current = retry_until_served(&stack, token);
+        let again = stack.me_with_token(&current);
+        assert_eq!(again.status, 200, "{}", again.body);
+    }
+    // Reuse detection still works once the successor is in use.
+    let first = stack.login_app("alan", "turing");
+    sleep_ms(3100);
+    let second = retry_until_served(&stack, &first);
+    assert_ne!(first, second);
+    assert_eq!(stack.me_with_token(&second).status, 200);
+    // The 1 s grace on whole-second clocks: over 2 s to be sure it is past.
+    sleep_ms(2100);
+    let replay = stack.me_with_token(&first);
+    assert_eq!(replay.status, 401, "{}", replay.body);
+    assert_eq!(replay.json()["reason"], "token_replayed");
+}
+
+#[test]
+fn a_rotation_whose_answer_was_lost_keeps_the_old_token_exchangeable() {
+    // The client sends its expired token, the answer (carrying the new one)
+    // is lost; long after the grace window it retries with the old token.
+    let stack = Stack::start_with(short_tokens_to_the_store());
+    let token = stack.login_app("alan", "turing");
+    sleep_ms(3100);
+    let lost = stack.me_with_token(&token);
+    assert_eq!(lost.status, 200);
+    let new_token = lost.header("x-portero-access-token").unwrap().to_string();
+    sleep_ms(2100); // > grace, and the new one was never used (it expired too)
+    let retry = stack.me_with_token(&token);
+    assert_eq!(retry.status, 200, "{}", retry.body);
+    let newest = retry.header("x-portero-access-token").unwrap().to_string();
+    assert_ne!(newest, new_token);
+    sleep_ms(1100);
+    let once_more = stack.me_with_token(&token);
+    assert_eq!(
+        once_more.status, 200,
+        "still exchangeable: {}",
+        once_more.body
+    );
+    assert_eq!(stack.me_with_token(&newest).status, 200);
+}
+
+#[test]
+fn a_403_after_a_rotation_carries_the_new_token_and_the_session_lives() {
+    let stack = Stack::start_with(short_tokens_to_the_store());
+    // alan lacks the `admin` role the /admin/ route demands.
+    let token = stack.login_app("alan", "turing");
+    sleep_ms(3100);
+    let auth = format!("Bearer {token}");
+    let forbidden = stack.get("/admin/overview", &[("authorization", &auth)]);
+    assert_eq!(forbidden.status, 403, "{}", forbidden.body);
+    let new_token = forbidden
+        .header("x-portero-access-token")
+        .expect("the rotated token goes back with the 403")
+        .to_string();
+    assert_ne!(new_token, token);
+    // A client that missed the header still holds its session …
+    sleep_ms(1600);
+    let missed = stack.me_with_token(&token);
+    assert_eq!(missed.status, 200, "{}", missed.body);
+    // … and the one that read it goes on with the new token.
+    assert_eq!(stack.me_with_token(&new_token).status, 200);
+}
+
+#[test]
+fn redis_sigkilled_and_restarted_keeps_every_session() {
+    let mut stack = Stack::start_with(no_session_cache());
+    let cookies: Vec<String> = (0..60)
+        .map(|_| stack.login_web("ada", "lovelace"))
+        .collect();
+    let tokens: Vec<String> = (0..20).map(|_| stack.login_app("alan", "turing")).collect();
+    // appendfsync everysec: what is a second old is on disk.
+    sleep_ms(1500);
+    stack.kill_redis();
+    let during = stack.me_with_cookie(&cookies[0]);
+    assert_trouble_not_logout(&during, "Redis down");
+    stack.start_redis();
+    for cookie in &cookies {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let reply = stack.me_with_cookie(cookie);
+            if reply.status == 200 {
+                break;
+            }
+            assert_trouble_not_logout(&reply, "Redis restarting");
+            assert!(Instant::now() < deadline);
+            sleep_ms(100);
+        }
+    }
+    for token in &tokens {
+        assert_eq!(stack.me_with_token(token).status, 200);
+    }
+}
+
+#[test]
+fn a_frozen_or_dead_sidecar_is_503_and_counted_as_no_answer() {
+    let mut stack = Stack::start_with(no_session_cache());
+    let cookie = stack.login_web("ada", "lovelace");
+    assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+    // Frozen: Envoy's callout times out (its own local reply).
+    stack.signal("sidecar", libc::SIGSTOP);
+    for _ in 0..3 {
+        assert_trouble_not_logout(&stack.me_with_cookie(&cookie), "sidecar frozen");
+    }
+    stack.signal("sidecar", libc::SIGCONT);
+    assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+    let frozen = stack.metric("portero_sidecar_errors{kind=\"no_answer\"}");
+    assert!(frozen >= 3, "no_answer after a freeze: {frozen}");
+    // Dead: the connection is refused (Envoy's own local 503).
+    stack.stop_sidecar();
+    for _ in 0..3 {
+        assert_trouble_not_logout(&stack.me_with_cookie(&cookie), "sidecar dead");
+    }
+    let dead = stack.metric("portero_sidecar_errors{kind=\"no_answer\"}");
+    assert!(dead >= frozen + 3, "no_answer after a kill: {dead}");
+    assert_eq!(
+        stack.metric("portero_sidecar_errors{kind=\"error_status\"}"),
+        0,
+        "Envoy's local replies are not the sidecar's error statuses"
+    );
+    stack.start_sidecar();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stack.me_with_cookie(&cookie).status != 200 {
+        assert!(Instant::now() < deadline, "the session works again");
+        sleep_ms(100);
+    }
+}
+
+#[test]
+fn an_outage_logs_a_summary_not_a_line_per_request() {
+    // With the session cache on, so the revocation feed is polled (and
+    // fails) all through the outage too.
+    let mut stack = Stack::start();
+    let cookie = stack.login_web("ada", "lovelace");
+    stack.stop_sidecar();
+    let started = Instant::now();
+    let mut sent = 0;
+    while started.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(stack.me_with_cookie(&cookie).status, 503);
+        sent += 1;
+    }
+    sleep_ms(1200); // a tick flushes the summary
+    let log = std::fs::read_to_string(&stack.envoy.as_ref().unwrap().log).unwrap();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("sidecar_unavailable"))
+        .count();
+    assert!(sent > 20, "sent {sent}");
+    assert!(
+        lines <= 8,
+        "{lines} log lines for {sent} refused requests in 2.5 s"
+    );
+    assert!(
+        log.contains("rejected_summary"),
+        "a summary line counts the rest"
+    );
+    let warnings = log.matches("revocation feed not read").count();
+    assert_eq!(
+        warnings, 1,
+        "the feed warning is logged once, on the change"
+    );
+}
