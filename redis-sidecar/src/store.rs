@@ -174,6 +174,10 @@ return {'ok', s[1], tostring(now + ttl), u[2] or '[]', u[3] or '[]', s[5], s[6],
 /// The token rotated away becomes `prev_jti` — unless the current one was
 /// never presented and the caller holds the previous one (its successor's
 /// answer was lost): then the caller's token stays the one exchangeable.
+/// Only a bearer client that presented the token rotated away (or that
+/// predecessor) gets the long exchange window (`prev_max`): a rotation made
+/// for a cookie client leaves the old token only the short grace, as the
+/// cookie client never holds it (the upstream got it).
 /// KEYS: session. ARGV: expected jti, new token, new jti, new exp, grace,
 /// exchange maximum, presented jti ("" for none).
 /// Reply: {'session_not_found'} or {'ok', rotated, token, jti, exp, rotations}.
@@ -184,9 +188,15 @@ if not s[1] then return {'session_not_found'} end
 local rotated = '0'
 if s[1] == ARGV[1] then
   local prev = s[1]
-  if s[2] ~= '1' and ARGV[7] ~= '' and ARGV[7] == s[3] then prev = s[3] end
+  local holder = ARGV[7] ~= '' and ARGV[7] == s[1]
+  if s[2] ~= '1' and ARGV[7] ~= '' and ARGV[7] == s[3] then
+    prev = s[3]
+    holder = true
+  end
+  local prev_max = 0
+  if holder then prev_max = now + tonumber(ARGV[6]) end
   redis.call('HSET', KEYS[1], 'prev_jti', prev, 'prev_until', now + tonumber(ARGV[5]),
-    'prev_max', now + tonumber(ARGV[6]), 'cur_seen', '0',
+    'prev_max', prev_max, 'cur_seen', '0',
     'token', ARGV[2], 'jti', ARGV[3], 'exp', ARGV[4])
   redis.call('HINCRBY', KEYS[1], 'rotations', 1)
   rotated = '1'
