@@ -247,6 +247,82 @@ fn redis_sigkilled_and_restarted_keeps_every_session() {
     }
 }
 
+/// Clients hammering the stack with valid cookies from a few threads until
+/// told to stop; every answer must be a 200 or a store-trouble 503.
+struct Load {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<(usize, usize)>>,
+}
+
+impl Load {
+    fn start(stack: &Arc<Stack>, cookies: &[String]) -> Load {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let threads = cookies
+            .iter()
+            .cloned()
+            .map(|cookie| {
+                let stack = stack.clone();
+                let stop = stop.clone();
+                std::thread::spawn(move || {
+                    let (mut ok, mut unavailable) = (0, 0);
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let reply = stack.me_with_cookie(&cookie);
+                        match reply.status {
+                            200 => ok += 1,
+                            503 => {
+                                assert_trouble_not_logout(&reply, "under load");
+                                unavailable += 1;
+                            }
+                            status => panic!("under load: {status} {}", reply.body),
+                        }
+                    }
+                    (ok, unavailable)
+                })
+            })
+            .collect();
+        Load { stop, threads }
+    }
+
+    fn stop(self) -> (usize, usize) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
+    }
+}
+
+#[test]
+fn the_sidecar_frozen_and_killed_under_load_logs_nobody_out() {
+    let stack = Arc::new(Stack::start_with(no_session_cache()));
+    let cookies: Vec<String> = (0..4).map(|_| stack.login_web("ada", "lovelace")).collect();
+    let load = Load::start(&stack, &cookies);
+    sleep_ms(300);
+    stack.signal("sidecar", libc::SIGSTOP);
+    sleep_ms(1500);
+    stack.signal("sidecar", libc::SIGCONT);
+    sleep_ms(300);
+    // Killed outright (SIGKILL: no graceful shutdown) in the middle of it.
+    stack.signal("sidecar", libc::SIGKILL);
+    sleep_ms(800);
+    let (ok, unavailable) = load.stop();
+    assert!(
+        ok > 20 && unavailable > 4,
+        "{ok} served, {unavailable} refused"
+    );
+    let mut stack = Arc::into_inner(stack).expect("load threads are done");
+    stack.stop_sidecar();
+    stack.start_sidecar();
+    for cookie in &cookies {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while stack.me_with_cookie(cookie).status != 200 {
+            assert!(Instant::now() < deadline, "every session works again");
+            sleep_ms(100);
+        }
+    }
+    assert!(stack.metric("portero_sidecar_errors{kind=\"no_answer\"}") >= 4);
+}
+
 #[test]
 fn a_frozen_or_dead_sidecar_is_503_and_counted_as_no_answer() {
     let mut stack = Stack::start_with(no_session_cache());
@@ -313,5 +389,13 @@ fn an_outage_logs_a_summary_not_a_line_per_request() {
     assert_eq!(
         warnings, 1,
         "the feed warning is logged once, on the change"
+    );
+    // The sidecar's log is a file: no terminal colour codes in it.
+    stack.start_sidecar();
+    let sidecar_log = std::fs::read(&stack.sidecar.as_ref().unwrap().log).unwrap_or_default();
+    assert!(!sidecar_log.is_empty());
+    assert!(
+        !sidecar_log.contains(&0x1b),
+        "ANSI escape codes in the sidecar log"
     );
 }

@@ -251,6 +251,8 @@ fn banned_user_is_refused_at_once_on_both_flows() {
     for reply in [stack.me_with_cookie(&cookie), stack.me_with_token(&token)] {
         assert_eq!(reply.status, 401);
         assert_eq!(reply.json()["reason"], "user_banned");
+        // The ban keeps the session, so the browser keeps its cookie.
+        assert_eq!(reply.set_cookie(COOKIE_NAME), None);
     }
     assert_eq!(stack.me_with_cookie(&other).status, 200);
     // A banned user cannot log in either.
