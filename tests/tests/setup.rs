@@ -31,7 +31,7 @@ fn path_without_redis(dir: &Path) -> String {
 }
 
 #[test]
-fn make_system_deps_installs_redis_on_a_machine_without_it() {
+fn make_setup_installs_redis_on_a_machine_without_it() {
     let dir = std::env::temp_dir().join(format!("portero-no-redis-{}", std::process::id()));
     let path = path_without_redis(&dir);
     let hidden = Command::new("sh")
@@ -43,7 +43,7 @@ fn make_system_deps_installs_redis_on_a_machine_without_it() {
     let out = Command::new("make")
         .arg("-C")
         .arg(workspace_root())
-        .arg("system-deps")
+        .arg("setup")
         .env("PATH", &path)
         .output()
         .expect("make");
@@ -53,7 +53,7 @@ fn make_system_deps_installs_redis_on_a_machine_without_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(out.status.success(), "make system-deps failed:\n{text}");
+    assert!(out.status.success(), "make setup failed:\n{text}");
     assert!(
         text.contains("installing redis-server"),
         "the install branch ran:\n{text}"
