@@ -22,7 +22,7 @@ APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noni
 help:
 	@echo "make run     - set up and start the demo stack (Envoy+portero, redis-sidecar, Redis, Fastify)"
 	@echo "make test    - set up and run every test"
-	@echo "make lint    - cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make lint    - no module cycles, cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
 
 # ── set-up: everything a bare machine lacks ─────────────────────────────
@@ -67,6 +67,7 @@ run: build
 test: build lint unit-test wasm-unit-test integration-test
 
 lint: wasm-target
+	python3 scripts/module_cycles.py
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo clippy --target wasm32-wasip1 -p portero -p portero-wire -- -D warnings

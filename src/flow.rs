@@ -22,6 +22,8 @@ use std::rc::Rc;
 
 use portero_wire::{AccessClaims, ErrorBody, LookupRequest, LookupResponse, SessionView};
 
+pub use crate::http::{ClientKind, LocalResponse};
+
 use crate::cache::{session_key_by_handle, session_key_by_id, token_key, CacheKey, EdgeCache};
 use crate::config::Config;
 use crate::cookie::find_cookie;
@@ -29,14 +31,6 @@ use crate::metrics::{CacheKind, Counter, Outcome, SidecarError};
 use crate::policy::{MismatchPolicy, RoleRequirement, RoutePolicy};
 use crate::reject::{session_hash, Reason, Rejection, SessionHash};
 use crate::token::{bearer_token, TokenError, Verified, MAX_TOKEN_LEN};
-
-/// A response the filter sends itself instead of forwarding the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LocalResponse {
-    pub status: u32,
-    pub headers: Vec<(String, String)>,
-    pub body: Vec<u8>,
-}
 
 /// An HTTP call to the sidecar, for the host to dispatch.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,26 +85,6 @@ pub enum Verdict {
     Continue,
     /// Hold the request until the sidecar answers.
     Pause,
-}
-
-/// Which kind of client the request came from; decides the error's form.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ClientKind {
-    /// No credential at all.
-    Anonymous,
-    Cookie,
-    Bearer,
-}
-
-impl ClientKind {
-    /// Stable name: logs and metric labels.
-    pub fn name(self) -> &'static str {
-        match self {
-            ClientKind::Anonymous => "anonymous",
-            ClientKind::Cookie => "cookie",
-            ClientKind::Bearer => "bearer",
-        }
-    }
 }
 
 /// A credential that has passed the filter's own checks and waits for the

@@ -19,6 +19,7 @@ pub mod cache;
 pub mod config;
 pub mod cookie;
 pub mod flow;
+pub mod http;
 pub mod http_map;
 pub mod metrics;
 pub mod policy;

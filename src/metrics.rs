@@ -4,7 +4,7 @@
 //! `.<label>.<value>` pairs; `envoy/envoy.yaml`'s `stats_tags` turn them back
 //! into Prometheus labels (`portero_requests{flow="cookie",outcome="allowed"}`).
 
-use crate::flow::ClientKind;
+use crate::http::ClientKind;
 use crate::policy::{BindingField, MismatchPolicy};
 
 /// How a request left the filter.

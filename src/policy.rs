@@ -8,7 +8,7 @@ use std::net::IpAddr;
 
 use serde::Deserialize;
 
-use crate::config::{err, ConfigError};
+use crate::config::error::{err, ConfigError};
 
 // ── per-route policy ────────────────────────────────────────────────────
 

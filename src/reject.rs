@@ -1,7 +1,7 @@
 //! Why a request was refused, and the response and log line that say so.
 
 use crate::config::Config;
-use crate::flow::{ClientKind, LocalResponse};
+use crate::http::{ClientKind, LocalResponse};
 use crate::token::TokenError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

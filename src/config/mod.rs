@@ -4,8 +4,6 @@
 //! Every error names the field (as a JSON path) and the form expected; the
 //! README's "Configuration reference" lists every field with its default.
 
-use std::fmt;
-
 use jsonwebtoken::jwk::JwkSet;
 use serde::Deserialize;
 
@@ -14,29 +12,10 @@ use crate::cookie::{CookieAttributes, CookieCodec, SameSite, MIN_SECRET_LEN};
 use crate::policy::{BindingConfig, RawBinding, RawRoute, RouteDecision, RouteRule};
 use crate::token::TokenVerifier;
 
-/// A configuration error: which field, and what was wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub field: String,
-    pub message: String,
-}
+pub mod error;
 
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid plugin config: field `{}`: {}",
-            self.field, self.message
-        )
-    }
-}
-
-pub(crate) fn err(field: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError {
-        field: field.to_string(),
-        message: message.into(),
-    }
-}
+use error::err;
+pub use error::ConfigError;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1109,11 +1088,11 @@ pub(crate) mod tests {
     #[test]
     fn documented_examples_are_valid() {
         for (name, text) in [
-            ("web", include_str!("../docs/examples/web.json")),
-            ("api", include_str!("../docs/examples/api.json")),
+            ("web", include_str!("../../docs/examples/web.json")),
+            ("api", include_str!("../../docs/examples/api.json")),
             (
                 "subdomains",
-                include_str!("../docs/examples/subdomains.json"),
+                include_str!("../../docs/examples/subdomains.json"),
             ),
         ] {
             let mut v: serde_json::Value = serde_json::from_str(text).unwrap();

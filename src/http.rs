@@ -1,0 +1,31 @@
+//! The HTTP vocabulary the flow and its outputs (rejections, metrics)
+//! share: which kind of client asked, and a response the filter sends itself.
+//! A leaf module, so that output modules need not depend on the flow.
+
+/// Which kind of client the request came from; decides the error's form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ClientKind {
+    /// No credential at all.
+    Anonymous,
+    Cookie,
+    Bearer,
+}
+
+impl ClientKind {
+    /// Stable name: logs and metric labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKind::Anonymous => "anonymous",
+            ClientKind::Cookie => "cookie",
+            ClientKind::Bearer => "bearer",
+        }
+    }
+}
+
+/// A response the filter sends itself instead of forwarding the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LocalResponse {
+    pub status: u32,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
