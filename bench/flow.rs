@@ -149,7 +149,7 @@ fn main() {
     ] {
         let mut host = base(extra);
         let mut flow = Flow::new(config.clone(), cache.clone());
-        if flow.on_request_headers(&mut host) == Verdict::Pause {
+        if flow.on_request_headers(&mut host) == Verdict::Wait {
             flow.on_sidecar_reply(&mut host, reply.clone());
         }
     }
@@ -157,7 +157,7 @@ fn main() {
     time("cookie request, warm (whole flow)", rounds, || {
         let mut host = base(("cookie", cookie.clone()));
         let mut flow = Flow::new(config.clone(), cache.clone());
-        assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+        assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
         assert_eq!(host.calls, 0);
         black_box(&host.request);
     });
@@ -165,7 +165,7 @@ fn main() {
     time("bearer request, warm (whole flow)", rounds, || {
         let mut host = base(("authorization", bearer.clone()));
         let mut flow = Flow::new(config.clone(), cache.clone());
-        assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+        assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
         black_box(&host.request);
     });
     let value = cookie.split_once('=').unwrap().1.to_string();

@@ -81,10 +81,13 @@ pub trait Host {
 /// What the host does with the request after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
-    /// Let the request go on (upstream, or to the local response just sent).
-    Continue,
+    /// Let the request go on upstream.
+    Forward,
     /// Hold the request until the sidecar answers.
-    Pause,
+    Wait,
+    /// The filter answered the request itself (or has nothing pending):
+    /// nothing goes upstream, nothing is resumed.
+    Responded,
 }
 
 /// A credential that has passed the filter's own checks and waits for the
@@ -155,7 +158,7 @@ impl Flow {
     /// Entry point: the request headers have arrived.
     pub fn on_request_headers(&mut self, host: &mut dyn Host) -> Verdict {
         if self.state != State::Start {
-            return Verdict::Continue;
+            return Verdict::Forward;
         }
         self.strip_spoofed_identity(host);
         self.forward_client_ip(host);
@@ -375,7 +378,7 @@ impl Flow {
         match self.dispatch(host, call) {
             Ok(()) => {
                 self.state = State::AwaitingSession(credential);
-                Verdict::Pause
+                Verdict::Wait
             }
             Err(e) => self.reject(
                 host,
@@ -438,8 +441,9 @@ impl Flow {
                 self.on_session_ended(host, kind, *rejection, &reply)
             }
             other => {
+                // Nothing was waiting for this reply.
                 self.state = other;
-                Verdict::Continue
+                Verdict::Responded
             }
         }
     }
@@ -583,7 +587,7 @@ impl Flow {
         match self.dispatch(host, call) {
             Ok(()) => {
                 self.state = State::EndingSession(kind, Box::new(rejection));
-                Verdict::Pause
+                Verdict::Wait
             }
             // Refused either way; the session could not be ended now.
             Err(e) => self.reject(host, kind, rejection.detail(&format!("end failed: {e}"))),
@@ -722,7 +726,7 @@ impl Flow {
             outcome,
         });
         self.state = State::Done;
-        Verdict::Continue
+        Verdict::Forward
     }
 
     /// This request's session must not be served from this worker's cache.
@@ -771,7 +775,7 @@ impl Flow {
         }
         self.answered_locally = true;
         host.send_local_response(response);
-        Verdict::Pause
+        Verdict::Responded
     }
 
     // ── response side ───────────────────────────────────────────────────

@@ -228,7 +228,7 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
     let config = config();
     let mut host = cookie_host(&config).with("x-portero-user-id", "spoofed");
     let mut flow = new_flow(config);
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     assert_eq!(host.lookup(), LookupRequest::by_id(SID));
     let call = &host.calls[0];
     assert_eq!(call.cluster, "redis_sidecar");
@@ -243,7 +243,7 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
     );
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Forward
     );
     assert_eq!(host.sent, None);
     assert_eq!(host.request["x-portero-user-id"], "user-1");
@@ -259,7 +259,7 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
 fn no_cookie_no_token_is_401_without_lookup() {
     let mut host = FakeHost::new();
     let mut flow = new_flow(config());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Responded);
     assert!(host.calls.is_empty());
     assert_eq!(host.sent_status(), Some(401));
     assert_eq!(host.sent_reason(), "no_credentials");
@@ -360,7 +360,7 @@ fn sidecar_trouble_is_503_and_keeps_the_cookie() {
         flow.on_request_headers(&mut host);
         assert_eq!(
             flow.on_sidecar_reply(&mut host, reply.clone()),
-            Verdict::Pause
+            Verdict::Responded
         );
         assert_eq!(host.sent_status(), Some(503), "{reply:?}");
         assert_eq!(host.sent_header("retry-after"), Some("1"));
@@ -403,11 +403,11 @@ fn bearer_flow_forwards_with_the_callers_token() {
     let mut host = bearer_host(&c);
     let token = host.request["authorization"].clone();
     let mut flow = new_flow(config());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     assert_eq!(host.lookup(), LookupRequest::by_handle(&c.sid, &c.jti));
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Forward
     );
     assert_eq!(host.sent, None);
     assert_eq!(host.request["x-portero-user-id"], "user-1");
@@ -468,14 +468,14 @@ fn expired_bearer_token_within_the_window_is_refreshed() {
     old.exp = NOW - 60;
     let mut host = bearer_host(&old);
     let mut flow = new_flow(config);
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     assert_eq!(host.lookup(), LookupRequest::by_handle(&old.sid, &old.jti));
     let mut rotated = session();
     rotated.access_jti = "jti-2".into();
     rotated.access_token = "new.access.token".into();
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&rotated)),
-        Verdict::Continue,
+        Verdict::Forward,
         "{:?}",
         host.sent
     );
@@ -556,7 +556,7 @@ fn off_route_passes_anonymously_without_identity() {
         .with(":path", "/auth/login")
         .with("x-portero-roles", "admin");
     let mut flow = new_flow(config());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
     assert!(host.calls.is_empty() && host.sent.is_none());
     assert_eq!(host.request_header("x-portero-roles"), None);
 }
@@ -565,9 +565,10 @@ fn off_route_passes_anonymously_without_identity() {
 fn late_or_duplicate_replies_are_ignored() {
     let mut host = FakeHost::new();
     let mut flow = new_flow(config());
+    // Nothing was waiting for it: nothing is resumed, nothing forwarded.
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Responded
     );
     assert!(host.sent.is_none() && host.request_header("x-portero-user-id").is_none());
 }
@@ -702,7 +703,7 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
         .with(":path", "/feed/today")
         .with("x-portero-user-id", "spoofed");
     let mut flow = new_flow(config.clone());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
     assert!(host.calls.is_empty() && host.sent.is_none());
     assert_eq!(host.request_header("x-portero-user-id"), None);
     assert_eq!(host.outcome(ClientKind::Anonymous, Outcome::Anonymous), 1);
@@ -718,7 +719,7 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
     // A valid session there is identified as usual.
     let mut host = cookie_host(&config).with(":path", "/feed/today");
     let mut flow = new_flow(config);
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
     assert_eq!(host.request["x-portero-user-id"], "user-1");
     assert_eq!(host.outcome(ClientKind::Cookie, Outcome::Allowed), 1);
@@ -801,7 +802,7 @@ fn binding_mismatch_under_log_passes_and_tells_the_upstream() {
     assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Forward
     );
     assert_eq!(host.sent, None);
     assert_eq!(host.request["x-portero-binding-mismatch"], "ip,user_agent");
@@ -827,7 +828,7 @@ fn matching_client_gets_no_mismatch_header() {
     flow.on_request_headers(&mut host);
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Forward
     );
     assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
     assert_eq!(host.request["x-portero-user-id"], "user-1");
@@ -844,7 +845,7 @@ fn ip_within_the_prefix_is_the_same_client() {
     flow.on_request_headers(&mut host);
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Forward
     );
     assert!(host
         .counters
@@ -869,7 +870,7 @@ fn binding_mismatch_under_reject_ends_the_session_then_refuses() {
         flow.on_request_headers(&mut host);
         assert_eq!(
             flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-            Verdict::Pause
+            Verdict::Wait
         );
         assert_eq!(host.sent, None, "waits for the session to end");
         let end = &host.calls[1];
@@ -1206,13 +1207,13 @@ fn a_session_view_is_served_from_the_cache_until_something_says_otherwise() {
     let cache = read_feed_cache(&config);
     let mut host = cookie_host(&config);
     let mut flow = Flow::new(config.clone(), cache.clone());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
 
     // Same worker, same cookie: no callout, same identity.
     let mut host = cookie_host(&config);
     let mut flow = Flow::new(config.clone(), cache.clone());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Continue);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
     assert!(host.calls.is_empty());
     assert_eq!(host.request["x-portero-user-id"], "user-1");
     assert_eq!(
@@ -1229,7 +1230,7 @@ fn a_session_view_is_served_from_the_cache_until_something_says_otherwise() {
     let mut host = cookie_host(&config);
     assert_eq!(
         Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host),
-        Verdict::Pause
+        Verdict::Wait
     );
     assert_eq!(host.calls.len(), 1, "asked the sidecar again");
 }
@@ -1264,7 +1265,7 @@ fn cached_views_still_face_binding_roles_and_the_presented_token() {
     let mut host = bearer_host(&other);
     assert_eq!(
         Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host),
-        Verdict::Pause
+        Verdict::Wait
     );
     assert_eq!(host.calls.len(), 1);
 }
@@ -1282,7 +1283,7 @@ fn a_refused_session_is_evicted_and_a_stale_feed_serves_nothing() {
     let mut host = cookie_host(&config);
     host.now += 4;
     let mut flow = Flow::new(config.clone(), cache.clone());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     flow.on_sidecar_reply(&mut host, not_found(portero_wire::SESSION_REVOKED));
     assert_eq!(host.sent_reason(), "session_revoked");
 
@@ -1297,7 +1298,7 @@ fn a_refused_session_is_evicted_and_a_stale_feed_serves_nothing() {
     host.now += 4;
     assert_eq!(
         Flow::new(config, cache).on_request_headers(&mut host),
-        Verdict::Pause
+        Verdict::Wait
     );
 }
 
@@ -1338,10 +1339,10 @@ fn non_utf8_bytes_in_headers_never_panic_and_credentials_fail_closed() {
     let mut host = cookie_host(&config());
     host.raw_request.push(("x-junk".into(), vec![0xff, 0xfe]));
     let mut flow = new_flow(config());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     assert_eq!(
         flow.on_sidecar_reply(&mut host, ok_reply(&session())),
-        Verdict::Continue
+        Verdict::Forward
     );
     assert_eq!(host.request_header_lines("x-junk"), vec![&[0xff, 0xfe][..]]);
     // A non-UTF-8 Authorization: a 401 bearer refusal, no call made.
@@ -1349,7 +1350,7 @@ fn non_utf8_bytes_in_headers_never_panic_and_credentials_fail_closed() {
     host.raw_request
         .push(("authorization".into(), b"Bearer \xff".to_vec()));
     let mut flow = new_flow(config());
-    assert_eq!(flow.on_request_headers(&mut host), Verdict::Pause);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Responded);
     assert_eq!(host.sent_status(), Some(401));
     assert_eq!(host.sent_reason(), "token_malformed");
     assert!(host.calls.is_empty());
@@ -1433,7 +1434,7 @@ mod header_bytes_property {
             host.raw_request.extend(lines);
             let mut flow = new_flow(config);
             let verdict = flow.on_request_headers(&mut host);
-            if verdict == Verdict::Pause && host.sent.is_none() {
+            if verdict == Verdict::Wait && host.sent.is_none() {
                 flow.on_sidecar_reply(&mut host, reply);
             }
             if let Some(sent) = &host.sent {

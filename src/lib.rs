@@ -18,6 +18,7 @@
 pub mod cache;
 pub mod config;
 pub mod cookie;
+pub mod feed;
 pub mod flow;
 pub mod http;
 pub mod http_map;

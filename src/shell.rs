@@ -17,6 +17,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::cache::{EdgeCache, FeedOutcome};
 use crate::config::Config;
+use crate::feed::FeedSchedule;
 use crate::flow::{sidecar_call, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
 use crate::metrics::{Counter, SIDECAR_LATENCY_US};
 
@@ -35,7 +36,7 @@ proxy_wasm::main! {{
             config: None,
             cache: None,
             metrics: Rc::new(Metrics::default()),
-            last_feed_poll_us: 0,
+            schedule: None,
             serves_requests: std::cell::Cell::new(false),
             feed_failing: false,
         })
@@ -47,8 +48,8 @@ struct Root {
     /// This worker's caches, shared with its requests.
     cache: Option<Rc<RefCell<EdgeCache>>>,
     metrics: Rc<Metrics>,
-    /// When the feed was last polled on a tick (microseconds).
-    last_feed_poll_us: u64,
+    /// When to tick and poll the feed (from the configuration).
+    schedule: Option<FeedSchedule>,
     /// This root context has made an HTTP context: it runs on a worker.
     /// The main thread's root context never serves a request and has no
     /// cache worth keeping fresh, so it never polls the feed.
@@ -152,14 +153,9 @@ impl RootContext for Root {
         match Config::from_json(&bytes) {
             Ok(config) => {
                 let cache = EdgeCache::new(&config.cache);
-                // The tick (at most a second) flushes counts and polls the feed
-                // when it is due.
-                let tick = if cache.sessions_enabled() {
-                    config.cache.feed_poll_interval_ms.min(1000)
-                } else {
-                    1000
-                };
-                self.set_tick_period(Duration::from_millis(tick));
+                let schedule = FeedSchedule::new(&config.cache);
+                self.set_tick_period(Duration::from_millis(schedule.tick_period_ms()));
+                self.schedule = Some(schedule);
                 self.cache = Some(Rc::new(RefCell::new(cache)));
                 self.config = Some(Rc::new(config));
                 true
@@ -178,14 +174,7 @@ impl RootContext for Root {
         if !self.serves_requests.get() {
             return;
         }
-        let interval_us = self
-            .config
-            .as_ref()
-            .map_or(1000, |c| c.cache.feed_poll_interval_ms)
-            .saturating_mul(1000);
-        // Ticks are a second at most apart; the feed may be polled less often.
-        if now.saturating_sub(self.last_feed_poll_us) + 50_000 >= interval_us {
-            self.last_feed_poll_us = now;
+        if self.schedule.as_mut().is_some_and(|s| s.poll_due(now)) {
             self.poll_feed();
         }
     }
@@ -223,8 +212,9 @@ struct Request {
 
 fn action(verdict: Verdict) -> Action {
     match verdict {
-        Verdict::Continue => Action::Continue,
-        Verdict::Pause => Action::Pause,
+        Verdict::Forward => Action::Continue,
+        // A local response was sent: Envoy expects the filter to stop.
+        Verdict::Wait | Verdict::Responded => Action::Pause,
     }
 }
 
@@ -253,7 +243,7 @@ impl Context for Request {
         self.envoy.now_us = Envoy::micros();
         let verdict = self.flow.on_sidecar_reply(&mut self.envoy, reply);
         self.envoy.flush_request_headers();
-        if verdict == Verdict::Continue {
+        if verdict == Verdict::Forward {
             let _ = hostcalls::resume_http_request();
         }
     }
