@@ -1,0 +1,93 @@
+//! The cookie flowchart: exists_cookie ─► check_same_origin ─► obtain_session_id
+//! ─► look_up_session (and the anonymous pass of an `optional` route).
+
+use super::*;
+
+impl Flow {
+    /// "Does the cookie exist?"
+    pub(super) fn exists_cookie(&mut self, host: &mut dyn Host) -> Verdict {
+        let found = find_cookie(
+            &host.request_header_lines("cookie"),
+            self.config.cookie.name(),
+        )
+        .map(|value| std::str::from_utf8(value).map(str::to_string));
+        match found {
+            // A session cookie that is not even text cannot be ours.
+            Some(Err(_)) => self.reject(
+                host,
+                ClientKind::Cookie,
+                Rejection::new(Reason::CookieInvalid).detail("not text"),
+            ),
+            Some(Ok(value)) => {
+                if let Err(detail) = self.check_same_origin(host) {
+                    host.increment(Counter::CsrfRejected);
+                    return self.reject(
+                        host,
+                        ClientKind::Cookie,
+                        Rejection::new(Reason::CrossSiteRequest).detail(&detail),
+                    );
+                }
+                self.obtain_session_id(host, &value)
+            }
+            None if self.policy == RoutePolicy::Optional => self.make_anonymous_request(host),
+            None => self.reject(
+                host,
+                ClientKind::Anonymous,
+                Rejection::new(Reason::NoCredentials),
+            ),
+        }
+    }
+
+    /// An `optional` route without a credential: on it goes, with no
+    /// identity (the incoming identity headers are already gone).
+    pub(super) fn make_anonymous_request(&mut self, host: &mut dyn Host) -> Verdict {
+        self.pass(host, ClientKind::Anonymous, Outcome::Anonymous)
+    }
+
+    /// CSRF defence in depth (beside `SameSite`): a cookie-authenticated
+    /// unsafe request must come from the same origin — `Sec-Fetch-Site:
+    /// same-origin`, or else an `Origin` that is the request's own or listed.
+    pub(super) fn check_same_origin(&self, host: &dyn Host) -> Result<(), String> {
+        let csrf = &self.config.csrf;
+        let method = header_text(host, ":method").unwrap_or_default();
+        if !csrf.enabled || matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS" | "TRACE") {
+            return Ok(());
+        }
+        if header_text(host, "sec-fetch-site").as_deref() == Some("same-origin") {
+            return Ok(());
+        }
+        let Some(origin) = header_text(host, "origin") else {
+            return Err("no same-origin Sec-Fetch-Site and no Origin".into());
+        };
+        let own = match (
+            header_text(host, ":scheme"),
+            header_text(host, ":authority"),
+        ) {
+            (Some(scheme), Some(authority)) => Some(format!("{scheme}://{authority}")),
+            _ => None,
+        };
+        if own.as_deref() == Some(origin.as_str()) || csrf.allowed_origins.contains(&origin) {
+            Ok(())
+        } else {
+            Err(format!("origin {origin:?} not allowed"))
+        }
+    }
+
+    /// "Obtain the session id": decrypt the cookie.
+    pub(super) fn obtain_session_id(&mut self, host: &mut dyn Host, cookie_value: &str) -> Verdict {
+        match self.config.cookie.open(cookie_value) {
+            Ok(session_id) => {
+                self.session = Some(SessionHash::Id(session_hash(&session_id)));
+                let key = session_key_by_id(&session_id);
+                self.look_up_session(host, Credential::Cookie, key, || {
+                    LookupRequest::by_id(&session_id)
+                })
+            }
+            Err(e) => self.reject(
+                host,
+                ClientKind::Cookie,
+                Rejection::new(Reason::CookieInvalid).detail(e.as_str()),
+            ),
+        }
+    }
+}

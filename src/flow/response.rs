@@ -1,0 +1,64 @@
+//! The response side: the upstream's internal "start session" and "end
+//! session" headers become `Set-Cookie`, and never leave.
+
+use super::*;
+
+impl Flow {
+    /// The upstream's response headers: turn the internal "start session"
+    /// and "end session" headers into `Set-Cookie`, and never let them out.
+    pub fn on_response_headers(&mut self, host: &mut dyn Host) {
+        if self.answered_locally {
+            // Envoy runs a local reply through the encoders too; this one is
+            // the filter's own, already complete.
+            return;
+        }
+        let config = &self.config;
+        let name = config.cookie.name();
+        // Only the filter speaks this header to clients.
+        host.remove_response_header(&config.access_token_header);
+        if let Some(token) = self.refreshed_token.take() {
+            host.add_response_header(&config.access_token_header, &token);
+        }
+        let session_start = response_text(host, &config.session_start_header);
+        if let Some(session_start) = session_start {
+            host.remove_response_header(&config.session_start_header);
+            let sealed = session_start
+                .ok_or(crate::cookie::CookieError::NotASessionId)
+                .and_then(|session_id| config.cookie.seal(session_id.trim()));
+            match sealed {
+                Ok(value) => host.add_response_header(
+                    "set-cookie",
+                    &config.cookie_attributes.set_cookie(name, &value),
+                ),
+                Err(e) => {
+                    log::error!(
+                        "{}",
+                        serde_json::json!({"event": "session_start_failed", "error": e.as_str()})
+                    );
+                    // The login did not produce a usable session: say so.
+                    host.remove_response_header(":status");
+                    host.add_response_header(":status", "502");
+                }
+            }
+        }
+        if !host
+            .response_header_lines(&config.session_end_header)
+            .is_empty()
+        {
+            host.remove_response_header(&config.session_end_header);
+            // Logged out through this worker: don't wait for the feed.
+            self.evict_session();
+            host.add_response_header("set-cookie", &config.cookie_attributes.clear_cookie(name));
+        }
+    }
+}
+
+/// A single-valued response header: `None` when absent, `Some(None)` when
+/// it is not one line of UTF-8.
+pub(super) fn response_text(host: &dyn Host, name: &str) -> Option<Option<String>> {
+    match host.response_header_lines(name).as_slice() {
+        [] => None,
+        [one] => Some(std::str::from_utf8(one).ok().map(str::to_string)),
+        _ => Some(None),
+    }
+}
