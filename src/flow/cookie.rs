@@ -41,7 +41,12 @@ impl Flow {
     /// An `optional` route without a credential: on it goes, with no
     /// identity (the incoming identity headers are already gone).
     pub(super) fn make_anonymous_request(&mut self, host: &mut dyn Host) -> Verdict {
-        self.pass(host, ClientKind::Anonymous, Outcome::Anonymous)
+        self.pass(
+            host,
+            ClientKind::Anonymous,
+            Outcome::Anonymous,
+            Forwarded::default(),
+        )
     }
 
     /// CSRF defence in depth (beside `SameSite`): a cookie-authenticated

@@ -116,13 +116,33 @@ impl Credential {
     }
 }
 
+/// Where one request stands. Each state carries the data that belongs to
+/// it, and only it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum State {
     Start,
-    AwaitingSession(Credential),
+    /// The look-up is out; its answer continues the flow.
+    AwaitingSession(Box<session::Lookup>),
     /// Ending a session whose client did not match; then refuse.
-    EndingSession(ClientKind, Box<Rejection>),
-    Done,
+    EndingSession {
+        kind: ClientKind,
+        rejection: Box<Rejection>,
+        started_us: u64,
+    },
+    /// Gone upstream: what the response side still needs.
+    Forwarded(Forwarded),
+    /// The filter answered the request itself; the response is its own.
+    Responded,
+}
+
+/// What the response side needs of a request that went upstream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Forwarded {
+    /// The session's key in this worker's view cache (a logout through this
+    /// worker evicts it at once).
+    session_key: Option<CacheKey>,
+    /// A bearer client's token was rotated: the response hands it the new one.
+    refreshed_token: Option<String>,
 }
 
 /// One request's flow.
@@ -131,20 +151,10 @@ pub struct Flow {
     /// This worker's caches (shared by its requests and its feed poller).
     cache: Rc<RefCell<EdgeCache>>,
     state: State,
-    /// The session's key in the view cache, once known.
-    session_key: Option<CacheKey>,
     policy: RoutePolicy,
     required_roles: Option<RoleRequirement>,
     /// Which session this is, for log lines (a hash, never the secret).
     session: Option<SessionHash>,
-    /// When the pending sidecar call started (microseconds).
-    sidecar_call_started: u64,
-    /// A bearer client's token was rotated: hand it the new one.
-    refreshed_token: Option<String>,
-    /// Bound fields that differed under the `log` policy (for the upstream).
-    binding_mismatch: Option<String>,
-    /// The filter answered this request itself: the response is its own.
-    answered_locally: bool,
 }
 
 impl Flow {
@@ -153,14 +163,9 @@ impl Flow {
             config,
             cache,
             state: State::Start,
-            session_key: None,
             policy: RoutePolicy::Required,
             required_roles: None,
             session: None,
-            sidecar_call_started: 0,
-            refreshed_token: None,
-            binding_mismatch: None,
-            answered_locally: false,
         }
     }
 
@@ -174,7 +179,12 @@ impl Flow {
         self.decide_route(host);
         if self.policy == RoutePolicy::Off {
             self.remove_session_cookie(host);
-            return self.pass(host, ClientKind::Anonymous, Outcome::RouteOff);
+            return self.pass(
+                host,
+                ClientKind::Anonymous,
+                Outcome::RouteOff,
+                Forwarded::default(),
+            );
         }
         match authorization(host) {
             Authorization::Bearer(token) => self.verify_jwt(host, &token),
@@ -218,30 +228,38 @@ impl Flow {
         sidecar_call(&self.config, method, path, body)
     }
 
-    fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<(), String> {
-        self.sidecar_call_started = host.now_micros();
-        let dispatched = host.dispatch_sidecar_call(call);
-        if dispatched.is_err() {
-            host.increment(Counter::Sidecar(SidecarError::DispatchFailed));
+    /// Starts a sidecar call; when it started (microseconds), for its
+    /// latency and for reading its answer.
+    fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<u64, String> {
+        let started_us = host.now_micros();
+        match host.dispatch_sidecar_call(call) {
+            Ok(()) => Ok(started_us),
+            Err(e) => {
+                host.increment(Counter::Sidecar(SidecarError::DispatchFailed));
+                Err(e)
+            }
         }
-        dispatched
     }
 
     /// The request goes on upstream.
-    fn pass(&mut self, host: &mut dyn Host, kind: ClientKind, outcome: Outcome) -> Verdict {
+    fn pass(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ClientKind,
+        outcome: Outcome,
+        forwarded: Forwarded,
+    ) -> Verdict {
         host.increment(Counter::Request {
             flow: kind,
             outcome,
         });
-        self.state = State::Done;
+        self.state = State::Forwarded(forwarded);
         Verdict::Forward
     }
 
-    /// This request's session must not be served from this worker's cache.
-    fn evict_session(&self) {
-        if let Some(key) = &self.session_key {
-            self.cache.borrow_mut().evict_session(key);
-        }
+    /// The session under `key` must not be served from this worker's cache.
+    fn evict_session(&self, key: &CacheKey) {
+        self.cache.borrow_mut().evict_session(key);
     }
 
     /// The session cookie is the filter's business, not the upstream's.
@@ -259,7 +277,21 @@ impl Flow {
 
     /// "Error processing the request": answer locally, forward nothing.
     fn reject(&mut self, host: &mut dyn Host, kind: ClientKind, rejection: Rejection) -> Verdict {
-        self.state = State::Done;
+        self.reject_with_token(host, kind, rejection, None)
+    }
+
+    /// [`Flow::reject`] after a look-up that may have rotated the client's
+    /// token (`refreshed_token`): whatever the answer, the client must learn
+    /// its new token, or its next request would present one it can no
+    /// longer exchange.
+    fn reject_with_token(
+        &mut self,
+        host: &mut dyn Host,
+        kind: ClientKind,
+        rejection: Rejection,
+        refreshed_token: Option<String>,
+    ) -> Verdict {
+        self.state = State::Responded;
         let rejection = rejection.session(self.session.take());
         rejection.log(kind, host.now());
         host.increment(Counter::Request {
@@ -273,15 +305,11 @@ impl Flow {
             None
         };
         let mut response = redirect.unwrap_or_else(|| rejection.response(&self.config, kind));
-        // The look-up rotated the client's token: whatever the answer, the
-        // client must learn its new token, or its next request would present
-        // one it can no longer exchange.
-        if let Some(token) = self.refreshed_token.take() {
+        if let Some(token) = refreshed_token {
             response
                 .headers
                 .push((self.config.access_token_header.clone(), token));
         }
-        self.answered_locally = true;
         host.send_local_response(response);
         Verdict::Responded
     }

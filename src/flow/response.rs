@@ -7,16 +7,20 @@ impl Flow {
     /// The upstream's response headers: turn the internal "start session"
     /// and "end session" headers into `Set-Cookie`, and never let them out.
     pub fn on_response_headers(&mut self, host: &mut dyn Host) {
-        if self.answered_locally {
+        let forwarded = match std::mem::replace(&mut self.state, State::Responded) {
             // Envoy runs a local reply through the encoders too; this one is
             // the filter's own, already complete.
-            return;
-        }
+            State::Responded => return,
+            State::Forwarded(forwarded) => forwarded,
+            // A response without the request's own steps (a test, a filter
+            // chain that skipped the request side): nothing to hand back.
+            _ => Forwarded::default(),
+        };
         let config = &self.config;
         let name = config.cookie.name();
         // Only the filter speaks this header to clients.
         host.remove_response_header(&config.access_token_header);
-        if let Some(token) = self.refreshed_token.take() {
+        if let Some(token) = forwarded.refreshed_token {
             host.add_response_header(&config.access_token_header, &token);
         }
         let session_start = response_text(host, &config.session_start_header);
@@ -47,7 +51,9 @@ impl Flow {
         {
             host.remove_response_header(&config.session_end_header);
             // Logged out through this worker: don't wait for the feed.
-            self.evict_session();
+            if let Some(key) = &forwarded.session_key {
+                self.evict_session(key);
+            }
             host.add_response_header("set-cookie", &config.cookie_attributes.clear_cookie(name));
         }
     }

@@ -5,6 +5,28 @@
 
 use super::*;
 
+/// One session look-up and what its steps learn on the way: the state of
+/// the steps from `look_up_session` to `make_the_request`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Lookup {
+    credential: Credential,
+    /// The session's key in this worker's view cache.
+    key: CacheKey,
+    /// When the call to the sidecar started (microseconds); `None` when the
+    /// view came from this worker's cache.
+    started_us: Option<u64>,
+    /// The presented token was rotated: the session's current one.
+    refreshed_token: Option<String>,
+    /// Bound fields that differed under the `log` policy (for the upstream).
+    binding_mismatch: Option<String>,
+}
+
+impl Lookup {
+    fn kind(&self) -> ClientKind {
+        self.credential.kind()
+    }
+}
+
 impl Flow {
     /// Ask the sidecar for the session (and pause until it answers) —
     /// unless this worker holds a fresh view of it under `key` (then no
@@ -16,10 +38,17 @@ impl Flow {
         key: CacheKey,
         lookup: impl FnOnce() -> LookupRequest,
     ) -> Verdict {
-        self.session_key = Some(key);
-        if let Some(view) = self.cached_session(host, &credential, &key) {
-            return self.exists_session(host, credential, view);
+        let mut state = Lookup {
+            credential,
+            key,
+            started_us: None,
+            refreshed_token: None,
+            binding_mismatch: None,
+        };
+        if let Some(view) = self.cached_session(host, &state.credential, &key) {
+            return self.exists_session(host, state, view);
         }
+        let credential = &state.credential;
         let Ok(body) = serde_json::to_vec(&lookup()) else {
             return self.reject(
                 host,
@@ -29,13 +58,14 @@ impl Flow {
         };
         let call = self.sidecar_call("POST", portero_wire::LOOKUP_PATH.into(), body);
         match self.dispatch(host, call) {
-            Ok(()) => {
-                self.state = State::AwaitingSession(credential);
+            Ok(started_us) => {
+                state.started_us = Some(started_us);
+                self.state = State::AwaitingSession(Box::new(state));
                 Verdict::Wait
             }
             Err(e) => self.reject(
                 host,
-                credential.kind(),
+                state.kind(),
                 Rejection::new(Reason::SidecarUnavailable).detail(&e),
             ),
         }
@@ -73,11 +103,20 @@ impl Flow {
 
     /// The sidecar answered (or failed to).
     pub fn on_sidecar_reply(&mut self, host: &mut dyn Host, reply: SidecarReply) -> Verdict {
-        let elapsed = host.now_micros().saturating_sub(self.sidecar_call_started);
-        host.record_sidecar_latency_us(elapsed);
-        match std::mem::replace(&mut self.state, State::Done) {
-            State::AwaitingSession(credential) => self.on_session_answer(host, credential, &reply),
-            State::EndingSession(kind, rejection) => {
+        let mut latency = |started_us: u64| {
+            host.record_sidecar_latency_us(host.now_micros().saturating_sub(started_us));
+        };
+        match std::mem::replace(&mut self.state, State::Responded) {
+            State::AwaitingSession(state) => {
+                latency(state.started_us.unwrap_or_default());
+                self.on_session_answer(host, *state, &reply)
+            }
+            State::EndingSession {
+                kind,
+                rejection,
+                started_us,
+            } => {
+                latency(started_us);
                 self.on_session_ended(host, kind, *rejection, &reply)
             }
             other => {
@@ -91,7 +130,7 @@ impl Flow {
     pub(super) fn on_session_answer(
         &mut self,
         host: &mut dyn Host,
-        credential: Credential,
+        state: Lookup,
         reply: &SidecarReply,
     ) -> Verdict {
         match read_session_reply(reply) {
@@ -99,17 +138,15 @@ impl Flow {
                 if answer.rotated {
                     host.increment(Counter::Refresh);
                 }
-                if let Some(key) = self.session_key {
-                    self.cache.borrow_mut().insert_session(
-                        key,
-                        answer.session.clone(),
-                        self.sidecar_call_started,
-                    );
-                }
-                self.exists_session(host, credential, answer.session)
+                self.cache.borrow_mut().insert_session(
+                    state.key,
+                    answer.session.clone(),
+                    state.started_us.unwrap_or_default(),
+                );
+                self.exists_session(host, state, answer.session)
             }
             SessionAnswer::Refused(reason) => {
-                self.evict_session();
+                self.evict_session(&state.key);
                 if reason == Reason::TokenReplayed {
                     host.increment(Counter::ReuseDetected);
                 }
@@ -119,7 +156,7 @@ impl Flow {
                     // the browser keeps its cookie too.
                     rejection = rejection.keep_cookie();
                 }
-                self.reject(host, credential.kind(), rejection)
+                self.reject(host, state.kind(), rejection)
             }
             SessionAnswer::Trouble(error, detail) => {
                 host.increment(Counter::Sidecar(error));
@@ -127,11 +164,7 @@ impl Flow {
                     SidecarError::BadReply => Reason::SidecarBadReply,
                     _ => Reason::SidecarUnavailable,
                 };
-                self.reject(
-                    host,
-                    credential.kind(),
-                    Rejection::new(reason).detail(&detail),
-                )
+                self.reject(host, state.kind(), Rejection::new(reason).detail(&detail))
             }
         }
     }
@@ -140,20 +173,16 @@ impl Flow {
     pub(super) fn exists_session(
         &mut self,
         host: &mut dyn Host,
-        credential: Credential,
+        state: Lookup,
         session: SessionView,
     ) -> Verdict {
         // From here on the session is known by its handle (also when the
         // view came from this worker's cache).
         self.session = Some(SessionHash::Handle(session_hash(&session.handle)));
         if session.expires_at <= host.now() {
-            return self.reject(
-                host,
-                credential.kind(),
-                Rejection::new(Reason::SessionNotFound),
-            );
+            return self.reject(host, state.kind(), Rejection::new(Reason::SessionNotFound));
         }
-        self.is_same_client(host, credential, session)
+        self.is_same_client(host, state, session)
     }
 
     /// "Is it the client that logged in?": the session binding. Mismatches
@@ -162,7 +191,7 @@ impl Flow {
     pub(super) fn is_same_client(
         &mut self,
         host: &mut dyn Host,
-        credential: Credential,
+        mut state: Lookup,
         session: SessionView,
     ) -> Verdict {
         let client_ip = host.client_address().as_deref().and_then(ip_of_address);
@@ -174,7 +203,7 @@ impl Flow {
             user_agent.as_deref(),
         );
         if mismatches.is_empty() {
-            return self.verify_session_tokens(host, credential, session);
+            return self.verify_session_tokens(host, state, session);
         }
         let fields: Vec<&str> = mismatches.iter().map(|m| m.field.name()).collect();
         let fields = fields.join(",");
@@ -194,18 +223,19 @@ impl Flow {
                     "event": "binding_mismatch",
                     "action": "log",
                     "fields": fields,
-                    "client": credential.kind().name(),
+                    "client": state.kind().name(),
                     "session_hash": session_hash(&session.handle),
                 })
             );
-            self.binding_mismatch = Some(fields);
-            return self.verify_session_tokens(host, credential, session);
+            state.binding_mismatch = Some(fields);
+            return self.verify_session_tokens(host, state, session);
         }
         let rejection = Rejection::new(Reason::BindingMismatch).detail(&fields);
         if self.config.binding.end_session_on_reject {
-            self.end_session(host, credential.kind(), &session.handle, rejection)
+            self.evict_session(&state.key);
+            self.end_session(host, state.kind(), &session.handle, rejection)
         } else {
-            self.reject(host, credential.kind(), rejection.keep_cookie())
+            self.reject(host, state.kind(), rejection.keep_cookie())
         }
     }
 
@@ -218,15 +248,18 @@ impl Flow {
         handle: &str,
         rejection: Rejection,
     ) -> Verdict {
-        self.evict_session();
         let call = self.sidecar_call(
             "DELETE",
             format!("{}/{handle}", portero_wire::SESSIONS_PATH),
             Vec::new(),
         );
         match self.dispatch(host, call) {
-            Ok(()) => {
-                self.state = State::EndingSession(kind, Box::new(rejection));
+            Ok(started_us) => {
+                self.state = State::EndingSession {
+                    kind,
+                    rejection: Box::new(rejection),
+                    started_us,
+                };
                 Verdict::Wait
             }
             // Refused either way; the session could not be ended now.
@@ -257,7 +290,7 @@ impl Flow {
     pub(super) fn verify_session_tokens(
         &mut self,
         host: &mut dyn Host,
-        credential: Credential,
+        mut state: Lookup,
         session: SessionView,
     ) -> Verdict {
         // "Valid when the store answered": the store rotates a token that has
@@ -265,13 +298,12 @@ impl Flow {
         // the look-up started, not the moment the answer arrived (a token
         // with a second left would otherwise fail across a second boundary
         // and refuse a valid client). A cached view was checked against now.
-        let checked_at = match self.sidecar_call_started {
-            0 => host.now(),
-            started_us => started_us / 1_000_000,
-        };
+        let checked_at = state
+            .started_us
+            .map_or_else(|| host.now(), |started_us| started_us / 1_000_000);
         let session_token_ok =
             !session.access_token.is_empty() && session.access_expires_at > checked_at;
-        let bearer_fits = match &credential {
+        let bearer_fits = match &state.credential {
             Credential::Bearer(claims) => {
                 claims.sid == session.handle && claims.sub == session.user_id
             }
@@ -280,18 +312,18 @@ impl Flow {
         if !session_token_ok || !bearer_fits {
             return self.reject(
                 host,
-                credential.kind(),
+                state.kind(),
                 Rejection::new(Reason::SessionTokensInvalid),
             );
         }
-        if let Credential::Bearer(claims) = &credential {
+        if let Credential::Bearer(claims) = &state.credential {
             if claims.jti != session.access_jti {
                 // The presented token was rotated (by this request or a
                 // concurrent one): upstream and client get the current one.
-                self.refreshed_token = Some(session.access_token.clone());
+                state.refreshed_token = Some(session.access_token.clone());
             }
         }
-        self.has_required_roles(host, credential.kind(), &session)
+        self.has_required_roles(host, state, &session)
     }
 
     /// "Does the user have the roles the route demands?" (from the user
@@ -299,7 +331,7 @@ impl Flow {
     pub(super) fn has_required_roles(
         &mut self,
         host: &mut dyn Host,
-        kind: ClientKind,
+        state: Lookup,
         session: &SessionView,
     ) -> Verdict {
         let allowed = self
@@ -309,18 +341,20 @@ impl Flow {
         if !allowed {
             // The session is fine; this route is not for this user. A token
             // rotated by this look-up still goes back with the 403.
-            return self.reject(host, kind, Rejection::new(Reason::MissingRole));
+            let rejection = Rejection::new(Reason::MissingRole);
+            return self.reject_with_token(host, state.kind(), rejection, state.refreshed_token);
         }
-        self.make_the_request(host, kind, session)
+        self.make_the_request(host, state, session)
     }
 
     /// "Make the request": identity headers on, session cookie off.
     pub(super) fn make_the_request(
         &mut self,
         host: &mut dyn Host,
-        kind: ClientKind,
+        state: Lookup,
         session: &SessionView,
     ) -> Verdict {
+        let kind = state.kind();
         let headers = &self.config.identity_headers;
         let roles = session.roles.join(",");
         let values = [
@@ -333,16 +367,14 @@ impl Flow {
             || session.roles.iter().any(|r| r.contains(','))
             || !is_header_value(&session.access_token)
         {
-            return self.reject(
-                host,
-                kind,
-                Rejection::new(Reason::SidecarBadReply).detail("identity not fit for a header"),
-            );
+            let rejection =
+                Rejection::new(Reason::SidecarBadReply).detail("identity not fit for a header");
+            return self.reject_with_token(host, kind, rejection, state.refreshed_token);
         }
         for (name, value) in values {
             host.set_request_header(name, value.as_bytes());
         }
-        if let Some(fields) = &self.binding_mismatch {
+        if let Some(fields) = &state.binding_mismatch {
             host.set_request_header(&headers.binding_mismatch, fields.as_bytes());
         }
         // Bearer clients may carry the session cookie too (a browser app
@@ -350,13 +382,17 @@ impl Flow {
         self.remove_session_cookie(host);
         let forward_token = match kind {
             ClientKind::Cookie => headers.forward_access_token,
-            _ => self.refreshed_token.is_some(),
+            _ => state.refreshed_token.is_some(),
         };
         if forward_token {
             let value = format!("Bearer {}", session.access_token);
             host.set_request_header("authorization", value.as_bytes());
         }
-        self.pass(host, kind, Outcome::Allowed)
+        let forwarded = Forwarded {
+            session_key: Some(state.key),
+            refreshed_token: state.refreshed_token,
+        };
+        self.pass(host, kind, Outcome::Allowed, forwarded)
     }
 }
 
