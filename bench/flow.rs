@@ -175,6 +175,19 @@ fn main() {
     time("  sha256 cache key of the token", rounds, || {
         black_box(portero::cache::token_key(black_box(&token)));
     });
+    let lines: Vec<&[u8]> = vec![cookie.as_bytes()];
+    time("  find and strip the session cookie", rounds, || {
+        let lines = black_box(&lines);
+        black_box(portero::cookie::find_cookie(lines, "__Host-portero"));
+        black_box(portero::cookie::without_cookie(lines, "__Host-portero"));
+    });
+    time(
+        "  session hash for log lines (SHA-256, hex)",
+        rounds,
+        || {
+            black_box(portero::reject::session_hash(black_box(&handle)));
+        },
+    );
     time("  host with 6 headers (the harness itself)", rounds, || {
         black_box(base(("cookie", cookie.clone())));
     });

@@ -60,7 +60,7 @@ impl Flow {
                 Rejection::new(Reason::Token(crate::token::TokenError::MissingSessionId)),
             );
         }
-        self.session = Some(SessionHash::Handle(session_hash(&claims.sid)));
+        self.session = Some(SessionRef::Handle(claims.sid.clone()));
         let key = session_key_by_handle(&claims.sid);
         let lookup = LookupRequest::by_handle(&claims.sid, &claims.jti);
         self.look_up_session(host, Credential::Bearer(Box::new(claims)), key, || lookup)

@@ -82,7 +82,7 @@ impl Flow {
     pub(super) fn obtain_session_id(&mut self, host: &mut dyn Host, cookie_value: &str) -> Verdict {
         match self.config.cookie.open(cookie_value) {
             Ok(session_id) => {
-                self.session = Some(SessionHash::Id(session_hash(&session_id)));
+                self.session = Some(SessionRef::Id(session_id.clone()));
                 let key = session_key_by_id(&session_id);
                 self.look_up_session(host, Credential::Cookie, key, || {
                     LookupRequest::by_id(&session_id)

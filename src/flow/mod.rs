@@ -38,7 +38,7 @@ use crate::config::Config;
 use crate::cookie::find_cookie;
 use crate::metrics::{CacheKind, Counter, Outcome, SidecarError};
 use crate::policy::{MismatchPolicy, RoleRequirement, RoutePolicy};
-use crate::reject::{session_hash, Reason, Rejection, SessionHash};
+use crate::reject::{session_hash, Reason, Rejection, SessionRef};
 use crate::token::{bearer_token, TokenError, Verified, MAX_TOKEN_LEN};
 
 /// An HTTP call to the sidecar, for the host to dispatch.
@@ -154,7 +154,7 @@ pub struct Flow {
     policy: RoutePolicy,
     required_roles: Option<RoleRequirement>,
     /// Which session this is, for log lines (a hash, never the secret).
-    session: Option<SessionHash>,
+    session: Option<SessionRef>,
 }
 
 impl Flow {

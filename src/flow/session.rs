@@ -178,7 +178,7 @@ impl Flow {
     ) -> Verdict {
         // From here on the session is known by its handle (also when the
         // view came from this worker's cache).
-        self.session = Some(SessionHash::Handle(session_hash(&session.handle)));
+        self.session = Some(SessionRef::Handle(session.handle.clone()));
         if session.expires_at <= host.now() {
             return self.reject(host, state.kind(), Rejection::new(Reason::SessionNotFound));
         }
