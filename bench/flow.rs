@@ -14,7 +14,7 @@ use timing::time;
 
 use portero::cache::EdgeCache;
 use portero::config::Config;
-use portero::flow::{Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
+use portero::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
 use portero::metrics::Counter;
 use portero_wire::{AccessClaims, LookupResponse, SessionView};
 
@@ -60,7 +60,7 @@ impl Host for MiniHost {
     }
     fn add_response_header(&mut self, _name: &str, _value: &str) {}
     fn remove_response_header(&mut self, _name: &str) {}
-    fn dispatch_sidecar_call(&mut self, _call: SidecarCall) -> Result<(), String> {
+    fn dispatch_sidecar_call(&mut self, _call: SidecarCall) -> Result<(), DispatchError> {
         self.calls += 1;
         Ok(())
     }

@@ -54,9 +54,36 @@ impl std::fmt::Debug for RsaPublicKey {
     }
 }
 
+/// Why a modulus and exponent are not a key this verifier accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyError {
+    ModulusSize { bits: usize },
+    EvenModulus,
+    ExponentTooLong,
+    BadExponent { e: u64 },
+}
+
+impl std::fmt::Display for KeyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyError::ModulusSize { bits } => write!(
+                f,
+                "modulus of {bits} bits; expected {MIN_MODULUS_BITS} to {MAX_MODULUS_BITS}"
+            ),
+            KeyError::EvenModulus => write!(f, "even modulus"),
+            KeyError::ExponentTooLong => write!(f, "exponent longer than 64 bits"),
+            KeyError::BadExponent { e } => {
+                write!(f, "exponent {e}; expected an odd number of at least 3")
+            }
+        }
+    }
+}
+
+impl std::error::Error for KeyError {}
+
 impl RsaPublicKey {
     /// From the big-endian modulus and exponent (a JWK's `n` and `e`).
-    pub fn from_components(n: &[u8], e: &[u8]) -> Result<Self, String> {
+    pub fn from_components(n: &[u8], e: &[u8]) -> Result<Self, KeyError> {
         let n = strip_leading_zeros(n);
         let e = strip_leading_zeros(e);
         // After stripping, the first byte is non-zero.
@@ -64,21 +91,17 @@ impl RsaPublicKey {
             .first()
             .map_or(0, |b| n.len() * 8 - b.leading_zeros() as usize);
         if !(MIN_MODULUS_BITS..=MAX_MODULUS_BITS).contains(&bits) {
-            return Err(format!(
-                "modulus of {bits} bits; expected {MIN_MODULUS_BITS} to {MAX_MODULUS_BITS}"
-            ));
+            return Err(KeyError::ModulusSize { bits });
         }
         if n.last().is_none_or(|b| b & 1 == 0) {
-            return Err("even modulus".into());
+            return Err(KeyError::EvenModulus);
         }
         if e.len() > 8 {
-            return Err("exponent longer than 64 bits".into());
+            return Err(KeyError::ExponentTooLong);
         }
         let e = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
         if e < 3 || e & 1 == 0 {
-            return Err(format!(
-                "exponent {e}; expected an odd number of at least 3"
-            ));
+            return Err(KeyError::BadExponent { e });
         }
         let limbs = n.len().div_ceil(4);
         let modulus = limbs_from_be(n, limbs);
@@ -353,20 +376,27 @@ mod tests {
     #[test]
     fn keys_out_of_bounds_are_refused() {
         let n = b64(RFC7515_N);
-        assert!(RsaPublicKey::from_components(&n[..128], &b64("AQAB"))
-            .unwrap_err()
-            .contains("1024 bits"));
+        let short = RsaPublicKey::from_components(&n[..128], &b64("AQAB")).unwrap_err();
+        assert_eq!(short, KeyError::ModulusSize { bits: 1024 });
+        assert!(short.to_string().contains("1024 bits"));
         let mut even = n.clone();
         *even.last_mut().unwrap() &= 0xfe;
-        assert!(RsaPublicKey::from_components(&even, &b64("AQAB")).is_err());
-        assert!(
-            RsaPublicKey::from_components(&n, &[1, 0]).is_err(),
+        assert_eq!(
+            RsaPublicKey::from_components(&even, &b64("AQAB")).unwrap_err(),
+            KeyError::EvenModulus
+        );
+        assert_eq!(
+            RsaPublicKey::from_components(&n, &[1, 0]).unwrap_err(),
+            KeyError::BadExponent { e: 256 },
             "even e"
         );
-        assert!(RsaPublicKey::from_components(&n, &[1]).is_err(), "e = 1");
-        assert!(
-            RsaPublicKey::from_components(&n, &[1; 9]).is_err(),
-            "e > 64 bits"
+        assert_eq!(
+            RsaPublicKey::from_components(&n, &[1]).unwrap_err(),
+            KeyError::BadExponent { e: 1 }
+        );
+        assert_eq!(
+            RsaPublicKey::from_components(&n, &[1; 9]).unwrap_err(),
+            KeyError::ExponentTooLong
         );
         assert!(RsaPublicKey::from_components(&[], &b64("AQAB")).is_err());
         // Leading zeros are not bits.

@@ -18,7 +18,9 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 use crate::cache::{EdgeCache, FeedOutcome};
 use crate::config::Config;
 use crate::feed::FeedSchedule;
-use crate::flow::{sidecar_call, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
+use crate::flow::{
+    sidecar_call, DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
+};
 use crate::metrics::{Counter, SIDECAR_LATENCY_US};
 
 proxy_wasm::main! {{
@@ -282,7 +284,7 @@ fn read_call_reply(body_size: usize) -> SidecarReply {
     SidecarReply { status, body }
 }
 
-fn dispatch(call: &SidecarCall) -> Result<(), String> {
+fn dispatch(call: &SidecarCall) -> Result<(), DispatchError> {
     let headers: Vec<(&str, &str)> = call
         .headers
         .iter()
@@ -296,7 +298,7 @@ fn dispatch(call: &SidecarCall) -> Result<(), String> {
         Duration::from_millis(call.timeout_ms),
     )
     .map(|_| ())
-    .map_err(|status| format!("dispatch failed: {status:?}"))
+    .map_err(|status| DispatchError(format!("{status:?}")))
 }
 
 /// Every line of header `name` in a snapshot (names from Envoy are
@@ -433,7 +435,7 @@ impl Host for Envoy {
         }
     }
 
-    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String> {
+    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), DispatchError> {
         dispatch(&call)
     }
 

@@ -26,7 +26,7 @@ use std::rc::Rc;
 
 use portero_wire::{AccessClaims, ErrorBody, LookupRequest, LookupResponse, SessionView};
 
-pub use crate::http::{ClientKind, LocalResponse};
+pub use crate::http::{ClientKind, DispatchError, LocalResponse};
 
 mod bearer;
 mod cookie;
@@ -81,7 +81,7 @@ pub trait Host {
     fn add_response_header(&mut self, name: &str, value: &str);
     fn remove_response_header(&mut self, name: &str);
     /// Starts the call; the answer is fed back through [`Flow::on_sidecar_reply`].
-    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String>;
+    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), DispatchError>;
     fn send_local_response(&mut self, response: LocalResponse);
     fn increment(&mut self, counter: Counter);
     fn record_sidecar_latency_us(&mut self, micros: u64);
@@ -230,7 +230,7 @@ impl Flow {
 
     /// Starts a sidecar call; when it started (microseconds), for its
     /// latency and for reading its answer.
-    fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<u64, String> {
+    fn dispatch(&mut self, host: &mut dyn Host, call: SidecarCall) -> Result<u64, DispatchError> {
         let started_us = host.now_micros();
         match host.dispatch_sidecar_call(call) {
             Ok(()) => Ok(started_us),

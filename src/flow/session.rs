@@ -66,7 +66,7 @@ impl Flow {
             Err(e) => self.reject(
                 host,
                 state.kind(),
-                Rejection::new(Reason::SidecarUnavailable).detail(&e),
+                Rejection::new(Reason::SidecarUnavailable).detail(&e.to_string()),
             ),
         }
     }

@@ -158,9 +158,9 @@ impl Host for FakeHost {
         self.response.retain(|(k, _)| k != name);
         self.raw_response.retain(|(k, _)| k != name);
     }
-    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), String> {
+    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), DispatchError> {
         if self.dispatch_fails {
-            return Err("no such cluster".into());
+            return Err(DispatchError("no such cluster".into()));
         }
         self.calls.push(call);
         Ok(())
