@@ -34,6 +34,7 @@ pub fn decode(bytes: &[u8]) -> Option<Vec<HeaderLine>> {
 }
 
 /// Encodes lines in the same layout (the inverse of [`decode`], for tests).
+#[cfg(test)]
 pub fn encode(lines: &[HeaderLine]) -> Vec<u8> {
     let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
     let mut out = Vec::new();

@@ -254,6 +254,19 @@ impl Default for StackOptions {
     }
 }
 
+impl StackOptions {
+    /// Every request asks the sidecar: the session cache (and with it the
+    /// revocation feed) off.
+    pub fn no_session_cache() -> StackOptions {
+        StackOptions {
+            plugin_config_patch: Some(|config| {
+                config["cache"] = json!({"sessions": {"ttl_seconds": 0}});
+            }),
+            ..StackOptions::default()
+        }
+    }
+}
+
 fn pick(port: u16) -> u16 {
     if port == 0 {
         free_port()

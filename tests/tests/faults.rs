@@ -29,15 +29,6 @@ fn short_tokens_to_the_store() -> StackOptions {
     }
 }
 
-fn no_session_cache() -> StackOptions {
-    StackOptions {
-        plugin_config_patch: Some(|config| {
-            config["cache"] = json!({"sessions": {"ttl_seconds": 0}});
-        }),
-        ..StackOptions::default()
-    }
-}
-
 /// A store-trouble answer: 503, `Retry-After`, the cookie left alone.
 fn assert_trouble_not_logout(reply: &Reply, what: &str) {
     assert_eq!(reply.status, 503, "{what}: {} {}", reply.status, reply.body);
@@ -219,7 +210,7 @@ fn a_rotation_for_a_cookie_client_leaves_the_old_token_only_the_grace() {
 
 #[test]
 fn redis_sigkilled_and_restarted_keeps_every_session() {
-    let mut stack = Stack::start_with(no_session_cache());
+    let mut stack = Stack::start_with(StackOptions::no_session_cache());
     let cookies: Vec<String> = (0..60)
         .map(|_| stack.login_web("ada", "lovelace"))
         .collect();
@@ -294,7 +285,7 @@ impl Load {
 
 #[test]
 fn the_sidecar_frozen_and_killed_under_load_logs_nobody_out() {
-    let stack = Arc::new(Stack::start_with(no_session_cache()));
+    let stack = Arc::new(Stack::start_with(StackOptions::no_session_cache()));
     let cookies: Vec<String> = (0..4).map(|_| stack.login_web("ada", "lovelace")).collect();
     let load = Load::start(&stack, &cookies);
     sleep_ms(300);
@@ -325,7 +316,7 @@ fn the_sidecar_frozen_and_killed_under_load_logs_nobody_out() {
 
 #[test]
 fn a_frozen_or_dead_sidecar_is_503_and_counted_as_no_answer() {
-    let mut stack = Stack::start_with(no_session_cache());
+    let mut stack = Stack::start_with(StackOptions::no_session_cache());
     let cookie = stack.login_web("ada", "lovelace");
     assert_eq!(stack.me_with_cookie(&cookie).status, 200);
     // Frozen: Envoy's callout times out (its own local reply).

@@ -411,10 +411,7 @@ fn sidecar_latency_and_errors_reach_prometheus() {
 #[test]
 fn sidecar_serves_prometheus_metrics() {
     // Session cache off: every request reaches the sidecar and Redis.
-    let mut stack = Stack::start_with(StackOptions {
-        plugin_config_patch: Some(|c| c["cache"] = json!({"sessions": {"ttl_seconds": 0}})),
-        ..StackOptions::default()
-    });
+    let mut stack = Stack::start_with(StackOptions::no_session_cache());
     stack.login_web("ada", "lovelace");
     let value = stack.login_web("alan", "turing");
     assert_eq!(stack.get("/me", &[("cookie", &cookie(&value))]).status, 200);

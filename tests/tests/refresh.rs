@@ -34,16 +34,6 @@ fn short_tokens_long_window() -> StackOptions {
     }
 }
 
-/// Every request asks the sidecar (session cache off).
-fn no_session_cache() -> StackOptions {
-    StackOptions {
-        plugin_config_patch: Some(|config| {
-            config["cache"] = json!({"sessions": {"ttl_seconds": 0}});
-        }),
-        ..StackOptions::default()
-    }
-}
-
 /// Sleeps until every token minted before the call has expired (2 s tokens,
 /// whole-second clocks).
 fn outlive_tokens() {
@@ -232,7 +222,7 @@ fn replayed_token_with_revocation_off_is_refused_but_the_session_lives() {
 fn banned_user_is_refused_at_once_on_both_flows() {
     // Without the session cache: the store's answer on every request (the
     // cached path is held to its feed bound in caches.rs).
-    let stack = Stack::start_with(no_session_cache());
+    let stack = Stack::start_with(StackOptions::no_session_cache());
     let cookie = stack.login_web("alan", "turing");
     let token = stack.login_app("alan", "turing");
     let other = stack.login_web("ada", "lovelace");
@@ -340,7 +330,7 @@ fn revoke_all_ends_every_session_of_one_user_only() {
 
 #[test]
 fn role_change_reaches_upstream_on_the_next_request() {
-    let stack = Stack::start_with(no_session_cache());
+    let stack = Stack::start_with(StackOptions::no_session_cache());
     let cookie = stack.login_web("alan", "turing");
     let token = stack.login_app("alan", "turing");
     assert_eq!(
