@@ -69,7 +69,7 @@ test: build lint unit-test wasm-unit-test integration-test
 lint: wasm-target
 	python3 scripts/module_cycles.py
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --workspace --all-targets --features portero/testkit -- -D warnings
 	cargo clippy --target wasm32-wasip1 -p portero -p portero-wire -- -D warnings
 
 unit-test:
@@ -84,11 +84,14 @@ integration-test: build
 
 # portero against bare Envoy and native jwt_authn, side by side in one run
 # (one Envoy worker, loopback); prints the table, writes bench/results.json.
-# Also RS256 verification under V8 (Node) vs native, per operation.
+# Also the flow's warm paths and RS256 verification, per step, under V8
+# (Node) and natively.
 bench: build
 	./target/release/portero-bench
-	cargo bench --bench rs256 --target wasm32-wasip1
-	cargo bench --bench rs256
+	cargo bench --features testkit --bench flow --target wasm32-wasip1
+	cargo bench --features testkit --bench flow
+	cargo bench --features testkit --bench rs256 --target wasm32-wasip1
+	cargo bench --features testkit --bench rs256
 
 # Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
 compose-config: build

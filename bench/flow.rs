@@ -1,7 +1,7 @@
 //! The warm paths' own cost, without Envoy: one request's flow against an
 //! in-memory host, cookie and bearer, served from the caches.
 //!
-//! `cargo bench --bench flow --target wasm32-wasip1` runs it under Node's V8;
+//! `cargo bench --features testkit --bench flow --target wasm32-wasip1` runs it under Node's V8;
 //! without `--target`, natively. Prints microseconds per request and per step.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -14,62 +14,10 @@ use timing::time;
 
 use portero::cache::EdgeCache;
 use portero::config::Config;
-use portero::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
-use portero::metrics::Counter;
+use portero::flow::{Flow, SidecarReply, Verdict};
+use portero::testkit::tokens::{Minter, TEST_JWKS};
+use portero::testkit::{FakeHost, NOW};
 use portero_wire::{AccessClaims, LookupResponse, SessionView};
-
-const PEM: &str = include_str!("../tests/fixtures/test-rsa.pem");
-const JWKS: &str = include_str!("../tests/fixtures/test-jwks.json");
-const NOW: u64 = 1_800_000_000;
-
-struct MiniHost {
-    request: Vec<(String, String)>,
-    calls: usize,
-}
-
-impl Host for MiniHost {
-    fn now(&self) -> u64 {
-        NOW
-    }
-    fn now_micros(&self) -> u64 {
-        NOW * 1_000_000
-    }
-    fn route_name(&self) -> Option<String> {
-        None
-    }
-    fn client_address(&mut self) -> Option<String> {
-        Some("127.0.0.1:4000".into())
-    }
-    fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        self.request
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_bytes())
-            .collect()
-    }
-    fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        self.request.retain(|(k, _)| k != name);
-        self.request
-            .push((name.into(), String::from_utf8_lossy(value).into_owned()));
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.request.retain(|(k, _)| k != name);
-    }
-    fn response_header_lines(&self, _name: &str) -> Vec<&[u8]> {
-        Vec::new()
-    }
-    fn add_response_header(&mut self, _name: &str, _value: &str) {}
-    fn remove_response_header(&mut self, _name: &str) {}
-    fn dispatch_sidecar_call(&mut self, _call: SidecarCall) -> Result<(), DispatchError> {
-        self.calls += 1;
-        Ok(())
-    }
-    fn send_local_response(&mut self, response: LocalResponse) {
-        panic!("refused: {}", String::from_utf8_lossy(&response.body));
-    }
-    fn increment(&mut self, _counter: Counter) {}
-    fn record_sidecar_latency_us(&mut self, _micros: u64) {}
-}
 
 fn main() {
     let sid = format!("{}{}", "t".repeat(22), "r".repeat(43));
@@ -77,7 +25,7 @@ fn main() {
     let config = serde_json::json!({
         "cookie": {"keys": [{"id": 1, "secret": "0123456789abcdef0123456789abcdef"}]},
         "jwt": {"issuer": "https://portero.local", "audiences": ["portero-apps"],
-                "jwks": serde_json::from_str::<serde_json::Value>(JWKS).unwrap()},
+                "jwks": serde_json::from_str::<serde_json::Value>(TEST_JWKS).unwrap()},
         "sidecar": {"cluster": "redis_sidecar", "token": "filter-token-0123456789"}
     });
     let config = Rc::new(Config::from_json(config.to_string().as_bytes()).unwrap());
@@ -92,10 +40,7 @@ fn main() {
         exp: NOW + 300,
         ver: 0,
     };
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("test-key".into());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(PEM.as_bytes()).unwrap();
-    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let token = Minter::test_key().sign(&claims);
     let view = SessionView {
         handle: handle.clone(),
         user_id: "user-1".into(),
@@ -131,16 +76,23 @@ fn main() {
         c.on_feed_reply(Some(200), feed.to_string().as_bytes(), NOW * 1_000_000);
     }
     let cookie = format!("__Host-portero={}", config.cookie.seal(&sid).unwrap());
-    let base = |extra: (&str, String)| MiniHost {
-        request: vec![
-            (":method".into(), "GET".into()),
-            (":path".into(), "/".into()),
-            (":authority".into(), "bench".into()),
-            ("user-agent".into(), "bench".into()),
-            ("accept".into(), "*/*".into()),
-            (extra.0.into(), extra.1),
-        ],
-        calls: 0,
+    let base = |extra: (&str, String)| {
+        let mut host = FakeHost {
+            now: NOW,
+            client_address: Some("127.0.0.1:4000".into()),
+            ..FakeHost::default()
+        };
+        for (name, value) in [
+            (":method", "GET"),
+            (":path", "/"),
+            (":authority", "bench"),
+            ("user-agent", "bench"),
+            ("accept", "*/*"),
+            (extra.0, &extra.1),
+        ] {
+            host.request.insert(name, value);
+        }
+        host
     };
     // Warm both caches.
     for extra in [
@@ -158,7 +110,7 @@ fn main() {
         let mut host = base(("cookie", cookie.clone()));
         let mut flow = Flow::new(config.clone(), cache.clone());
         assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
-        assert_eq!(host.calls, 0);
+        assert!(host.calls.is_empty() && host.sent.is_none());
         black_box(&host.request);
     });
     let bearer = format!("Bearer {token}");
@@ -166,6 +118,7 @@ fn main() {
         let mut host = base(("authorization", bearer.clone()));
         let mut flow = Flow::new(config.clone(), cache.clone());
         assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
+        assert!(host.sent.is_none());
         black_box(&host.request);
     });
     let value = cookie.split_once('=').unwrap().1.to_string();

@@ -1,6 +1,6 @@
 //! Where RS256 verification time goes inside the filter's target.
 //!
-//! `cargo bench --bench rs256 --target wasm32-wasip1` runs it under Node's
+//! `cargo bench --features testkit --bench rs256 --target wasm32-wasip1` runs it under Node's
 //! V8 (the cargo runner), the engine Envoy embeds; without `--target` it runs
 //! natively for comparison. Prints microseconds per operation.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -11,12 +11,9 @@ use std::hint::black_box;
 use timing::time;
 
 use jsonwebtoken::jwk::JwkSet;
+use portero::testkit::tokens::{Minter, NOW, TEST_JWKS as JWKS, TEST_PRIVATE_PEM as PEM};
 use portero::token::TokenVerifier;
 use portero_wire::AccessClaims;
-
-const PEM: &str = include_str!("../tests/fixtures/test-rsa.pem");
-const JWKS: &str = include_str!("../tests/fixtures/test-jwks.json");
-const NOW: u64 = 1_800_000_000;
 
 fn main() {
     let claims = AccessClaims {
@@ -30,10 +27,7 @@ fn main() {
         exp: NOW + 300,
         ver: 1,
     };
-    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-    header.kid = Some("test-key".into());
-    let key = jsonwebtoken::EncodingKey::from_rsa_pem(PEM.as_bytes()).unwrap();
-    let token = jsonwebtoken::encode(&header, &claims, &key).unwrap();
+    let token = Minter::test_key().sign(&claims);
     let jwks: JwkSet = serde_json::from_str(JWKS).unwrap();
     let verifier = TokenVerifier::new(
         &jwks,

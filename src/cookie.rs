@@ -191,10 +191,14 @@ impl CookieCodec {
     }
 }
 
-/// `SameSite` attribute of the session cookie.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `SameSite` attribute of the session cookie (`"Strict"`, the default, or
+/// `"Lax"`; lowercase accepted).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 pub enum SameSite {
+    #[default]
+    #[serde(alias = "strict")]
     Strict,
+    #[serde(alias = "lax")]
     Lax,
 }
 

@@ -28,5 +28,8 @@ pub mod reject;
 pub mod rs256;
 pub mod token;
 
+#[cfg(any(test, feature = "testkit"))]
+pub mod testkit;
+
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod shell;

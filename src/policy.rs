@@ -12,10 +12,12 @@ use crate::config::error::{err, ConfigError};
 
 // ── per-route policy ────────────────────────────────────────────────────
 
-/// What the filter demands on a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the filter demands on a route (`"required"`, `"optional"`, `"off"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum RoutePolicy {
     /// A valid session is required (the default for every route).
+    #[default]
     Required,
     /// No credential: the request passes anonymously (identity headers
     /// absent). A credential that is presented must still be valid.
@@ -121,8 +123,8 @@ pub(crate) struct RawRoute {
     route_name: Option<String>,
     #[serde(default)]
     path_prefix: Option<String>,
-    #[serde(default = "default_route_policy")]
-    policy: String,
+    #[serde(default)]
+    policy: RoutePolicy,
     #[serde(default)]
     roles: Option<RawRoles>,
 }
@@ -134,10 +136,6 @@ struct RawRoles {
     any_of: Option<Vec<String>>,
     #[serde(default)]
     all_of: Option<Vec<String>>,
-}
-
-fn default_route_policy() -> String {
-    "required".into()
 }
 
 impl RawRoute {
@@ -164,17 +162,7 @@ impl RawRoute {
                 ))
             }
         };
-        let policy = match self.policy.as_str() {
-            "required" => RoutePolicy::Required,
-            "optional" => RoutePolicy::Optional,
-            "off" => RoutePolicy::Off,
-            other => {
-                return Err(err(
-                    &format!("{field}.policy"),
-                    format!("expected \"required\", \"optional\" or \"off\", got {other:?}"),
-                ))
-            }
-        };
+        let policy = self.policy;
         let roles = match self.roles {
             None => None,
             Some(raw) => Some(raw.validate(&format!("{field}.roles"))?),
@@ -220,8 +208,10 @@ impl RawRoles {
 
 // ── session binding ─────────────────────────────────────────────────────
 
-/// What to do when a bound field differs from the one recorded at login.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// What to do when a bound field differs from the one recorded at login
+/// (`"off"`, `"log"`, `"reject"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum MismatchPolicy {
     /// Don't compare.
     Off,
@@ -348,78 +338,112 @@ fn prefix_eq(a: u128, b: u128, width: u32, len: u8) -> bool {
     (a >> shift) == (b >> shift)
 }
 
+// The config's form of the binding. Its defaults are `BindingConfig::default()`
+// written back in this form, so they are stated once.
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawBinding {
     ip: RawIpBinding,
     user_agent: RawUserAgentBinding,
-    on_reject: String,
+    on_reject: OnReject,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawIpBinding {
-    compare: String,
+    compare: IpCompareMode,
     ipv4_prefix_len: u8,
     ipv6_prefix_len: u8,
-    policy: String,
+    policy: MismatchPolicy,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawUserAgentBinding {
-    compare: String,
-    policy: String,
+    compare: UserAgentCompare,
+    policy: MismatchPolicy,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum IpCompareMode {
+    Exact,
+    Prefix,
+    Off,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum UserAgentCompare {
+    Exact,
+    Off,
+}
+
+#[derive(Clone, Copy, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum OnReject {
+    EndSession,
+    KeepSession,
+}
+
+impl From<&BindingConfig> for RawBinding {
+    fn from(config: &BindingConfig) -> Self {
+        // A prefix length stays stated for an exact compare, so turning
+        // `compare` to "prefix" alone gives the documented lengths.
+        let (compare, v4, v6) = match config.ip {
+            IpCompare::Exact => (IpCompareMode::Exact, 24, 64),
+            IpCompare::Prefix { v4, v6 } => (IpCompareMode::Prefix, v4, v6),
+        };
+        Self {
+            ip: RawIpBinding {
+                compare,
+                ipv4_prefix_len: v4,
+                ipv6_prefix_len: v6,
+                policy: config.ip_policy,
+            },
+            user_agent: RawUserAgentBinding {
+                compare: UserAgentCompare::Exact,
+                policy: config.user_agent_policy,
+            },
+            on_reject: if config.end_session_on_reject {
+                OnReject::EndSession
+            } else {
+                OnReject::KeepSession
+            },
+        }
+    }
 }
 
 impl Default for RawBinding {
     fn default() -> Self {
-        Self {
-            ip: RawIpBinding::default(),
-            user_agent: RawUserAgentBinding::default(),
-            on_reject: "end_session".into(),
-        }
+        Self::from(&BindingConfig::default())
     }
 }
 
 impl Default for RawIpBinding {
     fn default() -> Self {
-        Self {
-            compare: "prefix".into(),
-            ipv4_prefix_len: 24,
-            ipv6_prefix_len: 64,
-            policy: "log".into(),
-        }
+        RawBinding::default().ip
     }
 }
 
 impl Default for RawUserAgentBinding {
     fn default() -> Self {
-        Self {
-            compare: "exact".into(),
-            policy: "log".into(),
-        }
+        RawBinding::default().user_agent
     }
 }
 
-fn mismatch_policy(field: &str, value: &str) -> Result<MismatchPolicy, ConfigError> {
-    match value {
-        "off" => Ok(MismatchPolicy::Off),
-        "log" => Ok(MismatchPolicy::Log),
-        "reject" => Ok(MismatchPolicy::Reject),
-        other => Err(err(
-            field,
-            format!("expected \"off\", \"log\" or \"reject\", got {other:?}"),
-        )),
+impl Default for OnReject {
+    fn default() -> Self {
+        RawBinding::default().on_reject
     }
 }
 
 impl RawBinding {
     pub(crate) fn validate(self) -> Result<BindingConfig, ConfigError> {
-        let mut ip_policy = mismatch_policy("binding.ip.policy", &self.ip.policy)?;
-        let ip = match self.ip.compare.as_str() {
-            "exact" => IpCompare::Exact,
-            "prefix" => {
+        let ip = match self.ip.compare {
+            IpCompareMode::Exact | IpCompareMode::Off => IpCompare::Exact,
+            IpCompareMode::Prefix => {
                 if !(1..=32).contains(&self.ip.ipv4_prefix_len) {
                     return Err(err("binding.ip.ipv4_prefix_len", "expected 1 to 32"));
                 }
@@ -431,44 +455,20 @@ impl RawBinding {
                     v6: self.ip.ipv6_prefix_len,
                 }
             }
-            "off" => {
-                ip_policy = MismatchPolicy::Off;
-                IpCompare::Exact
-            }
-            other => {
-                return Err(err(
-                    "binding.ip.compare",
-                    format!("expected \"exact\", \"prefix\" or \"off\", got {other:?}"),
-                ))
-            }
         };
-        let mut user_agent_policy =
-            mismatch_policy("binding.user_agent.policy", &self.user_agent.policy)?;
-        match self.user_agent.compare.as_str() {
-            "exact" => {}
-            "off" => user_agent_policy = MismatchPolicy::Off,
-            other => {
-                return Err(err(
-                    "binding.user_agent.compare",
-                    format!("expected \"exact\" or \"off\", got {other:?}"),
-                ))
-            }
-        }
-        let end_session_on_reject = match self.on_reject.as_str() {
-            "end_session" => true,
-            "keep_session" => false,
-            other => {
-                return Err(err(
-                    "binding.on_reject",
-                    format!("expected \"end_session\" or \"keep_session\", got {other:?}"),
-                ))
-            }
+        let ip_policy = match self.ip.compare {
+            IpCompareMode::Off => MismatchPolicy::Off,
+            _ => self.ip.policy,
+        };
+        let user_agent_policy = match self.user_agent.compare {
+            UserAgentCompare::Off => MismatchPolicy::Off,
+            UserAgentCompare::Exact => self.user_agent.policy,
         };
         Ok(BindingConfig {
             ip,
             ip_policy,
             user_agent_policy,
-            end_session_on_reject,
+            end_session_on_reject: matches!(self.on_reject, OnReject::EndSession),
         })
     }
 }

@@ -254,49 +254,13 @@ pub fn bearer_token(authorization: &str) -> Option<&str> {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use base64::engine::general_purpose::URL_SAFE_NO_PAD;
     use base64::Engine;
     use jsonwebtoken::{encode, EncodingKey, Header};
 
-    // A 2048-bit test key (PKCS#1), generated for these tests only.
-    pub const TEST_PRIVATE_PEM: &str = include_str!("../tests/fixtures/test-rsa.pem");
-    pub const OTHER_PRIVATE_PEM: &str = include_str!("../tests/fixtures/other-rsa.pem");
-    pub const TEST_JWKS: &str = include_str!("../tests/fixtures/test-jwks.json");
-
-    pub const ISS: &str = "https://portero.test";
-    pub const AUD: &str = "portero-apps";
-    pub const NOW: u64 = 1_800_000_000;
-
-    pub fn claims() -> AccessClaims {
-        AccessClaims {
-            iss: ISS.into(),
-            aud: AUD.into(),
-            sub: "user-1".into(),
-            sid: "h".repeat(43),
-            jti: "jti-1".into(),
-            iat: NOW - 10,
-            nbf: NOW - 10,
-            exp: NOW + 300,
-            ver: 1,
-        }
-    }
-
-    pub fn sign_with(pem: &str, kid: &str, claims: &AccessClaims) -> String {
-        let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(kid.into());
-        encode(
-            &header,
-            claims,
-            &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
-        )
-        .unwrap()
-    }
-
-    pub fn sign(claims: &AccessClaims) -> String {
-        sign_with(TEST_PRIVATE_PEM, "test-key", claims)
-    }
+    pub use crate::testkit::tokens::*;
 
     #[test]
     fn tokens_minted_by_pyjwt_and_jose_verify_whole() {
@@ -432,11 +396,7 @@ pub(crate) mod tests {
         assert_eq!(v.verify(&"a".repeat(9000), NOW), Err(TokenError::TooLong));
         let good = sign(&claims());
         assert!(v.verify(&good[..good.len() - 3], NOW).is_err());
-        let no_kid = {
-            let header = Header::new(Algorithm::RS256);
-            let key = EncodingKey::from_rsa_pem(TEST_PRIVATE_PEM.as_bytes()).unwrap();
-            encode(&header, &claims(), &key).unwrap()
-        };
+        let no_kid = Minter::new(TEST_PRIVATE_PEM, None).sign(&claims());
         assert_eq!(v.verify(&no_kid, NOW), Err(TokenError::MissingKeyId));
     }
 

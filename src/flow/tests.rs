@@ -2,174 +2,16 @@
 //! flowcharts, and the response side.
 
 use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use portero_wire::{AccessClaims, LookupRequest, LookupResponse, SessionView};
 
 use super::*;
-use crate::config::tests::valid_config;
 use crate::metrics::CacheKind;
 use crate::policy::BindingField;
-use crate::token::tests::{claims, sign, NOW};
+use crate::testkit::{claims, sign, valid_config, valid_json, FakeHost, NOW};
 
 const SID: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8";
-
-#[derive(Default)]
-struct FakeHost {
-    now: u64,
-    request: BTreeMap<String, String>,
-    /// Request header lines beyond `request` (repeated names, non-UTF-8).
-    raw_request: Vec<(String, Vec<u8>)>,
-    response: Vec<(String, String)>,
-    /// Response header lines beyond `response` (non-UTF-8).
-    raw_response: Vec<(String, Vec<u8>)>,
-    calls: Vec<SidecarCall>,
-    sent: Option<LocalResponse>,
-    dispatch_fails: bool,
-    client_address: Option<String>,
-    route_name: Option<String>,
-    counters: Vec<Counter>,
-    latencies: Vec<u64>,
-}
-
-impl FakeHost {
-    fn new() -> Self {
-        let mut host = FakeHost {
-            now: NOW,
-            client_address: Some("203.0.113.7:5555".into()),
-            ..Default::default()
-        };
-        host.request.insert(":path".into(), "/me".into());
-        host.request.insert(":method".into(), "GET".into());
-        host.request.insert("user-agent".into(), "test".into());
-        host
-    }
-
-    fn with(mut self, name: &str, value: &str) -> Self {
-        self.request.insert(name.into(), value.into());
-        self
-    }
-
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-    }
-
-    fn request_header(&self, name: &str) -> Option<String> {
-        self.request.get(name).cloned()
-    }
-
-    fn sent_status(&self) -> Option<u32> {
-        self.sent.as_ref().map(|r| r.status)
-    }
-
-    fn sent_header(&self, name: &str) -> Option<&str> {
-        self.sent.as_ref().and_then(|r| {
-            r.headers
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        })
-    }
-
-    fn sent_reason(&self) -> String {
-        let body: serde_json::Value =
-            serde_json::from_slice(&self.sent.as_ref().unwrap().body).unwrap();
-        body["reason"].as_str().unwrap().to_string()
-    }
-
-    fn lookup(&self) -> LookupRequest {
-        serde_json::from_slice(&self.calls[0].body).unwrap()
-    }
-
-    fn counted(&self, counter: Counter) -> usize {
-        self.counters.iter().filter(|c| **c == counter).count()
-    }
-
-    fn outcome(&self, flow: ClientKind, outcome: Outcome) -> usize {
-        self.counted(Counter::Request { flow, outcome })
-    }
-}
-
-impl Host for FakeHost {
-    fn now(&self) -> u64 {
-        self.now
-    }
-    fn now_micros(&self) -> u64 {
-        self.now * 1_000_000 + self.calls.len() as u64 * 700
-    }
-    fn route_name(&self) -> Option<String> {
-        self.route_name.clone()
-    }
-    fn client_address(&mut self) -> Option<String> {
-        self.client_address.clone()
-    }
-    fn increment(&mut self, counter: Counter) {
-        self.counters.push(counter);
-    }
-    fn record_sidecar_latency_us(&mut self, micros: u64) {
-        self.latencies.push(micros);
-    }
-    fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        let text = self.request.get(name).map(String::as_bytes);
-        let raw = self
-            .raw_request
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice());
-        text.into_iter().chain(raw).collect()
-    }
-    fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        self.raw_request.retain(|(k, _)| k != name);
-        match std::str::from_utf8(value) {
-            Ok(text) => {
-                self.request.insert(name.into(), text.into());
-            }
-            Err(_) => {
-                self.request.remove(name);
-                self.raw_request.push((name.into(), value.to_vec()));
-            }
-        }
-    }
-    fn remove_request_header(&mut self, name: &str) {
-        self.request.remove(name);
-        self.raw_request.retain(|(k, _)| k != name);
-    }
-    fn response_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        let text = self
-            .response
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_bytes());
-        let raw = self
-            .raw_response
-            .iter()
-            .filter(|(k, _)| k == name)
-            .map(|(_, v)| v.as_slice());
-        text.chain(raw).collect()
-    }
-    fn add_response_header(&mut self, name: &str, value: &str) {
-        self.response.push((name.into(), value.into()));
-    }
-    fn remove_response_header(&mut self, name: &str) {
-        self.response.retain(|(k, _)| k != name);
-        self.raw_response.retain(|(k, _)| k != name);
-    }
-    fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), DispatchError> {
-        if self.dispatch_fails {
-            return Err(DispatchError("no such cluster".into()));
-        }
-        self.calls.push(call);
-        Ok(())
-    }
-    fn send_local_response(&mut self, response: LocalResponse) {
-        assert!(self.sent.is_none(), "two local responses");
-        self.sent = Some(response);
-    }
-}
 
 /// A flow with a fresh cache of its own (feed never read: no session hits).
 fn new_flow(config: Rc<Config>) -> Flow {
@@ -246,13 +88,13 @@ fn cookie_flow_forwards_identity_and_hides_the_cookie() {
         Verdict::Forward
     );
     assert_eq!(host.sent, None);
-    assert_eq!(host.request["x-portero-user-id"], "user-1");
-    assert_eq!(host.request["x-portero-roles"], "admin,dev");
-    assert_eq!(host.request["x-portero-email"], "ada@example.com");
-    assert_eq!(host.request["x-portero-session"], session().handle);
-    assert_eq!(host.request["x-portero-client-ip"], "203.0.113.7");
-    assert_eq!(host.request["authorization"], "Bearer header.payload.sig");
-    assert_eq!(host.request["cookie"], "theme=dark");
+    assert_eq!(&host.request["x-portero-user-id"], "user-1");
+    assert_eq!(&host.request["x-portero-roles"], "admin,dev");
+    assert_eq!(&host.request["x-portero-email"], "ada@example.com");
+    assert_eq!(&host.request["x-portero-session"], session().handle);
+    assert_eq!(&host.request["x-portero-client-ip"], "203.0.113.7");
+    assert_eq!(&host.request["authorization"], "Bearer header.payload.sig");
+    assert_eq!(&host.request["cookie"], "theme=dark");
 }
 
 #[test]
@@ -401,7 +243,7 @@ fn identity_that_could_split_a_header_is_refused() {
 fn bearer_flow_forwards_with_the_callers_token() {
     let c = claims();
     let mut host = bearer_host(&c);
-    let token = host.request["authorization"].clone();
+    let token = host.request["authorization"].to_string();
     let mut flow = new_flow(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     assert_eq!(host.lookup(), LookupRequest::by_handle(&c.sid, &c.jti));
@@ -410,8 +252,8 @@ fn bearer_flow_forwards_with_the_callers_token() {
         Verdict::Forward
     );
     assert_eq!(host.sent, None);
-    assert_eq!(host.request["x-portero-user-id"], "user-1");
-    assert_eq!(host.request["authorization"], token);
+    assert_eq!(&host.request["x-portero-user-id"], "user-1");
+    assert_eq!(&host.request["authorization"], token);
 }
 
 #[test]
@@ -461,7 +303,7 @@ fn bearer_token_must_belong_to_the_session_it_names() {
 
 #[test]
 fn expired_bearer_token_within_the_window_is_refreshed() {
-    let mut v = crate::config::tests::valid_json();
+    let mut v = valid_json();
     v["jwt"]["refresh_window_seconds"] = serde_json::json!(600);
     let config = Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap());
     let mut old = claims();
@@ -479,16 +321,13 @@ fn expired_bearer_token_within_the_window_is_refreshed() {
         "{:?}",
         host.sent
     );
-    assert_eq!(host.request["authorization"], "Bearer new.access.token");
+    assert_eq!(&host.request["authorization"], "Bearer new.access.token");
     host.add_response_header("x-portero-access-token", "forged-by-upstream");
     flow.on_response_headers(&mut host);
-    let handed: Vec<_> = host
-        .response
-        .iter()
-        .filter(|(k, _)| k == "x-portero-access-token")
-        .collect();
-    assert_eq!(handed.len(), 1);
-    assert_eq!(handed[0].1, "new.access.token");
+    assert_eq!(
+        host.response.lines("x-portero-access-token"),
+        vec![&b"new.access.token"[..]]
+    );
 }
 
 #[test]
@@ -666,7 +505,7 @@ fn cross_site_unsafe_cookie_request_is_403_and_keeps_the_cookie() {
 
 #[test]
 fn listed_origins_pass_and_bearer_requests_are_not_subject_to_csrf() {
-    let mut v = crate::config::tests::valid_json();
+    let mut v = valid_json();
     v["csrf"] = serde_json::json!({"allowed_origins": ["https://app.example"]});
     let config = Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap());
     let mut host = cookie_host(&config)
@@ -680,7 +519,7 @@ fn listed_origins_pass_and_bearer_requests_are_not_subject_to_csrf() {
 }
 
 fn config_with(mutate: impl FnOnce(&mut serde_json::Value)) -> Rc<Config> {
-    let mut v = crate::config::tests::valid_json();
+    let mut v = valid_json();
     mutate(&mut v);
     Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap())
 }
@@ -721,7 +560,7 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
     let mut flow = new_flow(config);
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     flow.on_sidecar_reply(&mut host, ok_reply(&session()));
-    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(&host.request["x-portero-user-id"], "user-1");
     assert_eq!(host.outcome(ClientKind::Cookie, Outcome::Allowed), 1);
 }
 
@@ -767,7 +606,7 @@ fn role_gated_routes_pass_or_403_by_the_users_current_roles() {
                 1
             );
         } else {
-            assert_eq!(host.request["x-portero-user-id"], "user-1");
+            assert_eq!(&host.request["x-portero-user-id"], "user-1");
         }
     }
 }
@@ -805,7 +644,7 @@ fn binding_mismatch_under_log_passes_and_tells_the_upstream() {
         Verdict::Forward
     );
     assert_eq!(host.sent, None);
-    assert_eq!(host.request["x-portero-binding-mismatch"], "ip,user_agent");
+    assert_eq!(&host.request["x-portero-binding-mismatch"], "ip,user_agent");
     for field in [BindingField::Ip, BindingField::UserAgent] {
         assert_eq!(
             host.counted(Counter::BindingMismatch {
@@ -831,7 +670,7 @@ fn matching_client_gets_no_mismatch_header() {
         Verdict::Forward
     );
     assert_eq!(host.request_header("x-portero-binding-mismatch"), None);
-    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(&host.request["x-portero-user-id"], "user-1");
 }
 
 #[test]
@@ -1215,7 +1054,7 @@ fn a_session_view_is_served_from_the_cache_until_something_says_otherwise() {
     let mut flow = Flow::new(config.clone(), cache.clone());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
     assert!(host.calls.is_empty());
-    assert_eq!(host.request["x-portero-user-id"], "user-1");
+    assert_eq!(&host.request["x-portero-user-id"], "user-1");
     assert_eq!(
         host.counted(Counter::Cache {
             cache: CacheKind::Sessions,
@@ -1337,7 +1176,7 @@ fn non_utf8_bytes_in_headers_never_panic_and_credentials_fail_closed() {
     // A junk byte in an unrelated header: the session is served and the
     // junk left alone.
     let mut host = cookie_host(&config());
-    host.raw_request.push(("x-junk".into(), vec![0xff, 0xfe]));
+    host.request.push("x-junk", vec![0xff, 0xfe]);
     let mut flow = new_flow(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
     assert_eq!(
@@ -1347,8 +1186,7 @@ fn non_utf8_bytes_in_headers_never_panic_and_credentials_fail_closed() {
     assert_eq!(host.request_header_lines("x-junk"), vec![&[0xff, 0xfe][..]]);
     // A non-UTF-8 Authorization: a 401 bearer refusal, no call made.
     let mut host = FakeHost::new();
-    host.raw_request
-        .push(("authorization".into(), b"Bearer \xff".to_vec()));
+    host.request.push("authorization", b"Bearer \xff".to_vec());
     let mut flow = new_flow(config());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Responded);
     assert_eq!(host.sent_status(), Some(401));
@@ -1356,8 +1194,8 @@ fn non_utf8_bytes_in_headers_never_panic_and_credentials_fail_closed() {
     assert!(host.calls.is_empty());
     // A session cookie that is not text: 401 cookie_invalid.
     let mut host = FakeHost::new();
-    host.raw_request
-        .push(("cookie".into(), b"__Host-portero=ab\xffcd".to_vec()));
+    host.request
+        .push("cookie", b"__Host-portero=ab\xffcd".to_vec());
     let mut flow = new_flow(config());
     flow.on_request_headers(&mut host);
     assert_eq!(host.sent_status(), Some(401));
@@ -1431,7 +1269,7 @@ mod header_bytes_property {
         ) {
             let config = config();
             let mut host = FakeHost::new();
-            host.raw_request.extend(lines);
+            host.request.extend(lines);
             let mut flow = new_flow(config);
             let verdict = flow.on_request_headers(&mut host);
             if verdict == Verdict::Wait && host.sent.is_none() {
@@ -1440,7 +1278,7 @@ mod header_bytes_property {
             if let Some(sent) = &host.sent {
                 prop_assert!(matches!(sent.status, 302 | 401 | 403 | 503), "status {}", sent.status);
             }
-            host.raw_response.push(("x-portero-start-session".into(), start_session));
+            host.response.push("x-portero-start-session", start_session);
             flow.on_response_headers(&mut host);
         }
     }

@@ -33,7 +33,8 @@ pub const COOKIE_NAME: &str = "__Host-portero";
 pub const ISSUER: &str = "https://portero.local";
 pub const AUDIENCE: &str = "portero-apps";
 /// `kid` of the committed test key (tests/fixtures/test-rsa.pem).
-pub const TEST_KID: &str = "test-key";
+/// The test signing key and the one token minter (the filter's testkit).
+pub use portero::testkit::tokens::{Minter, TEST_KID};
 
 pub fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -4,19 +4,17 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use portero_integration::{claims_of, fixture, Stack, TEST_KID};
+use portero::testkit::tokens::{OTHER_PRIVATE_PEM, TEST_PRIVATE_PEM};
+use portero_integration::{claims_of, Minter, Stack, TEST_KID};
 use serde_json::Value;
 
-fn sign(key_file: &str, kid: Option<&str>, claims: &impl serde::Serialize) -> String {
-    let pem = std::fs::read(fixture(key_file)).unwrap();
-    let mut header = Header::new(Algorithm::RS256);
-    header.kid = kid.map(str::to_string);
-    encode(&header, claims, &EncodingKey::from_rsa_pem(&pem).unwrap()).unwrap()
+fn sign(pem: &str, kid: Option<&str>, claims: &impl serde::Serialize) -> String {
+    Minter::new(pem, kid).sign(claims)
 }
 
 /// Signs with the sidecar's own (test) key: a genuine signature.
 fn sign_genuine(claims: &impl serde::Serialize) -> String {
-    sign("test-rsa.pem", Some(TEST_KID), claims)
+    Minter::test_key().sign(claims)
 }
 
 fn bearer(token: &str) -> String {
@@ -62,7 +60,7 @@ fn expired_token_is_401() {
 fn token_signed_by_another_key_is_401() {
     let stack = Stack::start();
     let claims = claims_of(&stack.login_app("alan", "turing"));
-    let forged = sign("other-rsa.pem", Some(TEST_KID), &claims);
+    let forged = sign(OTHER_PRIVATE_PEM, Some(TEST_KID), &claims);
     assert_token_rejected(&stack, &forged, "token_bad_signature");
 }
 
@@ -72,12 +70,12 @@ fn unknown_kid_or_no_kid_is_401() {
     let claims = claims_of(&stack.login_app("alan", "turing"));
     assert_token_rejected(
         &stack,
-        &sign("test-rsa.pem", Some("rotated-away"), &claims),
+        &sign(TEST_PRIVATE_PEM, Some("rotated-away"), &claims),
         "token_unknown_kid",
     );
     assert_token_rejected(
         &stack,
-        &sign("test-rsa.pem", None, &claims),
+        &sign(TEST_PRIVATE_PEM, None, &claims),
         "token_without_kid",
     );
 }
@@ -108,7 +106,7 @@ fn hs256_signed_with_the_public_key_is_401() {
     for secret in [
         jwk["n"].as_str().unwrap().as_bytes().to_vec(),
         serde_json::to_vec(jwk).unwrap(),
-        std::fs::read(fixture("test-rsa.pem")).unwrap(),
+        TEST_PRIVATE_PEM.as_bytes().to_vec(),
     ] {
         let token = encode(&header, &claims, &EncodingKey::from_secret(&secret)).unwrap();
         assert_token_rejected(&stack, &token, "token_algorithm_not_allowed");

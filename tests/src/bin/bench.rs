@@ -26,8 +26,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use portero::cookie::CookieCodec;
 use portero_integration::{
-    envoy_binary, fixture, free_port, plugin_config, require, workspace_root, Proc, Stack,
-    StackOptions, AUDIENCE, COOKIE_NAME, COOKIE_SECRET, FILTER_TOKEN, ISSUER, TEST_KID,
+    envoy_binary, free_port, plugin_config, require, workspace_root, Minter, Proc, Stack,
+    StackOptions, AUDIENCE, COOKIE_NAME, COOKIE_SECRET, FILTER_TOKEN, ISSUER,
 };
 use serde_json::{json, Value};
 
@@ -283,8 +283,7 @@ fn login(stack: &Stack, codec: &CookieCodec, user: &str) -> Login {
 /// Tokens the sidecar would sign, for sessions that need not exist: enough
 /// to fill the token cache (each is verified, cached, then refused 401).
 fn mint_tokens(n: usize) -> Vec<String> {
-    let pem = std::fs::read(fixture("test-rsa.pem")).unwrap();
-    let key = Arc::new(jsonwebtoken::EncodingKey::from_rsa_pem(&pem).unwrap());
+    let minter = Arc::new(Minter::test_key());
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
@@ -292,10 +291,8 @@ fn mint_tokens(n: usize) -> Vec<String> {
     let threads = thread::available_parallelism().map_or(2, |n| n.get());
     let handles: Vec<_> = (0..threads)
         .map(|t| {
-            let key = key.clone();
+            let minter = minter.clone();
             thread::spawn(move || {
-                let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::RS256);
-                header.kid = Some(TEST_KID.into());
                 (t..n)
                     .step_by(threads)
                     .map(|i| {
@@ -310,7 +307,7 @@ fn mint_tokens(n: usize) -> Vec<String> {
                             exp: now + 3600,
                             ver: 0,
                         };
-                        jsonwebtoken::encode(&header, &claims, &key).unwrap()
+                        minter.sign(&claims)
                     })
                     .collect::<Vec<_>>()
             })
