@@ -1,6 +1,7 @@
-//! redis-sidecar's HTTP API on its own: credentials, bad input, health.
+//! redis-sidecar's HTTP API on its own (Redis and the sidecar, no Envoy nor
+//! upstream): credentials, bad input, health.
 
-use portero_integration::{Stack, ADMIN_TOKEN, FILTER_TOKEN};
+use portero_integration::{Stack, StackOptions, ADMIN_TOKEN, FILTER_TOKEN};
 use serde_json::{json, Value};
 
 fn admin() -> String {
@@ -17,7 +18,7 @@ fn create_body() -> Value {
 
 #[test]
 fn every_call_is_authenticated_and_roles_are_separate() {
-    let stack = Stack::start();
+    let stack = Stack::start_backends(StackOptions::default());
     let create = stack.sidecar_url("/v1/sessions");
     let lookup = stack.sidecar_url("/v1/sessions/lookup");
     let lookup_body = json!({"session_handle": "A".repeat(65)});
@@ -131,7 +132,7 @@ fn every_call_is_authenticated_and_roles_are_separate() {
 
 #[test]
 fn bad_input_gets_a_clear_error() {
-    let stack = Stack::start();
+    let stack = Stack::start_backends(StackOptions::default());
     let create = stack.sidecar_url("/v1/sessions");
     let lookup = stack.sidecar_url("/v1/sessions/lookup");
     let auth_admin = admin();
@@ -305,7 +306,7 @@ fn bad_input_gets_a_clear_error() {
 
 #[test]
 fn jwks_and_health() {
-    let mut stack = Stack::start();
+    let mut stack = Stack::start_backends(StackOptions::default());
     let jwks = stack.send(
         "GET",
         &stack.sidecar_url("/.well-known/jwks.json"),

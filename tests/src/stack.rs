@@ -1,0 +1,473 @@
+//! A stack of real processes — Redis, redis-sidecar, Fastify and Envoy
+//! with the filter — on free loopback ports, and what a test does to them
+//! (stop, kill, freeze, read Redis, read logs).
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::client::raw_get_status;
+use crate::proc::{envoy_binary, fixture, free_port, require, workspace_root, Proc};
+use crate::{
+    ADMIN_TOKEN, AUDIENCE, COOKIE_NAME, COOKIE_SECRET, FILTER_TOKEN, ISSUER, SESSION_HASH_KEY,
+    TEST_KID,
+};
+
+/// Timings and ports of a stack.
+#[derive(Clone, Debug)]
+pub struct StackOptions {
+    /// Envoy listener port (0: a free one).
+    pub listen_port: u16,
+    pub admin_port: u16,
+    pub sidecar_port: u16,
+    pub redis_port: u16,
+    pub upstream_port: u16,
+    pub access_ttl: u64,
+    pub idle_timeout: u64,
+    pub absolute_timeout: u64,
+    /// Sidecar: grace window of a rotated token, and reuse detection.
+    pub refresh_grace: u64,
+    pub revoke_on_replay: bool,
+    /// Signing key: the committed test key by default.
+    pub signing_key: PathBuf,
+    pub key_id: String,
+    /// Where logs and rendered configs go; a fresh temp dir by default.
+    pub work_dir: Option<PathBuf>,
+    /// Edits applied to the plugin config before Envoy starts.
+    pub plugin_config_patch: Option<fn(&mut Value)>,
+    /// Don't wait for Envoy to be ready (it is expected to refuse its config).
+    pub expect_envoy_failure: bool,
+    /// The HTTP connection manager's `xff_num_trusted_hops`.
+    pub xff_trusted_hops: u32,
+    /// A second upstream (a test's own server on this port), routed by
+    /// Envoy under `/hostile/` with the filter on.
+    pub extra_upstream_port: Option<u16>,
+}
+
+impl Default for StackOptions {
+    fn default() -> Self {
+        Self {
+            listen_port: 0,
+            admin_port: 0,
+            sidecar_port: 0,
+            redis_port: 0,
+            upstream_port: 0,
+            access_ttl: 900,
+            idle_timeout: 1800,
+            absolute_timeout: 86400,
+            refresh_grace: 10,
+            revoke_on_replay: true,
+            signing_key: fixture("test-rsa.pem"),
+            key_id: TEST_KID.to_string(),
+            work_dir: None,
+            plugin_config_patch: None,
+            expect_envoy_failure: false,
+            xff_trusted_hops: 0,
+            extra_upstream_port: None,
+        }
+    }
+}
+
+impl StackOptions {
+    /// Every request asks the sidecar: the session cache (and with it the
+    /// revocation feed) off.
+    pub fn no_session_cache() -> StackOptions {
+        StackOptions {
+            plugin_config_patch: Some(|config| {
+                config["cache"] = json!({"sessions": {"ttl_seconds": 0}});
+            }),
+            ..StackOptions::default()
+        }
+    }
+}
+
+fn pick(port: u16) -> u16 {
+    if port == 0 {
+        free_port()
+    } else {
+        port
+    }
+}
+
+/// The plugin configuration the stack gives the filter.
+pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
+    json!({
+        "cookie": {
+            "name": COOKIE_NAME,
+            "keys": [{"id": 1, "secret": COOKIE_SECRET}],
+            "same_site": "Strict"
+        },
+        "jwt": {
+            "issuer": ISSUER,
+            "audiences": [AUDIENCE],
+            "jwks": jwks,
+            "leeway_seconds": 5
+        },
+        "sidecar": {
+            "cluster": sidecar_cluster,
+            "authority": "redis-sidecar",
+            "token": FILTER_TOKEN,
+            "timeout_ms": 500
+        },
+        "routes": [
+            {"path_prefix": "/auth/login", "policy": "off"},
+            {"path_prefix": "/feed", "policy": "optional"},
+            {"route_name": "admin", "roles": {"any_of": ["admin"]}}
+        ]
+    })
+}
+
+/// Fills the `{{…}}` placeholders of `envoy/envoy.yaml`.
+pub fn render_envoy_config(values: &[(&str, String)]) -> String {
+    let mut text =
+        fs::read_to_string(workspace_root().join("envoy/envoy.yaml")).expect("envoy/envoy.yaml");
+    for (name, value) in values {
+        text = text.replace(&format!("{{{{{name}}}}}"), value);
+    }
+    assert!(!text.contains("{{"), "unfilled placeholder in envoy.yaml");
+    text
+}
+
+static STACK_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A running stack: Redis, redis-sidecar, Fastify, Envoy with portero.
+pub struct Stack {
+    pub options: StackOptions,
+    pub dir: PathBuf,
+    temp_dir: bool,
+    pub redis: Option<Proc>,
+    pub sidecar: Option<Proc>,
+    pub upstream: Option<Proc>,
+    pub envoy: Option<Proc>,
+    pub plugin_config: Value,
+    pub jwks: Value,
+    pub(crate) agent: ureq::Agent,
+}
+
+impl Stack {
+    pub fn start() -> Stack {
+        Self::start_with(StackOptions::default())
+    }
+
+    /// Redis and the sidecar only, with the JWKS read and every port
+    /// picked (the bench brings its own Envoy).
+    pub fn start_backends(mut options: StackOptions) -> Stack {
+        let root = workspace_root();
+        let sidecar_bin = root.join("target/release/redis-sidecar");
+        require(&sidecar_bin, "cargo build --release -p redis-sidecar");
+
+        options.listen_port = pick(options.listen_port);
+        options.admin_port = pick(options.admin_port);
+        options.sidecar_port = pick(options.sidecar_port);
+        options.redis_port = pick(options.redis_port);
+        options.upstream_port = pick(options.upstream_port);
+        let (dir, temp_dir) = match &options.work_dir {
+            Some(dir) => (dir.clone(), false),
+            None => {
+                let n = STACK_COUNTER.fetch_add(1, Ordering::SeqCst);
+                let dir =
+                    std::env::temp_dir().join(format!("portero-it-{}-{n}", std::process::id()));
+                (dir, true)
+            }
+        };
+        fs::create_dir_all(&dir).expect("work dir");
+
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+
+        let mut stack = Stack {
+            options: options.clone(),
+            dir: dir.clone(),
+            temp_dir,
+            redis: None,
+            sidecar: None,
+            upstream: None,
+            envoy: None,
+            plugin_config: Value::Null,
+            jwks: Value::Null,
+            agent,
+        };
+
+        stack.start_redis();
+        stack.start_sidecar();
+
+        let jwks_out = Command::new(&sidecar_bin)
+            .args(["jwks", "--signing-key"])
+            .arg(&options.signing_key)
+            .args(["--key-id", &options.key_id])
+            .output()
+            .expect("redis-sidecar jwks");
+        assert!(jwks_out.status.success(), "redis-sidecar jwks failed");
+        stack.jwks = serde_json::from_slice(&jwks_out.stdout).expect("jwks json");
+
+        stack
+    }
+
+    pub fn start_with(options: StackOptions) -> Stack {
+        let mut stack = Self::start_backends(options);
+        let options = stack.options.clone();
+        let dir = stack.dir.clone();
+        let root = workspace_root();
+        let wasm = root.join("target/wasm32-wasip1/release/portero.wasm");
+        let envoy = envoy_binary();
+        let server_js = root.join("examples/fastify-api/server.js");
+        require(
+            &wasm,
+            "cargo build --release --target wasm32-wasip1 -p portero",
+        );
+        require(&envoy, "make envoy");
+        require(
+            &root.join("examples/fastify-api/node_modules/fastify"),
+            "npm ci in examples/fastify-api",
+        );
+
+        stack.upstream = Some(Proc::spawn(
+            "fastify",
+            Command::new("node")
+                .arg(&server_js)
+                .env("HOST", "127.0.0.1")
+                .env("PORT", options.upstream_port.to_string())
+                .env(
+                    "SIDECAR_URL",
+                    format!("http://127.0.0.1:{}", options.sidecar_port),
+                )
+                .env("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("LOG_LEVEL", "warn"),
+            dir.join("fastify.log"),
+        ));
+
+        let mut config = plugin_config("redis_sidecar", &stack.jwks);
+        if let Some(patch) = options.plugin_config_patch {
+            patch(&mut config);
+        }
+        stack.plugin_config = config.clone();
+        let rendered = render_envoy_config(&[
+            ("LISTEN_ADDRESS", "127.0.0.1".into()),
+            ("LISTEN_PORT", options.listen_port.to_string()),
+            ("ADMIN_PORT", options.admin_port.to_string()),
+            ("UPSTREAM_HOST", "127.0.0.1".into()),
+            ("UPSTREAM_PORT", options.upstream_port.to_string()),
+            ("SIDECAR_HOST", "127.0.0.1".into()),
+            ("SIDECAR_PORT", options.sidecar_port.to_string()),
+            ("WASM_PATH", wasm.display().to_string()),
+            ("XFF_TRUSTED_HOPS", options.xff_trusted_hops.to_string()),
+            (
+                "PLUGIN_CONFIG",
+                serde_json::to_string(&config.to_string()).expect("json"),
+            ),
+        ]);
+        let rendered = match options.extra_upstream_port {
+            Some(port) => with_extra_upstream(&rendered, port),
+            None => rendered,
+        };
+        let envoy_yaml = dir.join("envoy.yaml");
+        fs::write(&envoy_yaml, rendered).expect("write envoy.yaml");
+        stack.envoy = Some(Proc::spawn(
+            "envoy",
+            Command::new(&envoy)
+                .arg("-c")
+                .arg(&envoy_yaml)
+                .args(["--concurrency", "1", "--disable-hot-restart"])
+                .args(["--log-level", "warn", "--component-log-level", "wasm:info"]),
+            dir.join("envoy.log"),
+        ));
+
+        stack.wait_http("fastify", options.upstream_port, "/healthz");
+        if !options.expect_envoy_failure {
+            stack.wait_http("envoy", options.admin_port, "/ready");
+        }
+        stack
+    }
+
+    pub fn start_redis(&mut self) {
+        let port = self.options.redis_port;
+        self.redis = Some(Proc::spawn(
+            "redis",
+            Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                // Durable as every Redis portero starts or ships: the AOF,
+                // fsynced every second, is replayed on restart.
+                .args(["--appendonly", "yes", "--appendfsync", "everysec"])
+                .arg("--dir")
+                .arg(&self.dir),
+            self.dir.join("redis.log"),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.redis_cli(&["PING"]).trim() != "PONG" {
+            assert!(Instant::now() < deadline, "redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop_redis(&mut self) {
+        if let Some(mut p) = self.redis.take() {
+            p.stop();
+        }
+    }
+
+    /// SIGKILLs Redis (no shutdown save, no goodbye), as a crash or an OOM
+    /// kill would.
+    pub fn kill_redis(&mut self) {
+        if let Some(mut p) = self.redis.take() {
+            p.signal(libc::SIGKILL);
+            p.stop();
+        }
+    }
+
+    /// Sends `signal` (SIGSTOP, SIGCONT …) to a process of the stack by name.
+    pub fn signal(&self, name: &str, signal: i32) {
+        let p = [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
+            .into_iter()
+            .flatten()
+            .find(|p| p.name == name)
+            .unwrap_or_else(|| panic!("no process {name}"));
+        p.signal(signal);
+    }
+
+    pub fn start_sidecar(&mut self) {
+        let o = &self.options;
+        let bin = workspace_root().join("target/release/redis-sidecar");
+        self.sidecar = Some(Proc::spawn(
+            "sidecar",
+            Command::new(bin)
+                .arg("serve")
+                .env(
+                    "PORTERO_SIDECAR_LISTEN",
+                    format!("127.0.0.1:{}", o.sidecar_port),
+                )
+                .env(
+                    "PORTERO_REDIS_URL",
+                    format!("redis://127.0.0.1:{}", o.redis_port),
+                )
+                .env("PORTERO_SIGNING_KEY_FILE", &o.signing_key)
+                .env("PORTERO_KEY_ID", &o.key_id)
+                .env("PORTERO_FILTER_TOKEN", FILTER_TOKEN)
+                .env("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN)
+                .env("PORTERO_SESSION_HASH_KEY", SESSION_HASH_KEY)
+                .env("PORTERO_ISSUER", ISSUER)
+                .env("PORTERO_AUDIENCE", AUDIENCE)
+                .env("PORTERO_ACCESS_TTL", o.access_ttl.to_string())
+                .env("PORTERO_IDLE_TIMEOUT", o.idle_timeout.to_string())
+                .env("PORTERO_ABSOLUTE_TIMEOUT", o.absolute_timeout.to_string())
+                .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
+                .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string()),
+            self.dir.join("sidecar.log"),
+        ));
+        self.wait_http("sidecar", self.options.sidecar_port, "/healthz");
+    }
+
+    pub fn stop_sidecar(&mut self) {
+        if let Some(mut p) = self.sidecar.take() {
+            p.stop();
+        }
+    }
+
+    pub fn wait_http(&mut self, name: &str, port: u16, path: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = raw_get_status(port, path) {
+                if status == 200 {
+                    return;
+                }
+            }
+            let exited = [&mut self.envoy, &mut self.upstream, &mut self.sidecar]
+                .into_iter()
+                .flatten()
+                .find(|p| p.name == name)
+                .is_some_and(Proc::exited);
+            if exited || Instant::now() > deadline {
+                let log = [&self.envoy, &self.upstream, &self.sidecar]
+                    .into_iter()
+                    .flatten()
+                    .find(|p| p.name == name)
+                    .map(|p| p.log_tail(40))
+                    .unwrap_or_default();
+                panic!("{name} did not become ready on port {port}:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    /// Runs `redis-cli` against the stack's Redis.
+    pub fn redis_cli(&self, args: &[&str]) -> String {
+        let out = Command::new("redis-cli")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.options.redis_port.to_string(),
+            ])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// The session keys in Redis.
+    pub fn session_keys(&self) -> Vec<String> {
+        self.redis_cli(&["--scan", "--pattern", "portero:session:*"])
+            .lines()
+            .map(str::to_string)
+            .filter(|l| !l.is_empty())
+            .collect()
+    }
+
+    /// Prints the logs of every process (on test failure).
+    pub fn dump_logs(&self) {
+        for p in [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
+            .into_iter()
+            .flatten()
+        {
+            eprintln!(
+                "──── {} ({}) ────\n{}",
+                p.name,
+                p.log.display(),
+                p.log_tail(60)
+            );
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.dump_logs();
+        }
+        for p in [
+            &mut self.envoy,
+            &mut self.upstream,
+            &mut self.sidecar,
+            &mut self.redis,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            p.stop();
+        }
+        if self.temp_dir && !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Adds a `/hostile/` route to a test's own upstream on `port`.
+fn with_extra_upstream(yaml: &str, port: u16) -> String {
+    let route_anchor = "              - name: admin\n";
+    let cluster_anchor = "  # The filter's dispatch_http_call target.\n";
+    assert!(yaml.contains(route_anchor) && yaml.contains(cluster_anchor));
+    let route = "              - match: { prefix: \"/hostile/\" }\n                route: { cluster: extra_upstream }\n";
+    let cluster = format!(
+        "  - name: extra_upstream\n    type: STATIC\n    connect_timeout: 1s\n    load_assignment:\n      cluster_name: extra_upstream\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+    );
+    yaml.replacen(route_anchor, &format!("{route}{route_anchor}"), 1)
+        .replacen(cluster_anchor, &format!("{cluster}{cluster_anchor}"), 1)
+}
