@@ -3,6 +3,7 @@
 use crate::config::Config;
 use crate::http::{ClientKind, LocalResponse};
 use crate::token::TokenError;
+use portero_wire::SessionVerdict;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Reason {
@@ -35,10 +36,10 @@ impl Reason {
             Reason::NoCredentials => "no_credentials",
             Reason::CookieInvalid => "cookie_invalid",
             Reason::Token(e) => e.reason(),
-            Reason::SessionNotFound => portero_wire::SESSION_NOT_FOUND,
-            Reason::SessionRevoked => portero_wire::SESSION_REVOKED,
-            Reason::UserBanned => portero_wire::USER_BANNED,
-            Reason::TokenReplayed => portero_wire::TOKEN_REPLAYED,
+            Reason::SessionNotFound => SessionVerdict::SessionNotFound.code(),
+            Reason::SessionRevoked => SessionVerdict::SessionRevoked.code(),
+            Reason::UserBanned => SessionVerdict::UserBanned.code(),
+            Reason::TokenReplayed => SessionVerdict::TokenReplayed.code(),
             Reason::SessionTokensInvalid => "session_tokens_invalid",
             Reason::CrossSiteRequest => "cross_site_request",
             Reason::BindingMismatch => "session_binding_mismatch",
@@ -48,14 +49,13 @@ impl Reason {
         }
     }
 
-    /// The reason for a sidecar verdict code (`portero_wire::SESSION_VERDICTS`).
-    pub fn from_verdict(code: &str) -> Option<Reason> {
-        match code {
-            portero_wire::SESSION_NOT_FOUND => Some(Reason::SessionNotFound),
-            portero_wire::SESSION_REVOKED => Some(Reason::SessionRevoked),
-            portero_wire::USER_BANNED => Some(Reason::UserBanned),
-            portero_wire::TOKEN_REPLAYED => Some(Reason::TokenReplayed),
-            _ => None,
+    /// The reason for the sidecar's verdict on a session.
+    pub fn from_verdict(verdict: SessionVerdict) -> Reason {
+        match verdict {
+            SessionVerdict::SessionNotFound => Reason::SessionNotFound,
+            SessionVerdict::SessionRevoked => Reason::SessionRevoked,
+            SessionVerdict::UserBanned => Reason::UserBanned,
+            SessionVerdict::TokenReplayed => Reason::TokenReplayed,
         }
     }
 

@@ -109,7 +109,7 @@ pub struct SessionView {
 }
 
 /// `200` reply to [`LookupRequest`]. Any session that cannot be used is a
-/// `404` with an [`ErrorBody`] whose code is one of [`SESSION_VERDICTS`].
+/// `404` with an [`ErrorBody`] whose code is a [`SessionVerdict`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LookupResponse {
     pub session: SessionView,
@@ -163,21 +163,44 @@ pub struct ErrorBody {
     pub message: String,
 }
 
-/// The session does not exist, or expired (idle or absolute).
-pub const SESSION_NOT_FOUND: &str = "session_not_found";
-/// The session was revoked (the user's token version moved past it).
-pub const SESSION_REVOKED: &str = "session_revoked";
-/// The user is banned.
-pub const USER_BANNED: &str = "user_banned";
-/// The presented token was rotated away and its grace window is over.
-pub const TOKEN_REPLAYED: &str = "token_replayed";
-/// Every code of a `404` look-up answer: a definite "no", not store trouble.
-pub const SESSION_VERDICTS: [&str; 4] = [
-    SESSION_NOT_FOUND,
-    SESSION_REVOKED,
-    USER_BANNED,
-    TOKEN_REPLAYED,
-];
+/// Why a session cannot be used: a definite "no", not store trouble. The
+/// sidecar's look-up scripts reply with one, the API sends it as the code of
+/// a `404` [`ErrorBody`], and the filter turns it into a 401 reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionVerdict {
+    /// The session does not exist, or expired (idle or absolute).
+    SessionNotFound,
+    /// The session was revoked (the user's token version moved past it).
+    SessionRevoked,
+    /// The user is banned.
+    UserBanned,
+    /// The presented token was rotated away and its grace window is over.
+    TokenReplayed,
+}
+
+impl SessionVerdict {
+    pub const ALL: [SessionVerdict; 4] = [
+        SessionVerdict::SessionNotFound,
+        SessionVerdict::SessionRevoked,
+        SessionVerdict::UserBanned,
+        SessionVerdict::TokenReplayed,
+    ];
+
+    /// The stable code (as serialized).
+    pub fn code(self) -> &'static str {
+        match self {
+            SessionVerdict::SessionNotFound => "session_not_found",
+            SessionVerdict::SessionRevoked => "session_revoked",
+            SessionVerdict::UserBanned => "user_banned",
+            SessionVerdict::TokenReplayed => "token_replayed",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<SessionVerdict> {
+        Self::ALL.into_iter().find(|v| v.code() == code)
+    }
+}
 
 /// Admin: a user's standing, as set by `PUT /v1/users/{user_id}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,6 +301,16 @@ pub fn is_session_token_shape(value: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn verdict_codes_are_their_serde_names() {
+        for verdict in SessionVerdict::ALL {
+            let json = serde_json::to_string(&verdict).unwrap();
+            assert_eq!(json, format!("\"{}\"", verdict.code()));
+            assert_eq!(SessionVerdict::from_code(verdict.code()), Some(verdict));
+        }
+        assert_eq!(SessionVerdict::from_code("unauthorized"), None);
+    }
 
     #[test]
     fn lookup_request_wire_form() {

@@ -13,7 +13,7 @@ use axum::{Json, Router};
 use portero_wire::{
     AccessClaims, CreateSessionRequest, CreateSessionResponse, EndSessionResponse, ErrorBody,
     LookupRequest, LookupResponse, RevocationEvent, RevocationFeed, RevokeUserResponse,
-    SessionList, UpdateUserRequest, UserView, USER_BANNED,
+    SessionList, SessionVerdict, UpdateUserRequest, UserView,
 };
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
@@ -22,8 +22,8 @@ use subtle::ConstantTimeEq;
 use crate::keys::SigningKey;
 use crate::metrics::{Metrics, StoreFailure};
 use crate::store::{
-    is_session_token, random_token, IssuedToken, Lifetimes, Lookup, RotationRules, SessionRecord,
-    Store, StoreError,
+    is_session_token, random_token, CreateOutcome, IssuedToken, Lifetimes, Lookup, RotationRules,
+    SessionRecord, Store, StoreError,
 };
 
 /// Largest request body accepted.
@@ -320,7 +320,7 @@ async fn create_session(
             )
             .await?;
         match stored {
-            Ok(()) => {
+            CreateOutcome::Created => {
                 // The login rewrote the user's roles: other sessions' cached
                 // views must pick them up.
                 revoked(&state, Some(&req.user_id), None).await?;
@@ -336,21 +336,14 @@ async fn create_session(
                     }),
                 ));
             }
-            Err(code) if code == USER_BANNED => {
+            CreateOutcome::Refused(verdict) => {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
-                    USER_BANNED,
+                    verdict.code(),
                     "the user is banned",
                 ))
             }
-            Err(code) if code == "exists" => continue,
-            Err(code) => {
-                return Err(ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "session_not_created",
-                    code,
-                ))
-            }
+            CreateOutcome::IdTaken => continue,
         }
     }
     Err(ApiError::new(
@@ -374,7 +367,7 @@ async fn lookup_session(
     let no_such_session = || {
         ApiError::new(
             StatusCode::NOT_FOUND,
-            portero_wire::SESSION_NOT_FOUND,
+            SessionVerdict::SessionNotFound.code(),
             "not a session id or handle",
         )
     };
@@ -412,8 +405,8 @@ async fn lookup_session(
             token_version,
             now,
         } => (view, needs_rotation, token_version, now),
-        Lookup::Refused(code) => {
-            if code == portero_wire::TOKEN_REPLAYED {
+        Lookup::Refused(verdict) => {
+            if verdict == SessionVerdict::TokenReplayed {
                 let revoke = state.rotation.revoke_on_replay;
                 tracing::warn!(session = %handle, revoked = revoke, "rotated-away token replayed");
                 if revoke {
@@ -422,7 +415,7 @@ async fn lookup_session(
             }
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
-                code,
+                verdict.code(),
                 "no usable session",
             ));
         }
@@ -445,10 +438,10 @@ async fn lookup_session(
             .await?
         {
             Ok(did_rotate) => rotated = did_rotate,
-            Err(code) => {
+            Err(verdict) => {
                 return Err(ApiError::new(
                     StatusCode::NOT_FOUND,
-                    code,
+                    verdict.code(),
                     "no usable session",
                 ))
             }

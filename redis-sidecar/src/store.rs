@@ -19,17 +19,20 @@
 //! smaller of the idle timeout and the time left to the absolute expiry,
 //! renewed by every look-up; the record's times are checked again on read.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use portero_wire::{
-    RevocationEvent, RevocationFeed, SessionSummary, SessionView, UserStatus, UserView,
+    RevocationEvent, RevocationFeed, SessionSummary, SessionVerdict, SessionView, UserStatus,
+    UserView,
 };
 use rand::RngCore;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, Value};
+use redis::{Script, ScriptInvocation};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::OnceCell;
@@ -97,185 +100,137 @@ pub enum Lookup {
         /// Redis's clock at the look-up, Unix seconds.
         now: u64,
     },
-    /// A definite "no", with its code (`portero_wire::SESSION_VERDICTS`).
-    Refused(&'static str),
+    /// A definite "no".
+    Refused(SessionVerdict),
 }
 
-/// Look-up with the user check, in one round trip. Every deadline is read
-/// against Redis's own clock (`TIME`), so a stalled sidecar or a skewed host
-/// cannot run a grace window down.
-///
-/// Rotation survives lost answers: the token rotated away (`prev_jti`) stays
-/// exchangeable for its successor until the successor has been presented
-/// (`cur_seen`), bounded by `prev_max`; after that it is a replay, except
-/// within `grace` seconds of the successor's first use (requests already in
-/// flight with the old token).
-/// KEYS: session, user, index. ARGV: handle, presented jti ("" for none),
-/// revoke on replay ("1"/"0"), grace.
-/// Reply: {verdict} or {'ok', record, idle expiry, roles, permissions, token,
-/// jti, exp, rotations, ver, now, current token presented}.
-const LOOKUP_LUA: &str = r"
-local now = tonumber(redis.call('TIME')[1])
-local s = redis.call('HMGET', KEYS[1], 'record', 'abs', 'idle', 'ver', 'token', 'jti', 'exp',
-  'prev_jti', 'prev_until', 'rotations', 'cur_seen', 'prev_max')
-local function drop()
-  redis.call('DEL', KEYS[1])
-  redis.call('ZREM', KEYS[3], ARGV[1])
-end
-if not s[1] then
-  redis.call('ZREM', KEYS[3], ARGV[1])
-  return {'session_not_found'}
-end
-local abs = tonumber(s[2])
-local idle = tonumber(s[3])
-if not abs or not idle or abs <= now then
-  drop()
-  return {'session_not_found'}
-end
-local u = redis.call('HMGET', KEYS[2], 'status', 'roles', 'permissions', 'ver')
-if not u[1] or (tonumber(s[4]) or 0) < (tonumber(u[4]) or 0) then
-  drop()
-  return {'session_revoked'}
-end
-if u[1] == 'banned' then
-  return {'user_banned'}
-end
-local presented = ARGV[2]
-local cur_seen = s[11] == '1'
-if presented ~= '' then
-  if presented == s[6] then
-    cur_seen = true
-    if s[11] ~= '1' then
-      -- The successor's first use: from now on its predecessor is a replay,
-      -- once the requests already in flight with it have had `grace`.
-      redis.call('HSET', KEYS[1], 'cur_seen', '1', 'prev_until', now + tonumber(ARGV[4]))
-    end
-  else
-    local exchangeable = presented == s[8] and (
-      now <= (tonumber(s[9]) or 0) or (s[11] ~= '1' and now <= (tonumber(s[12]) or 0)))
-    if not exchangeable then
-      if ARGV[3] == '1' then drop() end
-      return {'token_replayed'}
-    end
-  end
-end
-local ttl = math.min(idle, abs - now)
-redis.call('EXPIRE', KEYS[1], ttl)
-redis.call('HSET', KEYS[1], 'seen', now)
-return {'ok', s[1], tostring(now + ttl), u[2] or '[]', u[3] or '[]', s[5], s[6], s[7],
-  s[10] or '0', s[4] or '0', tostring(now), cur_seen and '1' or '0'}
-";
+/// What a login's store step did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum CreateOutcome {
+    Created,
+    /// The user is banned: no session.
+    Refused(SessionVerdict),
+    /// The session id is taken (the caller retries with a new one).
+    IdTaken,
+}
 
-/// Rotates the access token if it is still the one the caller saw; either
-/// way returns the session's current token. This is what makes concurrent
-/// refreshes single-flight: Redis runs one script at a time, so one caller
-/// rotates and the others find the new token.
-///
-/// The token rotated away becomes `prev_jti` — unless the current one was
-/// never presented and the caller holds the previous one (its successor's
-/// answer was lost): then the caller's token stays the one exchangeable.
-/// Only a bearer client that presented the token rotated away (or that
-/// predecessor) gets the long exchange window (`prev_max`): a rotation made
-/// for a cookie client leaves the old token only the short grace, as the
-/// cookie client never holds it (the upstream got it).
-/// KEYS: session. ARGV: expected jti, new token, new jti, new exp, grace,
-/// exchange maximum, presented jti ("" for none).
-/// Reply: {'session_not_found'} or {'ok', rotated, token, jti, exp, rotations}.
-const ROTATE_LUA: &str = r"
-local now = tonumber(redis.call('TIME')[1])
-local s = redis.call('HMGET', KEYS[1], 'jti', 'cur_seen', 'prev_jti')
-if not s[1] then return {'session_not_found'} end
-local rotated = '0'
-if s[1] == ARGV[1] then
-  local prev = s[1]
-  local holder = ARGV[7] ~= '' and ARGV[7] == s[1]
-  if s[2] ~= '1' and ARGV[7] ~= '' and ARGV[7] == s[3] then
-    prev = s[3]
-    holder = true
-  end
-  local prev_max = 0
-  if holder then prev_max = now + tonumber(ARGV[6]) end
-  redis.call('HSET', KEYS[1], 'prev_jti', prev, 'prev_until', now + tonumber(ARGV[5]),
-    'prev_max', prev_max, 'cur_seen', '0',
-    'token', ARGV[2], 'jti', ARGV[3], 'exp', ARGV[4])
-  redis.call('HINCRBY', KEYS[1], 'rotations', 1)
-  rotated = '1'
-end
-local t = redis.call('HMGET', KEYS[1], 'token', 'jti', 'exp', 'rotations')
-return {'ok', rotated, t[1], t[2], t[3], t[4]}
-";
+/// The store's Lua scripts, one file each in `redis-sidecar/lua/`, whose
+/// header states its KEYS, ARGV and reply. Every key a script touches is in
+/// its KEYS (Redis Cluster routes on them), and every reply is one JSON
+/// object with a `status`, read into the types below in [`Store::run`].
+struct Scripts {
+    lookup: Script,
+    rotate: Script,
+    create: Script,
+    revoke_user: Script,
+    end_session: Script,
+    list_sessions: Script,
+}
 
-/// Drops index entries whose session is gone, and keeps the index's own TTL
-/// at its longest-lived session. Shared by the scripts below.
-const PRUNE_LUA: &str = r"
-local function prune(index, prefix, now)
-  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
-  for _, h in ipairs(redis.call('ZRANGE', index, 0, -1)) do
-    if redis.call('EXISTS', prefix .. h) == 0 then redis.call('ZREM', index, h) end
-  end
-  local top = redis.call('ZRANGE', index, -1, -1, 'WITHSCORES')
-  if top[2] then redis.call('EXPIREAT', index, top[2]) end
-end
-";
+impl Scripts {
+    fn load() -> Scripts {
+        Scripts {
+            lookup: Script::new(include_str!("../lua/lookup.lua")),
+            rotate: Script::new(include_str!("../lua/rotate.lua")),
+            create: Script::new(include_str!("../lua/create.lua")),
+            revoke_user: Script::new(include_str!("../lua/revoke_user.lua")),
+            end_session: Script::new(include_str!("../lua/end_session.lua")),
+            list_sessions: Script::new(include_str!("../lua/list_sessions.lua")),
+        }
+    }
+}
 
-/// Login: upsert the user, refuse if banned, store the session, index it.
-/// KEYS: session, user, index. ARGV: record, abs, idle, now, ttl, token,
-/// jti, exp, user_id, roles, permissions ('' keeps), handle, session prefix.
-const CREATE_LUA: &str = r"
-local u = redis.call('HMGET', KEYS[2], 'user_id', 'status', 'ver')
-if u[1] and u[1] ~= ARGV[9] then return {'user_tag_collision'} end
-if u[2] == 'banned' then return {'user_banned'} end
-if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists'} end
-local ver = tonumber(u[3]) or 0
-redis.call('HSET', KEYS[2], 'user_id', ARGV[9], 'roles', ARGV[10])
-if not u[2] then redis.call('HSET', KEYS[2], 'status', 'active', 'ver', 0, 'permissions', '[]') end
-if ARGV[11] ~= '' then redis.call('HSET', KEYS[2], 'permissions', ARGV[11]) end
-redis.call('HSET', KEYS[1], 'record', ARGV[1], 'abs', ARGV[2], 'idle', ARGV[3], 'seen', ARGV[4],
-  'ver', ver, 'token', ARGV[6], 'jti', ARGV[7], 'exp', ARGV[8], 'rotations', 0)
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('ZADD', KEYS[3], ARGV[2], ARGV[12])
-prune(KEYS[3], ARGV[13], tonumber(ARGV[4]))
-return {'ok', tostring(ver)}
-";
+/// `lookup.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum LookupReply {
+    Refused { verdict: SessionVerdict },
+    Found(FoundSession),
+}
 
-/// Revoke every session of a user and bump the token version.
-/// KEYS: user, index. ARGV: user_id, session prefix.
-const REVOKE_USER_LUA: &str = r"
-local owner = redis.call('HGET', KEYS[1], 'user_id')
-if owner and owner ~= ARGV[1] then return {-1, 0} end
-if not owner then
-  redis.call('HSET', KEYS[1], 'user_id', ARGV[1], 'status', 'active', 'roles', '[]', 'permissions', '[]')
-end
-local ver = redis.call('HINCRBY', KEYS[1], 'ver', 1)
-local n = 0
-for _, h in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  n = n + redis.call('DEL', ARGV[2] .. h)
-end
-redis.call('DEL', KEYS[2])
-return {n, ver}
-";
+#[derive(Debug, Deserialize)]
+struct FoundSession {
+    /// [`SessionRecord`] as JSON.
+    record: String,
+    idle_expires_at: u64,
+    /// JSON lists, as the user hash holds them.
+    roles: String,
+    permissions: String,
+    token: String,
+    jti: String,
+    exp: u64,
+    rotations: u64,
+    ver: u64,
+    now: u64,
+    token_presented: bool,
+}
 
-/// End one session. KEYS: session, index. ARGV: handle.
-const END_LUA: &str = r"
-local n = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return n
-";
+/// `rotate.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum RotateReply {
+    Refused {
+        verdict: SessionVerdict,
+    },
+    Current {
+        rotated: bool,
+        token: String,
+        jti: String,
+        exp: u64,
+        rotations: u64,
+    },
+}
 
-/// A user's sessions, pruning the dead. KEYS: index. ARGV: session prefix, now.
-const LIST_LUA: &str = r"
-prune(KEYS[1], ARGV[1], tonumber(ARGV[2]))
-local out = {}
-for _, h in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
-  local s = redis.call('HMGET', ARGV[1] .. h, 'record', 'seen')
-  if s[1] then
-    table.insert(out, h)
-    table.insert(out, s[1])
-    table.insert(out, s[2] or '0')
-  end
-end
-return out
-";
+/// `create.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum CreateReply {
+    Created {
+        #[allow(dead_code)]
+        ver: u64,
+    },
+    Refused {
+        verdict: SessionVerdict,
+    },
+    Exists,
+    UserTagCollision,
+}
+
+/// `revoke_user.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum RevokeUserReply {
+    Revoked { ended: u64, ver: u64 },
+    UserTagCollision,
+}
+
+/// `end_session.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum EndSessionReply {
+    Ended { existed: bool },
+}
+
+/// `list_sessions.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum ListSessionsReply {
+    Listed {
+        sessions: BTreeMap<String, ListedSession>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+struct ListedSession {
+    record: String,
+    seen: u64,
+}
+
+/// Reads a script's JSON reply into its type: the one place script output
+/// is interpreted. Anything else is a corrupt store, never a verdict.
+fn read_reply<T: DeserializeOwned>(json: &str) -> Result<T, StoreError> {
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("script reply: {e}")))
+}
 
 pub struct Store {
     client: redis::Client,
@@ -284,12 +239,7 @@ pub struct Store {
     connection: OnceCell<ConnectionManager>,
     prefix: String,
     hash_key: Hmac<Sha256>,
-    lookup: Script,
-    rotate: Script,
-    create: Script,
-    revoke_user: Script,
-    end: Script,
-    list: Script,
+    scripts: Scripts,
     timeout: Duration,
 }
 
@@ -325,23 +275,6 @@ pub fn is_session_token(value: &str) -> bool {
     value.len() == SESSION_TOKEN_LEN && portero_wire::is_session_token_shape(value)
 }
 
-fn string_at(values: &[Value], i: usize) -> Result<String, StoreError> {
-    match values.get(i) {
-        Some(Value::BulkString(b)) => {
-            String::from_utf8(b.clone()).map_err(|_| corrupt("non-UTF-8 field"))
-        }
-        Some(Value::SimpleString(s)) => Ok(s.clone()),
-        Some(Value::Int(n)) => Ok(n.to_string()),
-        _ => Err(corrupt("missing field in script reply")),
-    }
-}
-
-fn u64_at(values: &[Value], i: usize) -> Result<u64, StoreError> {
-    string_at(values, i)?
-        .parse::<u64>()
-        .map_err(|_| corrupt("not a number"))
-}
-
 fn string_list(json: &str) -> Result<Vec<String>, StoreError> {
     serde_json::from_str(json).map_err(|_| corrupt("not a JSON list of strings"))
 }
@@ -359,12 +292,6 @@ pub fn stream_id(id: &str) -> Option<(u64, u64)> {
     Some((ms.parse().ok()?, seq.parse().ok()?))
 }
 
-fn verdict(code: &str) -> Option<&'static str> {
-    portero_wire::SESSION_VERDICTS
-        .into_iter()
-        .find(|known| *known == code)
-}
-
 impl Store {
     pub fn new(
         redis_url: &str,
@@ -374,18 +301,12 @@ impl Store {
     ) -> Result<Self, String> {
         let client = redis::Client::open(redis_url).map_err(|e| format!("redis url: {e}"))?;
         let hash_key = Hmac::<Sha256>::new_from_slice(hash_key).map_err(|e| e.to_string())?;
-        let with_prune = |body: &str| Script::new(&format!("{PRUNE_LUA}\n{body}"));
         Ok(Self {
             client,
             connection: OnceCell::new(),
             prefix: prefix.to_string(),
             hash_key,
-            lookup: Script::new(LOOKUP_LUA),
-            rotate: Script::new(ROTATE_LUA),
-            create: with_prune(CREATE_LUA),
-            revoke_user: Script::new(REVOKE_USER_LUA),
-            end: Script::new(END_LUA),
-            list: with_prune(LIST_LUA),
+            scripts: Scripts::load(),
             timeout,
         })
     }
@@ -586,8 +507,32 @@ impl Store {
         Ok(ver.unwrap_or(0))
     }
 
-    /// Stores a new session. `Ok(Err(code))` is a refusal: `user_banned`, or
-    /// `exists` (the caller retries with a new id).
+    /// Runs a script and reads its reply (see [`read_reply`]).
+    async fn run<T: DeserializeOwned>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.connection().await?;
+        let json: String = invocation.invoke_async(&mut conn).await?;
+        read_reply(&json)
+    }
+
+    /// The handles in a user's session index, and their session keys.
+    async fn indexed_sessions(&self, tag: &str) -> Result<Vec<(String, String)>, StoreError> {
+        let mut conn = self.connection().await?;
+        let handles: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.index_key(tag))
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut conn)
+            .await?;
+        Ok(handles
+            .into_iter()
+            .map(|h| (self.session_key(&h), h))
+            .collect())
+    }
+
+    /// Stores a new session (`create.lua`).
     #[allow(clippy::too_many_arguments)]
     pub async fn create(
         &self,
@@ -598,7 +543,7 @@ impl Store {
         token: &IssuedToken,
         lifetimes: Lifetimes,
         now: u64,
-    ) -> Result<Result<(), String>, StoreError> {
+    ) -> Result<CreateOutcome, StoreError> {
         let tag = Self::tag_of(handle);
         let json = serde_json::to_string(record).map_err(|e| corrupt(&e.to_string()))?;
         let roles = serde_json::to_string(roles).map_err(|e| corrupt(&e.to_string()))?;
@@ -607,9 +552,8 @@ impl Store {
             None => String::new(),
         };
         let ttl = lifetimes.idle.min(lifetimes.absolute).max(1);
-        let mut conn = self.connection().await?;
-        let reply: Vec<Value> = self
-            .create
+        let mut invocation = self.scripts.create.prepare_invoke();
+        invocation
             .key(self.session_key(handle))
             .key(self.user_key(tag))
             .key(self.index_key(tag))
@@ -624,16 +568,17 @@ impl Store {
             .arg(&record.user_id)
             .arg(roles)
             .arg(permissions)
-            .arg(handle)
-            .arg(self.session_prefix(tag))
-            .invoke_async(&mut conn)
-            .await?;
-        let status = string_at(&reply, 0)?;
-        Ok(if status == "ok" { Ok(()) } else { Err(status) })
+            .arg(handle);
+        match self.run(invocation).await? {
+            CreateReply::Created { .. } => Ok(CreateOutcome::Created),
+            CreateReply::Refused { verdict } => Ok(CreateOutcome::Refused(verdict)),
+            CreateReply::Exists => Ok(CreateOutcome::IdTaken),
+            CreateReply::UserTagCollision => Err(corrupt("user tag collision")),
+        }
     }
 
-    /// Looks a session up with its user, renewing its idle expiry. Times
-    /// are Redis's (see [`LOOKUP_LUA`]).
+    /// Looks a session up with its user, renewing its idle expiry
+    /// (`lookup.lua`; its times are Redis's).
     pub async fn lookup(
         &self,
         handle: &str,
@@ -641,66 +586,59 @@ impl Store {
         rotation: &RotationRules,
     ) -> Result<Lookup, StoreError> {
         let tag = Self::tag_of(handle);
-        let mut conn = self.connection().await?;
-        let reply: Vec<Value> = self
-            .lookup
+        let mut invocation = self.scripts.lookup.prepare_invoke();
+        invocation
             .key(self.session_key(handle))
             .key(self.user_key(tag))
             .key(self.index_key(tag))
             .arg(handle)
             .arg(presented_jti.unwrap_or(""))
             .arg(if rotation.revoke_on_replay { "1" } else { "0" })
-            .arg(rotation.grace)
-            .invoke_async(&mut conn)
-            .await?;
-        let status = string_at(&reply, 0)?;
-        if status != "ok" {
-            return verdict(&status)
-                .map(Lookup::Refused)
-                .ok_or_else(|| corrupt("unknown look-up status"));
-        }
+            .arg(rotation.grace);
+        let found = match self.run(invocation).await? {
+            LookupReply::Refused { verdict } => return Ok(Lookup::Refused(verdict)),
+            LookupReply::Found(found) => found,
+        };
         let record: SessionRecord =
-            serde_json::from_str(&string_at(&reply, 1)?).map_err(|e| corrupt(&e.to_string()))?;
-        let access_expires_at = u64_at(&reply, 7)?;
-        let now = u64_at(&reply, 10)?;
+            serde_json::from_str(&found.record).map_err(|e| corrupt(&e.to_string()))?;
         let view = SessionView {
             handle: handle.to_string(),
             user_id: record.user_id,
             email: record.email,
-            roles: string_list(&string_at(&reply, 3)?)?,
-            permissions: string_list(&string_at(&reply, 4)?)?,
+            roles: string_list(&found.roles)?,
+            permissions: string_list(&found.permissions)?,
             created_at: record.created_at,
-            last_seen_at: now,
+            last_seen_at: found.now,
             expires_at: record.expires_at,
-            idle_expires_at: u64_at(&reply, 2)?,
+            idle_expires_at: found.idle_expires_at,
             client_ip: record.client_ip,
             user_agent: record.user_agent,
-            access_token: string_at(&reply, 5)?,
-            access_jti: string_at(&reply, 6)?,
-            access_expires_at,
-            rotations: u64_at(&reply, 8)?,
-            access_token_presented: string_at(&reply, 11)? == "1",
+            access_token: found.token,
+            access_jti: found.jti,
+            access_expires_at: found.exp,
+            rotations: found.rotations,
+            access_token_presented: found.token_presented,
         };
         Ok(Lookup::Found {
             view: Box::new(view),
-            needs_rotation: access_expires_at <= now,
-            token_version: u64_at(&reply, 9)?,
-            now,
+            needs_rotation: found.exp <= found.now,
+            token_version: found.ver,
+            now: found.now,
         })
     }
 
-    /// Replaces the access token if it is still `expected_jti`; returns the
-    /// current token afterwards and whether this call rotated it.
+    /// Replaces the access token if it is still `view.access_jti`
+    /// (`rotate.lua`); `view` gets the current token afterwards. `Ok(true)`
+    /// when this call rotated it.
     pub async fn rotate(
         &self,
         view: &mut SessionView,
         new: &IssuedToken,
         presented_jti: Option<&str>,
         rotation: &RotationRules,
-    ) -> Result<Result<bool, &'static str>, StoreError> {
-        let mut conn = self.connection().await?;
-        let reply: Vec<Value> = self
-            .rotate
+    ) -> Result<Result<bool, SessionVerdict>, StoreError> {
+        let mut invocation = self.scripts.rotate.prepare_invoke();
+        invocation
             .key(self.session_key(&view.handle))
             .arg(&view.access_jti)
             .arg(&new.token)
@@ -708,54 +646,58 @@ impl Store {
             .arg(new.expires_at)
             .arg(rotation.grace)
             .arg(rotation.exchange_max)
-            .arg(presented_jti.unwrap_or(""))
-            .invoke_async(&mut conn)
-            .await?;
-        if string_at(&reply, 0)? != "ok" {
-            return Ok(Err(portero_wire::SESSION_NOT_FOUND));
+            .arg(presented_jti.unwrap_or(""));
+        match self.run(invocation).await? {
+            RotateReply::Refused { verdict } => Ok(Err(verdict)),
+            RotateReply::Current {
+                rotated,
+                token,
+                jti,
+                exp,
+                rotations,
+            } => {
+                view.access_token = token;
+                view.access_jti = jti;
+                view.access_expires_at = exp;
+                view.rotations = rotations;
+                if rotated {
+                    view.access_token_presented = false;
+                }
+                Ok(Ok(rotated))
+            }
         }
-        let rotated = string_at(&reply, 1)? == "1";
-        view.access_token = string_at(&reply, 2)?;
-        view.access_jti = string_at(&reply, 3)?;
-        view.access_expires_at = u64_at(&reply, 4)?;
-        view.rotations = u64_at(&reply, 5)?;
-        if rotated {
-            view.access_token_presented = false;
-        }
-        Ok(Ok(rotated))
     }
 
-    /// Ends a session. False if there was none.
+    /// Ends a session (`end_session.lua`). False if there was none.
     pub async fn end(&self, handle: &str) -> Result<bool, StoreError> {
         let tag = Self::tag_of(handle);
-        let mut conn = self.connection().await?;
-        let removed: i64 = self
-            .end
+        let mut invocation = self.scripts.end_session.prepare_invoke();
+        invocation
             .key(self.session_key(handle))
             .key(self.index_key(tag))
-            .arg(handle)
-            .invoke_async(&mut conn)
-            .await?;
-        Ok(removed > 0)
+            .arg(handle);
+        let EndSessionReply::Ended { existed } = self.run(invocation).await?;
+        Ok(existed)
     }
 
     /// Ends every session of a user and bumps the token version, so any
-    /// session or token minted before is refused from now on.
+    /// session or token minted before is refused from now on
+    /// (`revoke_user.lua`). Returns (sessions ended, new version).
     pub async fn revoke_user(&self, user_id: &str) -> Result<(u64, u64), StoreError> {
         let tag = self.user_tag(user_id);
-        let mut conn = self.connection().await?;
-        let (ended, ver): (i64, i64) = self
-            .revoke_user
+        let sessions = self.indexed_sessions(&tag).await?;
+        let mut invocation = self.scripts.revoke_user.prepare_invoke();
+        invocation
             .key(self.user_key(&tag))
-            .key(self.index_key(&tag))
-            .arg(user_id)
-            .arg(self.session_prefix(&tag))
-            .invoke_async(&mut conn)
-            .await?;
-        if ended < 0 {
-            return Err(corrupt("user tag collision"));
+            .key(self.index_key(&tag));
+        for (key, _) in &sessions {
+            invocation.key(key);
         }
-        Ok((ended as u64, ver.max(0) as u64))
+        invocation.arg(user_id);
+        match self.run(invocation).await? {
+            RevokeUserReply::Revoked { ended, ver } => Ok((ended, ver)),
+            RevokeUserReply::UserTagCollision => Err(corrupt("user tag collision")),
+        }
     }
 
     /// The user record, if the user was ever seen.
@@ -844,32 +786,29 @@ impl Store {
         self.user(user_id).await
     }
 
-    /// The live sessions of a user (dead index entries are dropped).
+    /// The live sessions of a user (`list_sessions.lua`; dead index
+    /// entries are dropped).
     pub async fn sessions_of(
         &self,
         user_id: &str,
         now: u64,
     ) -> Result<Vec<SessionSummary>, StoreError> {
         let tag = self.user_tag(user_id);
-        let mut conn = self.connection().await?;
-        let flat: Vec<String> = self
-            .list
-            .key(self.index_key(&tag))
-            .arg(self.session_prefix(&tag))
-            .arg(now)
-            .invoke_async(&mut conn)
-            .await?;
+        let sessions = self.indexed_sessions(&tag).await?;
+        let mut invocation = self.scripts.list_sessions.prepare_invoke();
+        invocation.key(self.index_key(&tag)).arg(now);
+        for (key, handle) in &sessions {
+            invocation.key(key).arg(handle);
+        }
+        let ListSessionsReply::Listed { sessions } = self.run(invocation).await?;
         let mut out = Vec::new();
-        for entry in flat.chunks(3) {
-            let [handle, record, seen] = entry else {
-                return Err(corrupt("session list"));
-            };
+        for (handle, listed) in sessions {
             let record: SessionRecord =
-                serde_json::from_str(record).map_err(|e| corrupt(&e.to_string()))?;
+                serde_json::from_str(&listed.record).map_err(|e| corrupt(&e.to_string()))?;
             out.push(SessionSummary {
-                handle: handle.clone(),
+                handle,
                 created_at: record.created_at,
-                last_seen_at: seen.parse().unwrap_or(record.created_at),
+                last_seen_at: listed.seen.max(record.created_at),
                 expires_at: record.expires_at,
                 client_ip: record.client_ip,
                 user_agent: record.user_agent,
@@ -922,12 +861,31 @@ mod tests {
 
     #[test]
     fn script_replies_are_read_defensively() {
-        let values = vec![Value::BulkString(b"12".to_vec()), Value::Nil];
-        assert_eq!(u64_at(&values, 0).unwrap(), 12);
-        assert!(u64_at(&values, 1).is_err());
-        assert!(string_at(&values, 5).is_err());
+        let refused: LookupReply =
+            read_reply(r#"{"status":"refused","verdict":"user_banned"}"#).unwrap();
+        assert!(matches!(
+            refused,
+            LookupReply::Refused {
+                verdict: SessionVerdict::UserBanned
+            }
+        ));
+        // An unknown verdict, a missing field, a wrong type: corrupt, never a verdict.
+        for bad in [
+            r#"{"status":"refused","verdict":"maybe"}"#,
+            r#"{"status":"found","record":"{}"}"#,
+            r#"{"status":"found","record":"{}","idle_expires_at":"soon"}"#,
+            r#"{"status":"exploded"}"#,
+            "",
+        ] {
+            assert!(matches!(
+                read_reply::<LookupReply>(bad),
+                Err(StoreError::Corrupt(_))
+            ));
+        }
+        // cjson writes an empty table as {}: an empty session list.
+        let listed: ListSessionsReply = read_reply(r#"{"status":"listed","sessions":{}}"#).unwrap();
+        let ListSessionsReply::Listed { sessions } = listed;
+        assert!(sessions.is_empty());
         assert!(string_list("not json").is_err());
-        assert_eq!(verdict("user_banned"), Some("user_banned"));
-        assert_eq!(verdict("anything"), None);
     }
 }

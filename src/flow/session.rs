@@ -4,6 +4,7 @@
 //! make_the_request; end_session for a binding mismatch under `reject`.
 
 use super::*;
+use portero_wire::SessionVerdict;
 
 /// One session look-up and what its steps learn on the way: the state of
 /// the steps from `look_up_session` to `make_the_request`.
@@ -418,9 +419,9 @@ pub(super) fn read_session_reply(reply: &SidecarReply) -> SessionAnswer {
         },
         Some(404) => match serde_json::from_slice::<ErrorBody>(&reply.body)
             .ok()
-            .and_then(|body| Reason::from_verdict(&body.error))
+            .and_then(|body| SessionVerdict::from_code(&body.error))
         {
-            Some(reason) => SessionAnswer::Refused(reason),
+            Some(verdict) => SessionAnswer::Refused(Reason::from_verdict(verdict)),
             None => SessionAnswer::Trouble(SidecarError::BadReply, "unexpected 404".into()),
         },
         Some(status) => {

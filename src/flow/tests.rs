@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use portero_wire::{AccessClaims, LookupRequest, LookupResponse, SessionView};
+use portero_wire::{AccessClaims, LookupRequest, LookupResponse, SessionVerdict, SessionView};
 
 use super::*;
 use crate::metrics::CacheKind;
@@ -895,7 +895,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
     let mut host = bearer_host(&claims());
     let mut flow = new_flow(config.clone());
     flow.on_request_headers(&mut host);
-    flow.on_sidecar_reply(&mut host, not_found(portero_wire::TOKEN_REPLAYED));
+    flow.on_sidecar_reply(&mut host, not_found(SessionVerdict::TokenReplayed.code()));
     assert_eq!(host.counted(Counter::ReuseDetected), 1);
     assert_eq!(
         host.outcome(ClientKind::Bearer, Outcome::Rejected("token_replayed")),
@@ -1123,7 +1123,7 @@ fn a_refused_session_is_evicted_and_a_stale_feed_serves_nothing() {
     host.now += 4;
     let mut flow = Flow::new(config.clone(), cache.clone());
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
-    flow.on_sidecar_reply(&mut host, not_found(portero_wire::SESSION_REVOKED));
+    flow.on_sidecar_reply(&mut host, not_found(SessionVerdict::SessionRevoked.code()));
     assert_eq!(host.sent_reason(), "session_revoked");
 
     // Fresh feed again: the refused session was evicted, not served.
