@@ -1,11 +1,13 @@
 //! The `/v1` HTTP API. Every reply is JSON; every error is an
 //! [`ErrorBody`] with a stable code.
 
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -119,12 +121,50 @@ impl From<StoreError> for ApiError {
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
+pub enum Role {
     Filter,
     Admin,
     /// Either: ending one named session (logout by the app, or the filter
     /// ending a session whose client no longer matches its binding).
     FilterOrAdmin,
+}
+
+/// A caller whose credential allows the role `R`. As an extractor in a
+/// handler's signature, it is checked before the handler runs (and before
+/// its body is read): no handler can forget it.
+pub struct Caller<R: CallerRole>(PhantomData<R>);
+
+/// The role a [`Caller`] must have.
+pub trait CallerRole: Send + Sync {
+    const ROLE: Role;
+}
+
+/// The filter: look-ups and the revocation feed.
+pub struct Filter;
+/// The apps' back ends: logins, users, revocations.
+pub struct Admin;
+/// Either (ending one named session).
+pub struct FilterOrAdmin;
+
+impl CallerRole for Filter {
+    const ROLE: Role = Role::Filter;
+}
+impl CallerRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+impl CallerRole for FilterOrAdmin {
+    const ROLE: Role = Role::FilterOrAdmin;
+}
+
+impl<R: CallerRole> FromRequestParts<Arc<AppState>> for Caller<R> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, ApiError> {
+        authorize(state, &parts.headers, R::ROLE).map(|()| Caller(PhantomData))
+    }
 }
 
 /// Checks the caller's `Authorization: Bearer` credential for `role`.
@@ -277,10 +317,10 @@ fn validate_create(req: &CreateSessionRequest) -> Result<(), ApiError> {
 /// `POST /v1/sessions` (admin): start a session.
 async fn create_session(
     State(state): State<Arc<AppState>>,
+    _caller: Caller<Admin>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreateSessionResponse>), ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
     let req: CreateSessionRequest = parse_json(&headers, &body)?;
     validate_create(&req)?;
     let now = now();
@@ -356,10 +396,10 @@ async fn create_session(
 /// `POST /v1/sessions/lookup` (filter): the hot path.
 async fn lookup_session(
     State(state): State<Arc<AppState>>,
+    _caller: Caller<Filter>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<LookupResponse>, ApiError> {
-    authorize(&state, &headers, Role::Filter)?;
     let req: LookupRequest = parse_json(&headers, &body)?;
     // A well-formed request naming something that cannot be a session is a
     // definite "no such session" (the client's credential is bad), not a
@@ -459,10 +499,9 @@ async fn lookup_session(
 /// `DELETE /v1/sessions/{handle}` (admin or filter): end a session.
 async fn end_session(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller<FilterOrAdmin>,
     Path(handle): Path<String>,
 ) -> Result<Json<EndSessionResponse>, ApiError> {
-    authorize(&state, &headers, Role::FilterOrAdmin)?;
     if !is_session_token(&handle) {
         return Err(ApiError::bad_request("not a session handle"));
     }
@@ -477,10 +516,9 @@ async fn end_session(
 /// `GET /v1/users/{user_id}` (admin).
 async fn get_user(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller<Admin>,
     Path(user_id): Path<String>,
 ) -> Result<Json<UserView>, ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
     check_user_id(&user_id)?;
     state
         .store
@@ -494,11 +532,11 @@ async fn get_user(
 /// effect on the user's next request, on every session.
 async fn update_user(
     State(state): State<Arc<AppState>>,
+    _caller: Caller<Admin>,
     headers: HeaderMap,
     Path(user_id): Path<String>,
     body: Bytes,
 ) -> Result<Json<UserView>, ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
     check_user_id(&user_id)?;
     let req: UpdateUserRequest = parse_json(&headers, &body)?;
     if let Some(roles) = &req.roles {
@@ -525,10 +563,9 @@ async fn update_user(
 /// `POST /v1/users/{user_id}/revoke` (admin): end every session of the user.
 async fn revoke_user(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller<Admin>,
     Path(user_id): Path<String>,
 ) -> Result<Json<RevokeUserResponse>, ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
     check_user_id(&user_id)?;
     let (ended, token_version) = state.store.revoke_user(&user_id).await?;
     revoked(&state, Some(&user_id), None).await?;
@@ -542,10 +579,9 @@ async fn revoke_user(
 /// `GET /v1/users/{user_id}/sessions` (admin).
 async fn list_sessions(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller<Admin>,
     Path(user_id): Path<String>,
 ) -> Result<Json<SessionList>, ApiError> {
-    authorize(&state, &headers, Role::Admin)?;
     check_user_id(&user_id)?;
     let sessions = state.store.sessions_of(&user_id, now()).await?;
     Ok(Json(SessionList { sessions }))
@@ -595,10 +631,9 @@ const FEED_PAGE: usize = 1000;
 /// `GET /v1/revocations[?after=<cursor>]` (filter): what changed since.
 async fn revocations(
     State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _caller: Caller<Filter>,
     axum::extract::Query(query): axum::extract::Query<FeedQuery>,
 ) -> Result<Json<RevocationFeed>, ApiError> {
-    authorize(&state, &headers, Role::Filter)?;
     if let Some(after) = &query.after {
         if crate::store::stream_id(after).is_none() {
             return Err(ApiError::bad_request(

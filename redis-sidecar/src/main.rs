@@ -4,15 +4,6 @@
 //! through this small HTTP service (an Envoy cluster it calls with
 //! `dispatch_http_call`). It also holds the RS256 private key: it signs the
 //! access tokens and serves the JWKS.
-#![cfg_attr(
-    test,
-    allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)
-)]
-
-mod api;
-mod keys;
-mod metrics;
-mod store;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -20,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use redis_sidecar::{api, keys, metrics, store};
 
 #[derive(Parser)]
 #[command(
