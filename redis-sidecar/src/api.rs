@@ -102,7 +102,7 @@ impl IntoResponse for ApiError {
             message: self.message,
         };
         let mut response = (self.status, Json(body)).into_response();
-        if self.code == "store_unavailable" {
+        if matches!(self.code, "store_unavailable" | "store_not_replicated") {
             response.extensions_mut().insert(StoreFailure);
         }
         response
@@ -112,11 +112,13 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            e.to_string(),
-        )
+        // Either way a 503: the caller retries, and the filter treats it as
+        // store trouble (never a logout).
+        let code = match e {
+            StoreError::NotReplicated { .. } => "store_not_replicated",
+            StoreError::Unavailable(_) | StoreError::Corrupt(_) => "store_unavailable",
+        };
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
     }
 }
 

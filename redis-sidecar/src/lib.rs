@@ -8,6 +8,7 @@
 )]
 
 pub mod api;
+pub mod backend;
 pub mod keys;
 pub mod metrics;
 pub mod store;

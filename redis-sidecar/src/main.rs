@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use redis_sidecar::backend::RedisTarget;
 use redis_sidecar::{api, keys, metrics, store};
 
 #[derive(Parser)]
@@ -49,13 +50,48 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "PORTERO_SIDECAR_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
-    /// Redis URL (redis://[user:pass@]host:port[/db]).
+    /// How Redis is deployed: `standalone` (one server, --redis-url),
+    /// `sentinel` (the primary Sentinel names: --redis-sentinels,
+    /// --redis-master-name) or `cluster` (--redis-cluster-nodes).
+    #[arg(long, env = "PORTERO_REDIS_MODE", value_enum, default_value_t = RedisMode::Standalone)]
+    redis_mode: RedisMode,
+    /// Redis URL in standalone mode (redis://[user:pass@]host:port[/db];
+    /// rediss:// for TLS).
     #[arg(
         long,
         env = "PORTERO_REDIS_URL",
         default_value = "redis://127.0.0.1:6379"
     )]
     redis_url: String,
+    /// Sentinel mode: the sentinels, host:port,host:port,...
+    #[arg(long, env = "PORTERO_REDIS_SENTINELS", value_delimiter = ',')]
+    redis_sentinels: Vec<String>,
+    /// Sentinel mode: the name of the monitored primary.
+    #[arg(long, env = "PORTERO_REDIS_MASTER_NAME", default_value = "portero")]
+    redis_master_name: String,
+    /// Sentinel mode: ACL user of the Redis nodes.
+    #[arg(long, env = "PORTERO_REDIS_USERNAME")]
+    redis_username: Option<String>,
+    /// Sentinel mode: password of the Redis nodes.
+    #[arg(long, env = "PORTERO_REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
+    /// Sentinel mode: password of the sentinels themselves.
+    #[arg(long, env = "PORTERO_REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
+    redis_sentinel_password: Option<String>,
+    /// Cluster mode: some of the nodes, as URLs (redis://[user:pass@]host:port),
+    /// comma-separated; the rest is discovered.
+    #[arg(long, env = "PORTERO_REDIS_CLUSTER_NODES", value_delimiter = ',')]
+    redis_cluster_nodes: Vec<String>,
+    /// Replicas that must acknowledge each write that matters (login,
+    /// rotation, end, revoke-all, user changes) before it is answered
+    /// (Redis WAIT). Default: 1 in sentinel and cluster modes, 0 (no wait)
+    /// standalone. A write not acknowledged in time is a 503 to its caller.
+    #[arg(long, env = "PORTERO_REDIS_WAIT_REPLICAS")]
+    redis_wait_replicas: Option<u32>,
+    /// How long a write waits for those replicas, in milliseconds (shorter
+    /// than --redis-timeout-ms).
+    #[arg(long, env = "PORTERO_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100)]
+    redis_wait_timeout_ms: u64,
     /// Prefix of every Redis key.
     #[arg(long, env = "PORTERO_KEY_PREFIX", default_value = "portero")]
     key_prefix: String,
@@ -108,6 +144,44 @@ struct ServeArgs {
     revoke_on_replay: bool,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RedisMode {
+    Standalone,
+    Sentinel,
+    Cluster,
+}
+
+impl ServeArgs {
+    fn durability(&self) -> store::Durability {
+        let default_replicas = match self.redis_mode {
+            RedisMode::Standalone => 0,
+            RedisMode::Sentinel | RedisMode::Cluster => 1,
+        };
+        store::Durability {
+            replicas: self.redis_wait_replicas.unwrap_or(default_replicas),
+            timeout: Duration::from_millis(self.redis_wait_timeout_ms),
+        }
+    }
+
+    fn redis_target(&self) -> RedisTarget {
+        match self.redis_mode {
+            RedisMode::Standalone => RedisTarget::Standalone {
+                url: self.redis_url.clone(),
+            },
+            RedisMode::Sentinel => RedisTarget::Sentinel {
+                sentinels: self.redis_sentinels.clone(),
+                master_name: self.redis_master_name.clone(),
+                username: self.redis_username.clone(),
+                password: self.redis_password.clone(),
+                sentinel_password: self.redis_sentinel_password.clone(),
+            },
+            RedisMode::Cluster => RedisTarget::Cluster {
+                nodes: self.redis_cluster_nodes.clone(),
+            },
+        }
+    }
+}
+
 fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
     if args.filter_token.len() < 16 || args.admin_token.len() < 16 {
         return Err("--filter-token and --admin-token need at least 16 characters".into());
@@ -126,12 +200,14 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
     let signing_key = keys::SigningKey::from_pem(&pem, args.key_id.clone())
         .map_err(|e| format!("--signing-key {}: {e}", args.signing_key.display()))?;
     let store = store::Store::new(
-        &args.redis_url,
+        &args.redis_target(),
         &args.key_prefix,
         args.session_hash_key.as_bytes(),
         Duration::from_millis(args.redis_timeout_ms),
+        args.durability(),
     )
-    .map_err(|e| format!("--redis-url: {e}"))?;
+    .map_err(|e| format!("--redis-mode {}: {e}", args.redis_target().describe()))?;
+    let metrics = Arc::new(metrics::Metrics::new(store.under_replicated_writes.clone()));
     Ok(api::AppState {
         store,
         signing_key,
@@ -149,7 +225,7 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
         },
         filter_token: api::token_digest(&args.filter_token),
         admin_token: api::token_digest(&args.admin_token),
-        metrics: Arc::new(metrics::Metrics::default()),
+        metrics,
     })
 }
 
@@ -179,7 +255,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, redis = %args.redis_url, "redis-sidecar serving");
+    tracing::info!(listen = %args.listen, redis = %args.redis_target().describe(), "redis-sidecar serving");
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

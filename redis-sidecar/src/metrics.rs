@@ -48,6 +48,14 @@ const BUCKETS: [f64; 12] = [
 
 impl Default for Metrics {
     fn default() -> Self {
+        Self::new(Counter::default())
+    }
+}
+
+impl Metrics {
+    /// The registry, with the store's count of writes accepted with fewer
+    /// replicas than required.
+    pub fn new(under_replicated_writes: Counter) -> Self {
         let mut registry = Registry::with_prefix("portero_sidecar");
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
@@ -68,6 +76,11 @@ impl Default for Metrics {
             "redis_errors",
             "Requests that failed because Redis could not be used",
             redis_errors.clone(),
+        );
+        registry.register(
+            "redis_under_replicated_writes",
+            "Writes accepted with fewer replicas than --redis-wait-replicas, as fewer were connected",
+            under_replicated_writes,
         );
         Self {
             registry,

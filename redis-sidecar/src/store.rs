@@ -30,12 +30,12 @@ use portero_wire::{
     UserView,
 };
 use rand::RngCore;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Script, ScriptInvocation};
+use redis::{RedisResult, Script, ScriptInvocation};
+
+use crate::backend::{Backend, Conn, Lane, RedisTarget};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
-use tokio::sync::OnceCell;
 
 /// Length of the user tag at the start of ids and handles.
 pub const USER_TAG_LEN: usize = 22;
@@ -67,6 +67,9 @@ pub enum StoreError {
     Unavailable(String),
     /// Redis holds something this sidecar cannot read.
     Corrupt(String),
+    /// A write that must survive a failover reached fewer replicas than
+    /// required in time (it is on the primary; the caller retries).
+    NotReplicated { acknowledged: u32, wanted: u32 },
 }
 
 impl std::fmt::Display for StoreError {
@@ -74,6 +77,13 @@ impl std::fmt::Display for StoreError {
         match self {
             StoreError::Unavailable(e) => write!(f, "redis unavailable: {e}"),
             StoreError::Corrupt(e) => write!(f, "unreadable record: {e}"),
+            StoreError::NotReplicated {
+                acknowledged,
+                wanted,
+            } => write!(
+                f,
+                "write acknowledged by {acknowledged} of {wanted} required replicas in time"
+            ),
         }
     }
 }
@@ -233,14 +243,30 @@ fn read_reply<T: DeserializeOwned>(json: &str) -> Result<T, StoreError> {
 }
 
 pub struct Store {
-    client: redis::Client,
-    /// One multiplexed, auto-reconnecting connection, made on first use;
-    /// cloned per call (a handle, not a new connection), no lock after that.
-    connection: OnceCell<ConnectionManager>,
+    backend: Backend,
     prefix: String,
     hash_key: Hmac<Sha256>,
     scripts: Scripts,
-    timeout: Duration,
+    durability: Durability,
+    /// Writes accepted with fewer replicas than required, because fewer
+    /// were connected (see [`Store::replicated`]); exported as a metric.
+    pub under_replicated_writes: prometheus_client::metrics::counter::Counter,
+}
+
+/// How the writes that matter (login, rotation, end, revoke-all, user
+/// changes, the revocation feed) are made durable: acknowledged by this many
+/// replicas within `timeout` (Redis `WAIT`). 0 replicas: not waited for.
+#[derive(Debug, Clone, Copy)]
+pub struct Durability {
+    pub replicas: u32,
+    pub timeout: Duration,
+}
+
+impl Durability {
+    pub const NONE: Durability = Durability {
+        replicas: 0,
+        timeout: Duration::ZERO,
+    };
 }
 
 /// How a rotated-away access token is treated (seconds).
@@ -294,37 +320,95 @@ pub fn stream_id(id: &str) -> Option<(u64, u64)> {
 
 impl Store {
     pub fn new(
-        redis_url: &str,
+        target: &RedisTarget,
         prefix: &str,
         hash_key: &[u8],
         timeout: Duration,
+        durability: Durability,
     ) -> Result<Self, String> {
-        let client = redis::Client::open(redis_url).map_err(|e| format!("redis url: {e}"))?;
+        if durability.replicas > 0 && durability.timeout >= timeout {
+            return Err(format!(
+                "the replica wait ({} ms) must be shorter than the Redis timeout ({} ms)",
+                durability.timeout.as_millis(),
+                timeout.as_millis()
+            ));
+        }
+        let backend = Backend::new(target, timeout)?;
         let hash_key = Hmac::<Sha256>::new_from_slice(hash_key).map_err(|e| e.to_string())?;
         Ok(Self {
-            client,
-            connection: OnceCell::new(),
+            backend,
             prefix: prefix.to_string(),
             hash_key,
             scripts: Scripts::load(),
-            timeout,
+            durability,
+            under_replicated_writes: Default::default(),
         })
     }
 
-    /// The shared connection, made on first use so the sidecar can start
-    /// (and report not-ready) while Redis is still down.
-    async fn connection(&self) -> Result<ConnectionManager, StoreError> {
-        let conn = self
-            .connection
-            .get_or_try_init(|| async {
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(self.timeout)
-                    .set_response_timeout(self.timeout)
-                    .set_number_of_retries(1);
-                ConnectionManager::new_with_config(self.client.clone(), config).await
-            })
-            .await?;
-        Ok(conn.clone())
+    /// A connection for look-ups and reads.
+    async fn connection(&self) -> Result<Conn, StoreError> {
+        let result = self.backend.connection(Lane::Reads).await;
+        self.check(result).await
+    }
+
+    /// A connection for the writes that must reach a replica (see
+    /// [`Store::replicated`]).
+    async fn durable_connection(&self) -> Result<Conn, StoreError> {
+        let result = self.backend.connection(Lane::Durable).await;
+        self.check(result).await
+    }
+
+    /// After a write to `key` on `conn` (a durable connection): waits until
+    /// [`Durability::replicas`] replicas have it, so a failover cannot lose
+    /// it. Replicas that are connected but do not acknowledge in time make
+    /// it [`StoreError::NotReplicated`]: the caller gets a 503 and retries
+    /// (every such write is idempotent or safe to redo; it stays on the
+    /// primary). When the primary has fewer replicas connected than required
+    /// (after a failover, until the old primary rejoins), the write is
+    /// accepted once every connected replica has it, and counted and logged
+    /// as under-replicated: refusing every login then would turn one lost
+    /// node into an outage.
+    async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
+        let Durability { replicas, timeout } = self.durability;
+        if replicas == 0 {
+            return Ok(());
+        }
+        let result = self
+            .backend
+            .wait_for_replicas(conn, key, replicas, timeout)
+            .await;
+        let acknowledged = self.check(result).await?;
+        if acknowledged >= replicas {
+            return Ok(());
+        }
+        let result = self.backend.connected_replicas(conn, key).await;
+        let connected = self.check(result).await?;
+        if connected < replicas && acknowledged >= connected {
+            self.under_replicated_writes.inc();
+            tracing::warn!(
+                acknowledged,
+                connected,
+                wanted = replicas,
+                "write accepted with fewer replicas than required: too few are connected"
+            );
+            return Ok(());
+        }
+        Err(StoreError::NotReplicated {
+            acknowledged,
+            wanted: replicas,
+        })
+    }
+
+    /// Passes a Redis result on, telling the backend of a failure (under
+    /// Sentinel it may mean the primary moved).
+    async fn check<T>(&self, result: RedisResult<T>) -> Result<T, StoreError> {
+        match result {
+            Ok(value) => Ok(value),
+            Err(e) => {
+                self.backend.failed(&e).await;
+                Err(e.into())
+            }
+        }
     }
 
     fn mac(&self, parts: &[&[u8]]) -> String {
@@ -392,9 +476,10 @@ impl Store {
         if let Some(handle) = &event.session_handle {
             cmd.arg("session").arg(handle);
         }
-        let mut conn = self.connection().await?;
-        cmd.query_async::<String>(&mut conn).await?;
-        Ok(())
+        let mut conn = self.durable_connection().await?;
+        let result = cmd.query_async::<String>(&mut conn).await;
+        self.check(result).await?;
+        self.replicated(&mut conn, &self.revocations_key()).await
     }
 
     /// Reads the feed after `after` (see [`RevocationFeed`]).
@@ -406,14 +491,17 @@ impl Store {
         let key = self.revocations_key();
         let mut conn = self.connection().await?;
         let Some(after) = after else {
-            let last: Vec<StreamEntry> = redis::cmd("XREVRANGE")
-                .arg(&key)
-                .arg("+")
-                .arg("-")
-                .arg("COUNT")
-                .arg(1)
-                .query_async(&mut conn)
-                .await?;
+            let last: Vec<StreamEntry> = {
+                let result = redis::cmd("XREVRANGE")
+                    .arg(&key)
+                    .arg("+")
+                    .arg("-")
+                    .arg("COUNT")
+                    .arg(1)
+                    .query_async(&mut conn)
+                    .await;
+                self.check(result).await?
+            };
             let cursor = last
                 .first()
                 .map_or_else(|| "0-0".to_string(), |e| e.0.clone());
@@ -426,21 +514,24 @@ impl Store {
         };
         // The API checked the cursor's form; anything else reads from the start.
         let after_id = stream_id(after).unwrap_or((0, 0));
-        let (first, entries): (Vec<StreamEntry>, Vec<StreamEntry>) = redis::pipe()
-            .cmd("XRANGE")
-            .arg(&key)
-            .arg("-")
-            .arg("+")
-            .arg("COUNT")
-            .arg(1)
-            .cmd("XRANGE")
-            .arg(&key)
-            .arg(format!("({after}"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(max)
-            .query_async(&mut conn)
-            .await?;
+        let (first, entries): (Vec<StreamEntry>, Vec<StreamEntry>) = {
+            let result = redis::pipe()
+                .cmd("XRANGE")
+                .arg(&key)
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(1)
+                .cmd("XRANGE")
+                .arg(&key)
+                .arg(format!("({after}"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(max)
+                .query_async(&mut conn)
+                .await;
+            self.check(result).await?
+        };
         let first_id = first.first().and_then(|e| stream_id(&e.0));
         // The entry after `after` may have been trimmed (or the stream lost):
         // the feed cannot vouch for what happened, so the filter starts over.
@@ -492,19 +583,38 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
-        redis::cmd("PING").query_async::<String>(&mut conn).await?;
+        let result = redis::cmd("PING").query_async::<String>(&mut conn).await;
+        self.check(result).await?;
         Ok(())
     }
 
     /// The user's current token version (0 for a user never seen).
     pub async fn token_version(&self, user_id: &str) -> Result<u64, StoreError> {
         let mut conn = self.connection().await?;
-        let ver: Option<u64> = redis::cmd("HGET")
-            .arg(self.user_key(&self.user_tag(user_id)))
-            .arg("ver")
-            .query_async(&mut conn)
-            .await?;
+        let ver: Option<u64> = {
+            let result = redis::cmd("HGET")
+                .arg(self.user_key(&self.user_tag(user_id)))
+                .arg("ver")
+                .query_async(&mut conn)
+                .await;
+            self.check(result).await?
+        };
         Ok(ver.unwrap_or(0))
+    }
+
+    /// Runs a script that writes what must survive a failover: on the
+    /// durable connection, then [`Store::replicated`] for `key`.
+    async fn run_durable<T: DeserializeOwned>(
+        &self,
+        invocation: ScriptInvocation<'_>,
+        key: &str,
+    ) -> Result<T, StoreError> {
+        let mut conn = self.durable_connection().await?;
+        let result = invocation.invoke_async::<String>(&mut conn).await;
+        let json = self.check(result).await?;
+        let reply = read_reply(&json)?;
+        self.replicated(&mut conn, key).await?;
+        Ok(reply)
     }
 
     /// Runs a script and reads its reply (see [`read_reply`]).
@@ -513,19 +623,23 @@ impl Store {
         invocation: ScriptInvocation<'_>,
     ) -> Result<T, StoreError> {
         let mut conn = self.connection().await?;
-        let json: String = invocation.invoke_async(&mut conn).await?;
+        let result = invocation.invoke_async::<String>(&mut conn).await;
+        let json = self.check(result).await?;
         read_reply(&json)
     }
 
     /// The handles in a user's session index, and their session keys.
     async fn indexed_sessions(&self, tag: &str) -> Result<Vec<(String, String)>, StoreError> {
         let mut conn = self.connection().await?;
-        let handles: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.index_key(tag))
-            .arg(0)
-            .arg(-1)
-            .query_async(&mut conn)
-            .await?;
+        let handles: Vec<String> = {
+            let result = redis::cmd("ZRANGE")
+                .arg(self.index_key(tag))
+                .arg(0)
+                .arg(-1)
+                .query_async(&mut conn)
+                .await;
+            self.check(result).await?
+        };
         Ok(handles
             .into_iter()
             .map(|h| (self.session_key(&h), h))
@@ -552,9 +666,10 @@ impl Store {
             None => String::new(),
         };
         let ttl = lifetimes.idle.min(lifetimes.absolute).max(1);
+        let session_key = self.session_key(handle);
         let mut invocation = self.scripts.create.prepare_invoke();
         invocation
-            .key(self.session_key(handle))
+            .key(&session_key)
             .key(self.user_key(tag))
             .key(self.index_key(tag))
             .arg(json)
@@ -569,7 +684,7 @@ impl Store {
             .arg(roles)
             .arg(permissions)
             .arg(handle);
-        match self.run(invocation).await? {
+        match self.run_durable(invocation, &session_key).await? {
             CreateReply::Created { .. } => Ok(CreateOutcome::Created),
             CreateReply::Refused { verdict } => Ok(CreateOutcome::Refused(verdict)),
             CreateReply::Exists => Ok(CreateOutcome::IdTaken),
@@ -637,9 +752,10 @@ impl Store {
         presented_jti: Option<&str>,
         rotation: &RotationRules,
     ) -> Result<Result<bool, SessionVerdict>, StoreError> {
+        let session_key = self.session_key(&view.handle);
         let mut invocation = self.scripts.rotate.prepare_invoke();
         invocation
-            .key(self.session_key(&view.handle))
+            .key(&session_key)
             .arg(&view.access_jti)
             .arg(&new.token)
             .arg(&new.jti)
@@ -647,7 +763,7 @@ impl Store {
             .arg(rotation.grace)
             .arg(rotation.exchange_max)
             .arg(presented_jti.unwrap_or(""));
-        match self.run(invocation).await? {
+        match self.run_durable(invocation, &session_key).await? {
             RotateReply::Refused { verdict } => Ok(Err(verdict)),
             RotateReply::Current {
                 rotated,
@@ -671,12 +787,13 @@ impl Store {
     /// Ends a session (`end_session.lua`). False if there was none.
     pub async fn end(&self, handle: &str) -> Result<bool, StoreError> {
         let tag = Self::tag_of(handle);
+        let session_key = self.session_key(handle);
         let mut invocation = self.scripts.end_session.prepare_invoke();
         invocation
-            .key(self.session_key(handle))
+            .key(&session_key)
             .key(self.index_key(tag))
             .arg(handle);
-        let EndSessionReply::Ended { existed } = self.run(invocation).await?;
+        let EndSessionReply::Ended { existed } = self.run_durable(invocation, &session_key).await?;
         Ok(existed)
     }
 
@@ -686,15 +803,14 @@ impl Store {
     pub async fn revoke_user(&self, user_id: &str) -> Result<(u64, u64), StoreError> {
         let tag = self.user_tag(user_id);
         let sessions = self.indexed_sessions(&tag).await?;
+        let user_key = self.user_key(&tag);
         let mut invocation = self.scripts.revoke_user.prepare_invoke();
-        invocation
-            .key(self.user_key(&tag))
-            .key(self.index_key(&tag));
+        invocation.key(&user_key).key(self.index_key(&tag));
         for (key, _) in &sessions {
             invocation.key(key);
         }
         invocation.arg(user_id);
-        match self.run(invocation).await? {
+        match self.run_durable(invocation, &user_key).await? {
             RevokeUserReply::Revoked { ended, ver } => Ok((ended, ver)),
             RevokeUserReply::UserTagCollision => Err(corrupt("user tag collision")),
         }
@@ -704,11 +820,14 @@ impl Store {
     pub async fn user(&self, user_id: &str) -> Result<Option<UserView>, StoreError> {
         let tag = self.user_tag(user_id);
         let mut conn = self.connection().await?;
-        let fields: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.user_key(&tag))
-            .arg(&["user_id", "status", "roles", "permissions", "ver"])
-            .query_async(&mut conn)
-            .await?;
+        let fields: Vec<Option<String>> = {
+            let result = redis::cmd("HMGET")
+                .arg(self.user_key(&tag))
+                .arg(&["user_id", "status", "roles", "permissions", "ver"])
+                .query_async(&mut conn)
+                .await;
+            self.check(result).await?
+        };
         let [owner, status, roles, permissions, ver] = fields.as_slice() else {
             return Err(corrupt("user record"));
         };
@@ -780,8 +899,10 @@ impl Store {
                 .ignore();
         }
         {
-            let mut conn = self.connection().await?;
-            pipe.query_async::<()>(&mut conn).await?;
+            let mut conn = self.durable_connection().await?;
+            let result = pipe.query_async::<()>(&mut conn).await;
+            self.check(result).await?;
+            self.replicated(&mut conn, &key).await?;
         }
         self.user(user_id).await
     }
@@ -824,10 +945,13 @@ mod tests {
 
     fn store(key: &[u8]) -> Store {
         Store::new(
-            "redis://127.0.0.1:1",
+            &RedisTarget::Standalone {
+                url: "redis://127.0.0.1:1".into(),
+            },
             "portero",
             key,
             Duration::from_secs(1),
+            Durability::NONE,
         )
         .unwrap()
     }

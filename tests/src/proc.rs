@@ -7,6 +7,7 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub fn workspace_root() -> PathBuf {
@@ -89,6 +90,38 @@ impl Proc {
             child: Some(child),
             log,
         }
+    }
+
+    /// Like [`Proc::spawn`], for a process that must not outlive the test
+    /// binary even when nothing drops it (a topology shared in a static):
+    /// the kernel SIGKILLs it when its parent thread ends
+    /// (`PR_SET_PDEATHSIG`), so it is forked from a thread that lives as
+    /// long as the process.
+    pub fn spawn_tied(name: &str, command: Command, log: PathBuf) -> Proc {
+        type Job = (String, Command, PathBuf, mpsc::Sender<Proc>);
+        static SPAWNER: OnceLock<Mutex<mpsc::Sender<Job>>> = OnceLock::new();
+        let spawner = SPAWNER.get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<Job>();
+            std::thread::spawn(move || {
+                for (name, mut command, log, reply) in rx {
+                    unsafe {
+                        command.pre_exec(|| {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(Proc::spawn(&name, &mut command, log));
+                }
+            });
+            Mutex::new(tx)
+        });
+        let (reply, proc) = mpsc::channel();
+        spawner
+            .lock()
+            .expect("spawner")
+            .send((name.to_string(), command, log, reply))
+            .expect("spawner thread");
+        proc.recv().expect("spawned")
     }
 
     pub fn pid(&self) -> Option<u32> {

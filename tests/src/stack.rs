@@ -46,6 +46,10 @@ pub struct StackOptions {
     /// A second upstream (a test's own server on this port), routed by
     /// Envoy under `/hostile/` with the filter on.
     pub extra_upstream_port: Option<u16>,
+    /// The sidecar's Redis flags, for a topology the test started itself
+    /// ([`crate::topology::Topology::sidecar_args`]); the stack then starts
+    /// no Redis of its own.
+    pub redis_args: Option<Vec<String>>,
 }
 
 impl Default for StackOptions {
@@ -68,6 +72,7 @@ impl Default for StackOptions {
             expect_envoy_failure: false,
             xff_trusted_hops: 0,
             extra_upstream_port: None,
+            redis_args: None,
         }
     }
 }
@@ -197,7 +202,9 @@ impl Stack {
             agent,
         };
 
-        stack.start_redis();
+        if stack.options.redis_args.is_none() {
+            stack.start_redis();
+        }
         stack.start_sidecar();
 
         let jwks_out = Command::new(&sidecar_bin)
@@ -359,7 +366,8 @@ impl Stack {
                 .env("PORTERO_IDLE_TIMEOUT", o.idle_timeout.to_string())
                 .env("PORTERO_ABSOLUTE_TIMEOUT", o.absolute_timeout.to_string())
                 .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
-                .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string()),
+                .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string())
+                .args(o.redis_args.iter().flatten()),
             self.dir.join("sidecar.log"),
         ));
         self.wait_http("sidecar", self.options.sidecar_port, "/healthz");

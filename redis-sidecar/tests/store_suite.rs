@@ -1,0 +1,621 @@
+//! Every store operation against every Redis topology the sidecar supports,
+//! each a real set of `redis-server` processes on loopback: one server; a
+//! primary with two replicas and three sentinels; a Cluster of three
+//! primaries with a replica each. One suite, run whole on each (the shape of
+//! oauth2-proxy's session store tests); each topology is started once per
+//! test binary and its tests run side by side under their own user ids.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+
+use portero_integration::topology::{shared, Kind, Topology};
+use portero_wire::{RevocationEvent, SessionVerdict, UserStatus};
+use redis_sidecar::backend::RedisTarget;
+use redis_sidecar::store::{
+    random_token, CreateOutcome, Durability, IssuedToken, Lifetimes, Lookup, RotationRules,
+    SessionRecord, Store, StoreError,
+};
+
+static STANDALONE: OnceLock<Mutex<Topology>> = OnceLock::new();
+static SENTINEL: OnceLock<Mutex<Topology>> = OnceLock::new();
+static CLUSTER: OnceLock<Mutex<Topology>> = OnceLock::new();
+
+fn topology(kind: Kind) -> &'static Mutex<Topology> {
+    match kind {
+        Kind::Standalone => shared(&STANDALONE, Topology::standalone),
+        Kind::Sentinel => shared(&SENTINEL, || Topology::sentinel(2, 3)),
+        Kind::Cluster => shared(&CLUSTER, || Topology::cluster(3, 1)),
+    }
+}
+
+fn target(topology: &Topology) -> RedisTarget {
+    match topology.kind {
+        Kind::Standalone => RedisTarget::Standalone {
+            url: topology.standalone_url(),
+        },
+        Kind::Sentinel => RedisTarget::Sentinel {
+            sentinels: topology.sentinel_addrs(),
+            master_name: portero_integration::topology::MASTER_NAME.into(),
+            username: None,
+            password: None,
+            sentinel_password: None,
+        },
+        Kind::Cluster => RedisTarget::Cluster {
+            nodes: topology.cluster_urls(),
+        },
+    }
+}
+
+const RULES: RotationRules = RotationRules {
+    grace: 0,
+    exchange_max: 60,
+    revoke_on_replay: false,
+};
+const LIFETIMES: Lifetimes = Lifetimes {
+    idle: 600,
+    absolute: 3600,
+};
+
+/// Runs `case` against a store on `kind`, on a runtime of its own.
+fn run<F, Fut>(kind: Kind, case: F)
+where
+    F: FnOnce(Store, RedisTarget) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let target = {
+        let topology = topology(kind).lock().unwrap_or_else(|e| e.into_inner());
+        target(&topology)
+    };
+    let key = format!("suite-hash-key-{}", "k".repeat(32));
+    // Writes wait for a replica where there are replicas.
+    let durability = match kind {
+        Kind::Standalone => Durability::NONE,
+        Kind::Sentinel | Kind::Cluster => Durability {
+            replicas: 1,
+            timeout: Duration::from_millis(500),
+        },
+    };
+    let store = Store::new(
+        &target.clone(),
+        "portero",
+        key.as_bytes(),
+        Duration::from_secs(2),
+        durability,
+    )
+    .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(case(store, target));
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A user id no other test uses.
+fn user() -> String {
+    format!("user-{}", &random_token()[..12])
+}
+
+fn token(expires_at: u64) -> IssuedToken {
+    let jti = random_token();
+    IssuedToken {
+        token: format!("token-{jti}"),
+        jti,
+        expires_at,
+    }
+}
+
+/// Logs `user_id` in; returns (session id, handle, its token).
+async fn login(
+    store: &Store,
+    user_id: &str,
+    token_expires_at: u64,
+) -> (String, String, IssuedToken) {
+    let id = store.new_session_id(user_id);
+    let handle = store.handle_of(&id);
+    let now = now();
+    let record = SessionRecord {
+        user_id: user_id.into(),
+        email: format!("{user_id}@example.com"),
+        created_at: now,
+        expires_at: now + LIFETIMES.absolute,
+        client_ip: "203.0.113.7".into(),
+        user_agent: "suite".into(),
+    };
+    let issued = token(token_expires_at);
+    let outcome = store
+        .create(
+            &handle,
+            &record,
+            &["dev".into()],
+            None,
+            &issued,
+            LIFETIMES,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, CreateOutcome::Created);
+    (id, handle, issued)
+}
+
+fn refused(lookup: Lookup) -> SessionVerdict {
+    match lookup {
+        Lookup::Refused(verdict) => verdict,
+        Lookup::Found { view, .. } => panic!("found {}", view.handle),
+    }
+}
+
+async fn create_and_look_up(store: Store, _target: RedisTarget) {
+    let user_id = user();
+    let (_, handle, issued) = login(&store, &user_id, now() + 300).await;
+    let Lookup::Found {
+        view,
+        needs_rotation,
+        now: redis_now,
+        ..
+    } = store.lookup(&handle, None, &RULES).await.unwrap()
+    else {
+        panic!("not found");
+    };
+    assert_eq!(view.user_id, user_id);
+    assert_eq!(view.roles, vec!["dev".to_string()]);
+    assert_eq!(view.access_token, issued.token);
+    assert_eq!(view.access_jti, issued.jti);
+    assert!(!needs_rotation);
+    assert!(view.idle_expires_at >= redis_now + LIFETIMES.idle - 1);
+    assert!(!view.access_token_presented);
+    // Presenting the current token marks it seen.
+    let Lookup::Found { view, .. } = store
+        .lookup(&handle, Some(&issued.jti), &RULES)
+        .await
+        .unwrap()
+    else {
+        panic!("not found");
+    };
+    assert!(view.access_token_presented);
+    // An id that was never issued.
+    let stranger = store.handle_of(&store.new_session_id(&user_id));
+    assert_eq!(
+        refused(store.lookup(&stranger, None, &RULES).await.unwrap()),
+        SessionVerdict::SessionNotFound
+    );
+}
+
+async fn rotation_is_single_flight_and_replays_are_refused(store: Store, _target: RedisTarget) {
+    let user_id = user();
+    let (_, handle, first) = login(&store, &user_id, now() - 1).await;
+    let Lookup::Found {
+        view,
+        needs_rotation,
+        ..
+    } = store
+        .lookup(&handle, Some(&first.jti), &RULES)
+        .await
+        .unwrap()
+    else {
+        panic!("not found");
+    };
+    assert!(needs_rotation);
+    // Two callers saw the same expired token: one rotates, the other gets
+    // the winner's token.
+    let (mut a, mut b) = (view.as_ref().clone(), view.as_ref().clone());
+    let (ta, tb) = (token(now() + 300), token(now() + 300));
+    let ra = store
+        .rotate(&mut a, &ta, Some(&first.jti), &RULES)
+        .await
+        .unwrap();
+    let rb = store
+        .rotate(&mut b, &tb, Some(&first.jti), &RULES)
+        .await
+        .unwrap();
+    assert_eq!((ra, rb), (Ok(true), Ok(false)));
+    assert_eq!(a.access_jti, ta.jti);
+    assert_eq!(b.access_jti, ta.jti, "the loser gets the winner's token");
+    assert_eq!(b.rotations, 1);
+    // The successor's answer may have been lost: the old token still maps
+    // to the session until the successor is presented.
+    assert!(matches!(
+        store
+            .lookup(&handle, Some(&first.jti), &RULES)
+            .await
+            .unwrap(),
+        Lookup::Found { .. }
+    ));
+    // The successor is presented: from now on (grace 0) the old one is a replay.
+    assert!(matches!(
+        store.lookup(&handle, Some(&ta.jti), &RULES).await.unwrap(),
+        Lookup::Found { .. }
+    ));
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        refused(
+            store
+                .lookup(&handle, Some(&first.jti), &RULES)
+                .await
+                .unwrap()
+        ),
+        SessionVerdict::TokenReplayed
+    );
+    // Without revoke-on-replay the session lives on for the right token.
+    assert!(matches!(
+        store.lookup(&handle, Some(&ta.jti), &RULES).await.unwrap(),
+        Lookup::Found { .. }
+    ));
+    // With it, a replay ends the session.
+    let strict = RotationRules {
+        revoke_on_replay: true,
+        ..RULES
+    };
+    assert_eq!(
+        refused(
+            store
+                .lookup(&handle, Some(&first.jti), &strict)
+                .await
+                .unwrap()
+        ),
+        SessionVerdict::TokenReplayed
+    );
+    assert_eq!(
+        refused(store.lookup(&handle, Some(&ta.jti), &RULES).await.unwrap()),
+        SessionVerdict::SessionNotFound
+    );
+    // Rotating an ended session is a verdict, not an error.
+    let mut gone = a.clone();
+    assert_eq!(
+        store
+            .rotate(&mut gone, &token(now() + 300), None, &RULES)
+            .await
+            .unwrap(),
+        Err(SessionVerdict::SessionNotFound)
+    );
+}
+
+async fn revoke_all_ends_every_session_and_bumps_the_version(store: Store, _target: RedisTarget) {
+    let user_id = user();
+    let (_, h1, _) = login(&store, &user_id, now() + 300).await;
+    let (_, h2, _) = login(&store, &user_id, now() + 300).await;
+    let before = store.token_version(&user_id).await.unwrap();
+    let (ended, version) = store.revoke_user(&user_id).await.unwrap();
+    assert_eq!(ended, 2);
+    assert_eq!(version, before + 1);
+    assert_eq!(store.token_version(&user_id).await.unwrap(), version);
+    for h in [&h1, &h2] {
+        assert_eq!(
+            refused(store.lookup(h, None, &RULES).await.unwrap()),
+            SessionVerdict::SessionNotFound
+        );
+    }
+    assert!(store.sessions_of(&user_id, now()).await.unwrap().is_empty());
+    // A session made after the revocation works.
+    let (_, h3, _) = login(&store, &user_id, now() + 300).await;
+    assert!(matches!(
+        store.lookup(&h3, None, &RULES).await.unwrap(),
+        Lookup::Found { .. }
+    ));
+    // Revoking a user never seen is a version bump with nothing ended.
+    let (ended, version) = store.revoke_user(&user()).await.unwrap();
+    assert_eq!((ended, version), (0, 1));
+}
+
+async fn list_and_end_sessions(store: Store, _target: RedisTarget) {
+    let user_id = user();
+    let (_, h1, _) = login(&store, &user_id, now() + 300).await;
+    let (_, h2, _) = login(&store, &user_id, now() + 300).await;
+    let mut listed: Vec<String> = store
+        .sessions_of(&user_id, now())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.handle)
+        .collect();
+    listed.sort();
+    let mut expected = vec![h1.clone(), h2.clone()];
+    expected.sort();
+    assert_eq!(listed, expected);
+    assert!(store.end(&h1).await.unwrap());
+    assert!(!store.end(&h1).await.unwrap(), "ending is idempotent");
+    let listed = store.sessions_of(&user_id, now()).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].handle, h2);
+    assert_eq!(listed[0].user_agent, "suite");
+    assert!(store.sessions_of(&user(), now()).await.unwrap().is_empty());
+}
+
+async fn expired_sessions_are_gone(store: Store, _target: RedisTarget) {
+    let user_id = user();
+    let id = store.new_session_id(&user_id);
+    let handle = store.handle_of(&id);
+    let now = now();
+    // Its absolute lifetime ends now: Redis's clock decides it is over.
+    let record = SessionRecord {
+        user_id: user_id.clone(),
+        email: "x@example.com".into(),
+        created_at: now - 10,
+        expires_at: now,
+        client_ip: String::new(),
+        user_agent: String::new(),
+    };
+    let outcome = store
+        .create(
+            &handle,
+            &record,
+            &[],
+            None,
+            &token(now + 60),
+            LIFETIMES,
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, CreateOutcome::Created);
+    assert_eq!(
+        refused(store.lookup(&handle, None, &RULES).await.unwrap()),
+        SessionVerdict::SessionNotFound
+    );
+    assert!(store.sessions_of(&user_id, now).await.unwrap().is_empty());
+    // Idle timeout: Redis expires the key itself.
+    let (_, idle_handle, _) = {
+        let id = store.new_session_id(&user_id);
+        let handle = store.handle_of(&id);
+        let record = SessionRecord {
+            expires_at: now + 3600,
+            ..record.clone()
+        };
+        let short = Lifetimes {
+            idle: 1,
+            absolute: 3600,
+        };
+        store
+            .create(&handle, &record, &[], None, &token(now + 60), short, now)
+            .await
+            .unwrap();
+        (id, handle, ())
+    };
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        refused(store.lookup(&idle_handle, None, &RULES).await.unwrap()),
+        SessionVerdict::SessionNotFound
+    );
+}
+
+async fn a_banned_user_is_refused_and_cannot_log_in(store: Store, _target: RedisTarget) {
+    let user_id = user();
+    let (_, handle, _) = login(&store, &user_id, now() + 300).await;
+    let updated = store
+        .update_user(
+            &user_id,
+            Some(UserStatus::Banned),
+            Some(&["ops".into()]),
+            None,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(updated.status, UserStatus::Banned);
+    assert_eq!(updated.roles, vec!["ops".to_string()]);
+    assert_eq!(
+        refused(store.lookup(&handle, None, &RULES).await.unwrap()),
+        SessionVerdict::UserBanned
+    );
+    let id = store.new_session_id(&user_id);
+    let record = SessionRecord {
+        user_id: user_id.clone(),
+        email: String::new(),
+        created_at: now(),
+        expires_at: now() + 60,
+        client_ip: String::new(),
+        user_agent: String::new(),
+    };
+    let outcome = store
+        .create(
+            &store.handle_of(&id),
+            &record,
+            &[],
+            None,
+            &token(now() + 60),
+            LIFETIMES,
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, CreateOutcome::Refused(SessionVerdict::UserBanned));
+    // Unbanned, the session is usable again (a ban is not a revocation).
+    store
+        .update_user(&user_id, Some(UserStatus::Active), None, None)
+        .await
+        .unwrap();
+    let Lookup::Found { view, .. } = store.lookup(&handle, None, &RULES).await.unwrap() else {
+        panic!("not found after unban");
+    };
+    assert_eq!(
+        view.roles,
+        vec!["ops".to_string()],
+        "roles read from the user now"
+    );
+    assert!(store.user(&user()).await.unwrap().is_none());
+}
+
+async fn the_revocation_feed_reads_in_order_from_a_cursor(store: Store, _target: RedisTarget) {
+    let start = store.read_revocations(None, 100).await.unwrap();
+    assert!(start.events.is_empty() && !start.reset);
+    let users: Vec<String> = (0..3).map(|_| user()).collect();
+    for u in &users {
+        store
+            .append_revocation(&RevocationEvent {
+                user_id: Some(u.clone()),
+                session_handle: None,
+            })
+            .await
+            .unwrap();
+    }
+    // Other tests append too: find ours, in order, after the cursor.
+    let mut cursor = start.cursor.clone();
+    let mut seen = Vec::new();
+    loop {
+        let page = store.read_revocations(Some(&cursor), 2).await.unwrap();
+        assert!(!page.reset);
+        seen.extend(page.events.into_iter().filter_map(|e| e.user_id));
+        cursor = page.cursor;
+        if !page.more {
+            break;
+        }
+    }
+    let ours: Vec<&String> = seen.iter().filter(|u| users.contains(u)).collect();
+    assert_eq!(ours, users.iter().collect::<Vec<_>>());
+    // A cursor from before the stream's first entry that is not 0-0: reset.
+    let far = store.read_revocations(Some("1-0"), 10).await.unwrap();
+    assert!(far.reset);
+}
+
+/// A store that demands `replicas` acknowledgements within 200 ms.
+fn demanding(target: &RedisTarget, replicas: u32) -> Store {
+    let key = format!("suite-hash-key-{}", "k".repeat(32));
+    Store::new(
+        target,
+        "portero",
+        key.as_bytes(),
+        Duration::from_secs(2),
+        Durability {
+            replicas,
+            timeout: Duration::from_millis(200),
+        },
+    )
+    .unwrap()
+}
+
+async fn try_login(store: &Store) -> Result<CreateOutcome, StoreError> {
+    let user_id = user();
+    let id = store.new_session_id(&user_id);
+    let record = SessionRecord {
+        user_id,
+        email: String::new(),
+        created_at: now(),
+        expires_at: now() + 60,
+        client_ip: String::new(),
+        user_agent: String::new(),
+    };
+    store
+        .create(
+            &store.handle_of(&id),
+            &record,
+            &[],
+            None,
+            &token(now() + 60),
+            LIFETIMES,
+            now(),
+        )
+        .await
+}
+
+/// More replicas required than are connected (as after a failover): the
+/// write is accepted once every connected replica has it, and counted.
+async fn too_few_replicas_connected_is_accepted_and_counted(store: Store, target: RedisTarget) {
+    drop(store);
+    let store = demanding(&target, 3);
+    assert_eq!(try_login(&store).await.unwrap(), CreateOutcome::Created);
+    assert_eq!(store.under_replicated_writes.get(), 1);
+}
+
+macro_rules! suite {
+    ($kind:ident: $($case:ident),* $(,)?) => {
+        #[allow(non_snake_case)]
+        mod $kind {
+            $(
+                #[test]
+                fn $case() {
+                    super::run(portero_integration::topology::Kind::$kind, super::$case);
+                }
+            )*
+        }
+    };
+}
+
+macro_rules! every_topology {
+    ($($case:ident),* $(,)?) => {
+        suite!(Standalone: $($case),*);
+        suite!(Sentinel: $($case),*);
+        suite!(Cluster: $($case),*);
+    };
+}
+
+// Standalone has no replica to wait for.
+mod replicated {
+    use std::time::Duration;
+
+    use portero_integration::topology::Kind;
+    use redis_sidecar::store::StoreError;
+
+    #[test]
+    fn sentinel_too_few_replicas_connected_is_accepted_and_counted() {
+        super::run(
+            Kind::Sentinel,
+            super::too_few_replicas_connected_is_accepted_and_counted,
+        );
+    }
+
+    #[test]
+    fn cluster_too_few_replicas_connected_is_accepted_and_counted() {
+        super::run(
+            Kind::Cluster,
+            super::too_few_replicas_connected_is_accepted_and_counted,
+        );
+    }
+
+    /// A replica that is connected but frozen (SIGSTOP) cannot acknowledge:
+    /// a write that needs both replicas is reported not replicated (a 503
+    /// to the caller), never taken as done. The other replica keeps
+    /// acknowledging the other tests' writes meanwhile.
+    #[test]
+    fn sentinel_a_frozen_replica_makes_a_write_not_replicated() {
+        let topology = super::topology(Kind::Sentinel)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let target = super::target(&topology);
+        let replica = topology.nodes[2].proc.as_ref().expect("replica running");
+        replica.signal(libc::SIGSTOP);
+        let result = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                let store = super::demanding(&target, 2);
+                let result = super::try_login(&store).await;
+                (result, store.under_replicated_writes.get())
+            });
+        replica.signal(libc::SIGCONT);
+        std::thread::sleep(Duration::from_millis(100));
+        match result {
+            (
+                Err(StoreError::NotReplicated {
+                    acknowledged: 1,
+                    wanted: 2,
+                }),
+                0,
+            ) => {}
+            other => panic!("expected NotReplicated, got {other:?}"),
+        }
+    }
+}
+
+every_topology!(
+    create_and_look_up,
+    rotation_is_single_flight_and_replays_are_refused,
+    revoke_all_ends_every_session_and_bumps_the_version,
+    list_and_end_sessions,
+    expired_sessions_are_gone,
+    a_banned_user_is_refused_and_cannot_log_in,
+    the_revocation_feed_reads_in_order_from_a_cursor,
+);
