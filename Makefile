@@ -84,10 +84,13 @@ integration-test: build
 
 # portero against bare Envoy and native jwt_authn, side by side in one run
 # (one Envoy worker, loopback); prints the table, writes bench/results.json.
+# The sidecar's look-ups/s on standalone Redis vs a Cluster, and Redis
+# memory per session (writes bench/store-results.json).
 # Also the flow's warm paths and RS256 verification, per step, under V8
 # (Node) and natively.
 bench: build
 	./target/release/portero-bench
+	./target/release/store-bench
 	cargo bench --features testkit --bench flow --target wasm32-wasip1
 	cargo bench --features testkit --bench flow
 	cargo bench --features testkit --bench rs256 --target wasm32-wasip1

@@ -15,6 +15,50 @@ impl Stack {
         format!("http://127.0.0.1:{}{path}", self.options.listen_port)
     }
 
+    /// The listener port of Envoy number `envoy` (0: the first).
+    pub fn listen_port(&self, envoy: usize) -> u16 {
+        match envoy {
+            0 => self.options.listen_port,
+            n => self.more_envoys[n - 1].0,
+        }
+    }
+
+    /// The port of sidecar number `sidecar` (0: the first).
+    pub fn sidecar_port(&self, sidecar: usize) -> u16 {
+        match sidecar {
+            0 => self.options.sidecar_port,
+            n => self.more_sidecars[n - 1].0,
+        }
+    }
+
+    /// A GET through Envoy number `envoy`, on the client's pooled connection.
+    pub fn get_via(&self, envoy: usize, path: &str, headers: &[(&str, &str)]) -> Reply {
+        let url = format!("http://127.0.0.1:{}{path}", self.listen_port(envoy));
+        self.send("GET", &url, headers, None)
+    }
+
+    /// The status of a GET through Envoy number `envoy` on a connection of
+    /// its own (new connections spread over Envoy's workers).
+    pub fn status_on_new_connection(
+        &self,
+        envoy: usize,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Option<u16> {
+        let mut request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        let response = raw_exchange(
+            self.listen_port(envoy),
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )?;
+        raw_status(&response)
+    }
+
     pub fn sidecar_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.options.sidecar_port)
     }
@@ -138,10 +182,16 @@ impl Stack {
 
     /// Envoy's `/stats/prometheus`.
     pub fn prometheus(&self) -> String {
-        let url = format!(
-            "http://127.0.0.1:{}/stats/prometheus",
-            self.options.admin_port
-        );
+        self.prometheus_of(0)
+    }
+
+    /// The Prometheus text of Envoy number `envoy` (every worker summed).
+    pub fn prometheus_of(&self, envoy: usize) -> String {
+        let admin = match envoy {
+            0 => self.options.admin_port,
+            n => self.more_envoys[n - 1].1,
+        };
+        let url = format!("http://127.0.0.1:{admin}/stats/prometheus");
         let reply = self.send("GET", &url, &[], None);
         assert_eq!(reply.status, 200, "{}", reply.body);
         reply.body
@@ -152,8 +202,13 @@ impl Stack {
     /// (proxy-wasm defines a series on its first use). The filter hands its
     /// counts to Envoy every second, so this first waits for that.
     pub fn metric(&self, series: &str) -> u64 {
+        self.metric_of(0, series)
+    }
+
+    /// [`Stack::metric`] of Envoy number `envoy`.
+    pub fn metric_of(&self, envoy: usize, series: &str) -> u64 {
         std::thread::sleep(Duration::from_millis(1150));
-        let text = self.prometheus();
+        let text = self.prometheus_of(envoy);
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
             .map_or(0, |v| v.trim().parse::<f64>().map_or(0, |v| v as u64))

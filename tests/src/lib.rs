@@ -31,4 +31,4 @@ pub mod topology;
 
 pub use client::{claims_of, raw_exchange, raw_status, Reply, Rng};
 pub use proc::{envoy_binary, fixture, free_port, require, unix_now, workspace_root, Proc};
-pub use stack::{plugin_config, render_envoy_config, Stack, StackOptions};
+pub use stack::{plugin_config, render_envoy_config, with_more_sidecars, Stack, StackOptions};

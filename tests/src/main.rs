@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use portero_integration::{
-    plugin_config, render_envoy_config, workspace_root, Stack, StackOptions, COOKIE_NAME,
+    plugin_config, render_envoy_config, with_more_sidecars, workspace_root, Stack, StackOptions,
+    COOKIE_NAME,
 };
 
 /// Writes what docker-compose.yml mounts into `compose/`: the rendered Envoy
@@ -55,8 +56,13 @@ fn compose_config() {
             serde_json::to_string(&config.to_string()).expect("json"),
         ),
     ]);
+    // docker-compose.ha.yml: the filter's calls balanced over two sidecars.
+    let ha = with_more_sidecars(&yaml, &[("redis-sidecar-2", 7070)]);
     std::fs::write(dir.join("envoy.yaml"), yaml).expect("compose/envoy.yaml");
-    println!("wrote compose/envoy.yaml, compose/portero.wasm, compose/signing-key.pem");
+    std::fs::write(dir.join("envoy-ha.yaml"), ha).expect("compose/envoy-ha.yaml");
+    println!(
+        "wrote compose/envoy.yaml, compose/envoy-ha.yaml, compose/portero.wasm, compose/signing-key.pem"
+    );
 }
 
 fn main() {

@@ -50,6 +50,11 @@ pub struct StackOptions {
     /// ([`crate::topology::Topology::sidecar_args`]); the stack then starts
     /// no Redis of its own.
     pub redis_args: Option<Vec<String>>,
+    /// Scale-out: sidecar processes behind Envoy's sidecar cluster, Envoy
+    /// processes (the same config, their own ports) and workers in each.
+    pub sidecars: usize,
+    pub envoys: usize,
+    pub envoy_concurrency: u32,
 }
 
 impl Default for StackOptions {
@@ -73,6 +78,9 @@ impl Default for StackOptions {
             xff_trusted_hops: 0,
             extra_upstream_port: None,
             redis_args: None,
+            sidecars: 1,
+            envoys: 1,
+            envoy_concurrency: 1,
         }
     }
 }
@@ -151,6 +159,10 @@ pub struct Stack {
     pub plugin_config: Value,
     pub jwks: Value,
     pub(crate) agent: ureq::Agent,
+    /// Sidecars and Envoys beyond the first (`StackOptions::sidecars`,
+    /// `envoys`), with their ports: a sidecar's, an Envoy's listener and admin.
+    pub more_sidecars: Vec<(u16, Proc)>,
+    pub more_envoys: Vec<(u16, u16, Proc)>,
 }
 
 impl Stack {
@@ -200,12 +212,21 @@ impl Stack {
             plugin_config: Value::Null,
             jwks: Value::Null,
             agent,
+            more_sidecars: Vec::new(),
+            more_envoys: Vec::new(),
         };
 
         if stack.options.redis_args.is_none() {
             stack.start_redis();
         }
         stack.start_sidecar();
+        for _ in 1..stack.options.sidecars {
+            let port = free_port();
+            let log = stack.dir.join(format!("sidecar-{port}.log"));
+            let proc = Proc::spawn("sidecar", &mut stack.sidecar_command(port), log);
+            stack.wait_http("sidecar", port, "/healthz");
+            stack.more_sidecars.push((port, proc));
+        }
 
         let jwks_out = Command::new(&sidecar_bin)
             .args(["jwks", "--signing-key"])
@@ -276,21 +297,54 @@ impl Stack {
             Some(port) => with_extra_upstream(&rendered, port),
             None => rendered,
         };
-        let envoy_yaml = dir.join("envoy.yaml");
-        fs::write(&envoy_yaml, rendered).expect("write envoy.yaml");
-        stack.envoy = Some(Proc::spawn(
-            "envoy",
-            Command::new(&envoy)
-                .arg("-c")
-                .arg(&envoy_yaml)
-                .args(["--concurrency", "1", "--disable-hot-restart"])
-                .args(["--log-level", "warn", "--component-log-level", "wasm:info"]),
-            dir.join("envoy.log"),
-        ));
+        let sidecars: Vec<(&str, u16)> = stack
+            .more_sidecars
+            .iter()
+            .map(|(port, _)| ("127.0.0.1", *port))
+            .collect();
+        let rendered = with_more_sidecars(&rendered, &sidecars);
+        let spawn_envoy = |name: &str, yaml: String| {
+            let envoy_yaml = dir.join(format!("{name}.yaml"));
+            fs::write(&envoy_yaml, yaml).expect("write envoy.yaml");
+            Proc::spawn(
+                "envoy",
+                Command::new(&envoy)
+                    .arg("-c")
+                    .arg(&envoy_yaml)
+                    .args([
+                        "--concurrency",
+                        &options.envoy_concurrency.to_string(),
+                        "--disable-hot-restart",
+                    ])
+                    .args(["--log-level", "warn", "--component-log-level", "wasm:info"]),
+                dir.join(format!("{name}.log")),
+            )
+        };
+        stack.envoy = Some(spawn_envoy("envoy", rendered.clone()));
+        for i in 1..options.envoys {
+            let (listen, admin) = (free_port(), free_port());
+            let yaml = rendered
+                .replacen(
+                    &format!("port_value: {} }}", options.listen_port),
+                    &format!("port_value: {listen} }}"),
+                    1,
+                )
+                .replacen(
+                    &format!("port_value: {} }}", options.admin_port),
+                    &format!("port_value: {admin} }}"),
+                    1,
+                );
+            let proc = spawn_envoy(&format!("envoy-{i}"), yaml);
+            stack.more_envoys.push((listen, admin, proc));
+        }
 
         stack.wait_http("fastify", options.upstream_port, "/healthz");
         if !options.expect_envoy_failure {
             stack.wait_http("envoy", options.admin_port, "/ready");
+            let admins: Vec<u16> = stack.more_envoys.iter().map(|(_, a, _)| *a).collect();
+            for admin in admins {
+                stack.wait_http("envoy", admin, "/ready");
+            }
         }
         stack
     }
@@ -340,37 +394,42 @@ impl Stack {
         p.signal(signal);
     }
 
-    pub fn start_sidecar(&mut self) {
+    /// The command of a sidecar listening on `port`, on this stack's Redis.
+    fn sidecar_command(&self, port: u16) -> Command {
         let o = &self.options;
         let bin = workspace_root().join("target/release/redis-sidecar");
+        let mut command = Command::new(bin);
+        command
+            .arg("serve")
+            .env("PORTERO_SIDECAR_LISTEN", format!("127.0.0.1:{port}"))
+            .env(
+                "PORTERO_REDIS_URL",
+                format!("redis://127.0.0.1:{}", o.redis_port),
+            )
+            .env("PORTERO_SIGNING_KEY_FILE", &o.signing_key)
+            .env("PORTERO_KEY_ID", &o.key_id)
+            .env("PORTERO_FILTER_TOKEN", FILTER_TOKEN)
+            .env("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env("PORTERO_SESSION_HASH_KEY", SESSION_HASH_KEY)
+            .env("PORTERO_ISSUER", ISSUER)
+            .env("PORTERO_AUDIENCE", AUDIENCE)
+            .env("PORTERO_ACCESS_TTL", o.access_ttl.to_string())
+            .env("PORTERO_IDLE_TIMEOUT", o.idle_timeout.to_string())
+            .env("PORTERO_ABSOLUTE_TIMEOUT", o.absolute_timeout.to_string())
+            .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
+            .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string())
+            .args(o.redis_args.iter().flatten());
+        command
+    }
+
+    pub fn start_sidecar(&mut self) {
+        let port = self.options.sidecar_port;
         self.sidecar = Some(Proc::spawn(
             "sidecar",
-            Command::new(bin)
-                .arg("serve")
-                .env(
-                    "PORTERO_SIDECAR_LISTEN",
-                    format!("127.0.0.1:{}", o.sidecar_port),
-                )
-                .env(
-                    "PORTERO_REDIS_URL",
-                    format!("redis://127.0.0.1:{}", o.redis_port),
-                )
-                .env("PORTERO_SIGNING_KEY_FILE", &o.signing_key)
-                .env("PORTERO_KEY_ID", &o.key_id)
-                .env("PORTERO_FILTER_TOKEN", FILTER_TOKEN)
-                .env("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN)
-                .env("PORTERO_SESSION_HASH_KEY", SESSION_HASH_KEY)
-                .env("PORTERO_ISSUER", ISSUER)
-                .env("PORTERO_AUDIENCE", AUDIENCE)
-                .env("PORTERO_ACCESS_TTL", o.access_ttl.to_string())
-                .env("PORTERO_IDLE_TIMEOUT", o.idle_timeout.to_string())
-                .env("PORTERO_ABSOLUTE_TIMEOUT", o.absolute_timeout.to_string())
-                .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
-                .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string())
-                .args(o.redis_args.iter().flatten()),
+            &mut self.sidecar_command(port),
             self.dir.join("sidecar.log"),
         ));
-        self.wait_http("sidecar", self.options.sidecar_port, "/healthz");
+        self.wait_http("sidecar", port, "/healthz");
     }
 
     pub fn stop_sidecar(&mut self) {
@@ -431,9 +490,15 @@ impl Stack {
 
     /// Prints the logs of every process (on test failure).
     pub fn dump_logs(&self) {
+        let more = self
+            .more_sidecars
+            .iter()
+            .map(|(_, p)| p)
+            .chain(self.more_envoys.iter().map(|(_, _, p)| p));
         for p in [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
             .into_iter()
             .flatten()
+            .chain(more)
         {
             eprintln!(
                 "──── {} ({}) ────\n{}",
@@ -450,6 +515,12 @@ impl Drop for Stack {
         if std::thread::panicking() {
             self.dump_logs();
         }
+        for (_, _, p) in &mut self.more_envoys {
+            p.stop();
+        }
+        for (_, p) in &mut self.more_sidecars {
+            p.stop();
+        }
         for p in [
             &mut self.envoy,
             &mut self.upstream,
@@ -465,6 +536,21 @@ impl Drop for Stack {
             let _ = fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// Adds endpoints to the filter's sidecar cluster: more sidecars at
+/// `endpoints` (host, port).
+pub fn with_more_sidecars(yaml: &str, endpoints: &[(&str, u16)]) -> String {
+    let mut yaml = yaml.to_string();
+    for (host, port) in endpoints {
+        let anchor = "      cluster_name: redis_sidecar\n      endpoints:\n      - lb_endpoints:\n";
+        assert!(yaml.contains(anchor), "the sidecar cluster's endpoints");
+        let endpoint = format!(
+            "        - endpoint:\n            address:\n              socket_address: {{ address: {host}, port_value: {port} }}\n"
+        );
+        yaml = yaml.replacen(anchor, &format!("{anchor}{endpoint}"), 1);
+    }
+    yaml
 }
 
 /// Adds a `/hostile/` route to a test's own upstream on `port`.
