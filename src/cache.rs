@@ -21,6 +21,8 @@ use lru::LruCache;
 use portero_wire::{AccessClaims, RevocationFeed, SessionView};
 use sha2::{Digest, Sha256};
 
+use crate::token::KeySet;
+
 /// What a cache is keyed by: a SHA-256, so no token or session id is kept
 /// as such, and no attacker can aim collisions.
 pub type CacheKey = [u8; 32];
@@ -125,6 +127,8 @@ pub struct EdgeCache {
     tokens: Option<LruCache<CacheKey, CachedToken>>,
     sessions: Option<LruCache<CacheKey, CachedSession>>,
     feed: Feed,
+    /// The sidecar's signing keys, as last fetched (see [`crate::jwks`]).
+    fetched_keys: KeySet,
 }
 
 impl EdgeCache {
@@ -140,7 +144,22 @@ impl EdgeCache {
             tokens,
             sessions,
             feed: Feed::default(),
+            fetched_keys: KeySet::default(),
         }
+    }
+
+    // ── the sidecar's signing keys ──────────────────────────────────────
+
+    /// The keys last fetched from the sidecar (empty before the first fetch).
+    pub fn fetched_keys(&self) -> &KeySet {
+        &self.fetched_keys
+    }
+
+    /// Replaces the fetched keys; whether the key ids changed.
+    pub fn set_fetched_keys(&mut self, keys: KeySet) -> bool {
+        let changed = keys.kids() != self.fetched_keys.kids();
+        self.fetched_keys = keys;
+        changed
     }
 
     // ── verified tokens ─────────────────────────────────────────────────

@@ -22,6 +22,7 @@ pub mod feed;
 pub mod flow;
 pub mod http;
 pub mod http_map;
+pub mod jwks;
 pub mod metrics;
 pub mod policy;
 pub mod reject;

@@ -83,6 +83,8 @@ pub enum Counter {
     Cache { cache: CacheKind, hit: bool },
     /// Revocation feed polls by result: `applied`, `reset`, `failed`.
     FeedPoll(&'static str),
+    /// Fetches of the sidecar's JWKS by result: `changed`, `same`, `failed`.
+    JwksFetch(&'static str),
 }
 
 impl Counter {
@@ -115,6 +117,7 @@ impl Counter {
                 if *hit { "hit" } else { "miss" }
             ),
             Counter::FeedPoll(result) => format!("portero.revocation_feed_polls.result.{result}"),
+            Counter::JwksFetch(result) => format!("portero.jwks_fetches.result.{result}"),
         }
     }
 }

@@ -21,7 +21,10 @@ use crate::feed::FeedSchedule;
 use crate::flow::{
     sidecar_call, DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
 };
+use crate::jwks::{read_jwks_reply, JwksSchedule};
 use crate::metrics::{Counter, SIDECAR_LATENCY_US};
+use crate::token::KeySet;
+use portero_wire::JWKS_PATH;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -39,8 +42,11 @@ proxy_wasm::main! {{
             cache: None,
             metrics: Rc::new(Metrics::default()),
             schedule: None,
+            jwks_schedule: None,
+            calls: HashMap::new(),
             serves_requests: std::cell::Cell::new(false),
             feed_failing: false,
+            jwks_failing: false,
         })
     });
 }}
@@ -58,6 +64,19 @@ struct Root {
     serves_requests: std::cell::Cell<bool>,
     /// The last feed poll failed (warnings are logged on a change only).
     feed_failing: bool,
+    /// When to fetch the sidecar's JWKS (from the configuration).
+    jwks_schedule: Option<JwksSchedule>,
+    /// The last JWKS fetch failed.
+    jwks_failing: bool,
+    /// What each of this root context's calls in flight is for.
+    calls: HashMap<u32, RootCall>,
+}
+
+/// A call the root context makes.
+#[derive(Clone, Copy)]
+enum RootCall {
+    Feed,
+    Jwks,
 }
 
 /// Metric ids of this VM, defined on first use (a counter per label
@@ -110,10 +129,61 @@ impl Root {
             return;
         };
         let call = sidecar_call(config, "GET", path, Vec::new());
-        if dispatch(&call).is_err() {
-            let outcome = cache.borrow_mut().on_feed_reply(None, &[], now);
-            self.count_feed(outcome);
+        match dispatch(&call) {
+            Ok(token) => {
+                self.calls.insert(token, RootCall::Feed);
+            }
+            Err(_) => {
+                let outcome = cache.borrow_mut().on_feed_reply(None, &[], now);
+                self.count_feed(outcome);
+            }
         }
+    }
+
+    /// Fetches the sidecar's JWKS (see [`crate::jwks`]).
+    fn fetch_jwks(&mut self) {
+        let Some(config) = &self.config else {
+            return;
+        };
+        let call = sidecar_call(config, "GET", JWKS_PATH.to_string(), Vec::new());
+        match dispatch(&call) {
+            Ok(token) => {
+                self.calls.insert(token, RootCall::Jwks);
+            }
+            Err(e) => self.on_jwks(Err(format!("dispatch: {}", e.0))),
+        }
+    }
+
+    /// Takes a fetched key set (or keeps the last one on failure).
+    fn on_jwks(&mut self, fetched: Result<KeySet, String>) {
+        let result = match fetched {
+            Ok(keys) => {
+                let kids = keys.kids().join(", ");
+                let changed = self
+                    .cache
+                    .as_ref()
+                    .is_some_and(|cache| cache.borrow_mut().set_fetched_keys(keys));
+                if changed {
+                    log::info!("portero: signing keys from the sidecar: {kids}");
+                } else if self.jwks_failing {
+                    log::info!("portero: signing keys fetched again");
+                }
+                self.jwks_failing = false;
+                if changed {
+                    "changed"
+                } else {
+                    "same"
+                }
+            }
+            Err(e) => {
+                if !self.jwks_failing {
+                    log::warn!("portero: signing keys not fetched ({e}); keeping the last ones");
+                }
+                self.jwks_failing = true;
+                "failed"
+            }
+        };
+        self.metrics.increment(Counter::JwksFetch(result));
     }
 
     fn count_feed(&mut self, outcome: FeedOutcome) {
@@ -134,8 +204,12 @@ impl Root {
 }
 
 impl Context for Root {
-    fn on_http_call_response(&mut self, _token: u32, _headers: usize, body_size: usize, _t: usize) {
+    fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _t: usize) {
         let reply = read_call_reply(body_size);
+        if let Some(RootCall::Jwks) = self.calls.remove(&token) {
+            self.on_jwks(read_jwks_reply(reply.status, &reply.body));
+            return;
+        }
         let Some(cache) = &self.cache else {
             return;
         };
@@ -158,6 +232,7 @@ impl RootContext for Root {
                 let schedule = FeedSchedule::new(&config.cache);
                 self.set_tick_period(Duration::from_millis(schedule.tick_period_ms()));
                 self.schedule = Some(schedule);
+                self.jwks_schedule = Some(JwksSchedule::new(config.jwks_refresh_seconds));
                 self.cache = Some(Rc::new(RefCell::new(cache)));
                 self.config = Some(Rc::new(config));
                 true
@@ -178,6 +253,9 @@ impl RootContext for Root {
         }
         if self.schedule.as_mut().is_some_and(|s| s.poll_due(now)) {
             self.poll_feed();
+        }
+        if self.jwks_schedule.as_mut().is_some_and(|s| s.due(now)) {
+            self.fetch_jwks();
         }
     }
 
@@ -284,7 +362,8 @@ fn read_call_reply(body_size: usize) -> SidecarReply {
     SidecarReply { status, body }
 }
 
-fn dispatch(call: &SidecarCall) -> Result<(), DispatchError> {
+/// Starts a call; its token names the answer.
+fn dispatch(call: &SidecarCall) -> Result<u32, DispatchError> {
     let headers: Vec<(&str, &str)> = call
         .headers
         .iter()
@@ -297,7 +376,6 @@ fn dispatch(call: &SidecarCall) -> Result<(), DispatchError> {
         vec![],
         Duration::from_millis(call.timeout_ms),
     )
-    .map(|_| ())
     .map_err(|status| DispatchError(format!("{status:?}")))
 }
 
@@ -436,7 +514,7 @@ impl Host for Envoy {
     }
 
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), DispatchError> {
-        dispatch(&call)
+        dispatch(&call).map(|_| ())
     }
 
     fn send_local_response(&mut self, response: LocalResponse) {

@@ -65,34 +65,25 @@ pub struct Verified {
     pub expired: bool,
 }
 
-/// Verifies access tokens against a pinned key set.
-pub struct TokenVerifier {
-    /// By `kid`. Signatures are checked by [`crate::rs256`] (measured: the
-    /// generic `rsa` path costs 8× more inside V8).
+/// RS256 public keys by `kid`: the set pinned in the configuration, or the
+/// one last fetched from the sidecar's JWKS.
+#[derive(Clone, Default)]
+pub struct KeySet {
+    /// Signatures are checked by [`crate::rs256`] (measured: the generic
+    /// `rsa` path costs 8× more inside V8).
     keys: HashMap<String, RsaPublicKey>,
-    issuer: String,
-    audiences: Vec<String>,
-    leeway: u64,
-    refresh_window: u64,
 }
 
-impl std::fmt::Debug for TokenVerifier {
+impl std::fmt::Debug for KeySet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
-            .field("leeway", &self.leeway)
-            .finish()
+        f.debug_list().entries(self.kids()).finish()
     }
 }
 
-impl TokenVerifier {
-    pub fn new(
-        jwks: &JwkSet,
-        issuer: &str,
-        audiences: &[String],
-        leeway_seconds: u64,
-        refresh_window_seconds: u64,
-    ) -> Result<Self, KeySetError> {
+impl KeySet {
+    /// Every key must have a `kid`, be RSA, and not name another algorithm
+    /// or use than RS256 signing.
+    pub fn from_jwks(jwks: &JwkSet) -> Result<KeySet, KeySetError> {
         let mut keys = HashMap::new();
         for (i, jwk) in jwks.keys.iter().enumerate() {
             let kid = jwk
@@ -122,12 +113,11 @@ impl TokenVerifier {
                     .decode(value)
                     .map_err(|e| KeySetError(format!("keys[{i}] ({kid}): \"{name}\": {e}")))
             };
-            let rsa = RsaPublicKey::from_components(
+            let key = RsaPublicKey::from_components(
                 &component("n", &params.n)?,
                 &component("e", &params.e)?,
             )
             .map_err(|e| KeySetError(format!("keys[{i}] ({kid}): {e}")))?;
-            let key = rsa;
             if keys.insert(kid.clone(), key).is_some() {
                 return Err(KeySetError(format!("keys[{i}]: duplicate kid {kid}")));
             }
@@ -135,8 +125,54 @@ impl TokenVerifier {
         if keys.is_empty() {
             return Err(KeySetError("the key set is empty".into()));
         }
+        Ok(KeySet { keys })
+    }
+
+    pub fn get(&self, kid: &str) -> Option<&RsaPublicKey> {
+        self.keys.get(kid)
+    }
+
+    /// The key ids, sorted.
+    pub fn kids(&self) -> Vec<&str> {
+        let mut kids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        kids.sort_unstable();
+        kids
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+}
+
+/// Verifies access tokens against the pinned key set, and the fetched one
+/// when given.
+pub struct TokenVerifier {
+    pinned: KeySet,
+    issuer: String,
+    audiences: Vec<String>,
+    leeway: u64,
+    refresh_window: u64,
+}
+
+impl std::fmt::Debug for TokenVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenVerifier")
+            .field("pinned", &self.pinned)
+            .field("leeway", &self.leeway)
+            .finish()
+    }
+}
+
+impl TokenVerifier {
+    pub fn new(
+        jwks: &JwkSet,
+        issuer: &str,
+        audiences: &[String],
+        leeway_seconds: u64,
+        refresh_window_seconds: u64,
+    ) -> Result<Self, KeySetError> {
         Ok(Self {
-            keys,
+            pinned: KeySet::from_jwks(jwks)?,
             issuer: issuer.to_string(),
             audiences: audiences.to_vec(),
             leeway: leeway_seconds,
@@ -148,14 +184,34 @@ impl TokenVerifier {
     /// `exp` (plus leeway) by at most the refresh window verifies with
     /// `expired: true`; later than that it is [`TokenError::Expired`].
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
-        let claims = self.verify_signature(token)?;
+        self.verify_with(token, now, &KeySet::default())
+    }
+
+    /// [`TokenVerifier::verify`], also trusting the keys `fetched` from the
+    /// sidecar's JWKS (a pinned key wins a `kid` both name).
+    pub fn verify_with(
+        &self,
+        token: &str,
+        now: u64,
+        fetched: &KeySet,
+    ) -> Result<Verified, TokenError> {
+        let claims = self.verify_signature_with(token, fetched)?;
         self.check_time(claims, now)
+    }
+
+    /// Everything but time, against the pinned keys only.
+    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        self.verify_signature_with(token, &KeySet::default())
     }
 
     /// Everything but time: form, algorithm, key, signature, issuer,
     /// audience. What holds here holds for the token's whole life, so it is
     /// what the token cache remembers.
-    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
+    pub fn verify_signature_with(
+        &self,
+        token: &str,
+        fetched: &KeySet,
+    ) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
         }
@@ -170,7 +226,11 @@ impl TokenVerifier {
             return Err(TokenError::DisallowedAlgorithm);
         }
         let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
-        let key = self.keys.get(&kid).ok_or(TokenError::UnknownKeyId)?;
+        let key = self
+            .pinned
+            .get(&kid)
+            .or_else(|| fetched.get(&kid))
+            .ok_or(TokenError::UnknownKeyId)?;
         // Exactly `header.payload.signature`; the signature over the first two.
         if token.bytes().filter(|b| *b == b'.').count() != 2 {
             return Err(TokenError::Malformed);

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::keys::SigningKey;
+use crate::keys::Keys;
 use crate::metrics::{Metrics, StoreFailure};
 use crate::store::{
     is_session_token, random_token, CreateOutcome, IssuedToken, Lifetimes, Lookup, RotationRules,
@@ -33,7 +33,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 pub struct AppState {
     pub store: Store,
-    pub signing_key: SigningKey,
+    /// The signing keys (the active one signs; all are published).
+    pub keys: Keys,
     pub issuer: String,
     pub audience: String,
     pub access_ttl: u64,
@@ -292,7 +293,8 @@ fn issue_token(
         ver: token_version,
     };
     let token = state
-        .signing_key
+        .keys
+        .current()
         .sign(&claims)
         .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "signing_failed", e))?;
     Ok(IssuedToken {
@@ -592,8 +594,9 @@ async fn list_sessions(
 /// `GET /.well-known/jwks.json`: public keys, no credential needed.
 async fn jwks(State(state): State<Arc<AppState>>) -> impl IntoResponse {
     (
-        [("cache-control", "public, max-age=300")],
-        Json(state.signing_key.jwks()),
+        // Short: keys rotate (see `keys`).
+        [("cache-control", "public, max-age=60")],
+        Json(state.keys.current().jwks()),
     )
 }
 

@@ -98,12 +98,24 @@ struct ServeArgs {
     /// Timeout of each Redis connect and command, in milliseconds.
     #[arg(long, env = "PORTERO_REDIS_TIMEOUT_MS", default_value_t = 250)]
     redis_timeout_ms: u64,
-    /// RS256 private key (PEM, PKCS#8 or PKCS#1).
+    /// RS256 private key (PEM, PKCS#8 or PKCS#1). Or --signing-keys-dir.
     #[arg(long, env = "PORTERO_SIGNING_KEY_FILE")]
-    signing_key: std::path::PathBuf,
-    /// `kid` of the signing key; default: its RFC 7638 thumbprint.
+    signing_key: Option<std::path::PathBuf>,
+    /// `kid` of --signing-key; default: its RFC 7638 thumbprint.
     #[arg(long, env = "PORTERO_KEY_ID")]
     key_id: Option<String>,
+    /// A directory of keys that rotate while the sidecar runs: every
+    /// `<kid>.pem` is published in the JWKS, the file `active` names the one
+    /// that signs. Read again every --signing-keys-reload-seconds.
+    #[arg(long, env = "PORTERO_SIGNING_KEYS_DIR", conflicts_with = "signing_key")]
+    signing_keys_dir: Option<std::path::PathBuf>,
+    /// How often --signing-keys-dir is read again, seconds.
+    #[arg(
+        long,
+        env = "PORTERO_SIGNING_KEYS_RELOAD_SECONDS",
+        default_value_t = 10
+    )]
+    signing_keys_reload_seconds: u64,
     /// Credential of the filter (look-ups). At least 16 characters.
     #[arg(long, env = "PORTERO_FILTER_TOKEN", hide_env_values = true)]
     filter_token: String,
@@ -195,10 +207,19 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
     if args.idle_timeout == 0 || args.absolute_timeout == 0 || args.access_ttl == 0 {
         return Err("--idle-timeout, --absolute-timeout and --access-ttl must be positive".into());
     }
-    let pem = std::fs::read_to_string(&args.signing_key)
-        .map_err(|e| format!("--signing-key {}: {e}", args.signing_key.display()))?;
-    let signing_key = keys::SigningKey::from_pem(&pem, args.key_id.clone())
-        .map_err(|e| format!("--signing-key {}: {e}", args.signing_key.display()))?;
+    let keys = match (&args.signing_key, &args.signing_keys_dir) {
+        (Some(path), None) => {
+            let pem = std::fs::read_to_string(path)
+                .map_err(|e| format!("--signing-key {}: {e}", path.display()))?;
+            let key = keys::SigningKey::from_pem(&pem, args.key_id.clone())
+                .map_err(|e| format!("--signing-key {}: {e}", path.display()))?;
+            keys::Keys::fixed(key)
+        }
+        (None, Some(dir)) => {
+            keys::Keys::from_dir(dir).map_err(|e| format!("--signing-keys-dir: {e}"))?
+        }
+        _ => return Err("one of --signing-key and --signing-keys-dir is required".into()),
+    };
     let store = store::Store::new(
         &args.redis_target(),
         &args.key_prefix,
@@ -210,7 +231,7 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
     let metrics = Arc::new(metrics::Metrics::new(store.under_replicated_writes.clone()));
     Ok(api::AppState {
         store,
-        signing_key,
+        keys,
         issuer: args.issuer.clone(),
         audience: args.audience.clone(),
         access_ttl: args.access_ttl,
@@ -255,7 +276,24 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, redis = %args.redis_target().describe(), "redis-sidecar serving");
+    tracing::info!(listen = %args.listen, redis = %args.redis_target().describe(), keys = %state.keys.current().describe(), "redis-sidecar serving");
+    if state.keys.reloads() {
+        let state = state.clone();
+        let period = Duration::from_secs(args.signing_keys_reload_seconds.max(1));
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            loop {
+                ticks.tick().await;
+                match state.keys.reload() {
+                    Ok(Some(keys)) => tracing::info!(%keys, "signing keys reloaded"),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(error = %e, "signing keys not reloaded; keeping the current ones")
+                    }
+                }
+            }
+        });
+    }
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown_signal())
         .await

@@ -82,6 +82,8 @@ struct RawJwt {
     leeway_seconds: u64,
     #[serde(default = "default_refresh_window")]
     refresh_window_seconds: u64,
+    #[serde(default = "default_jwks_refresh")]
+    jwks_refresh_seconds: u64,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +272,10 @@ fn default_path() -> String {
 fn default_leeway() -> u64 {
     30
 }
+/// How often each worker fetches the sidecar's JWKS (0: never).
+fn default_jwks_refresh() -> u64 {
+    60
+}
 fn default_refresh_window() -> u64 {
     3600
 }
@@ -362,6 +368,9 @@ pub struct Config {
     pub cookie: CookieCodec,
     pub cookie_attributes: CookieAttributes,
     pub tokens: TokenVerifier,
+    /// How often each worker fetches the sidecar's JWKS, seconds (0: never;
+    /// only the pinned `jwt.jwks` is trusted then).
+    pub jwks_refresh_seconds: u64,
     pub sidecar: SidecarConfig,
     pub identity_headers: IdentityHeaders,
     pub session_start_header: String,
@@ -427,6 +436,13 @@ fn is_cookie_name(name: &str) -> bool {
 impl RawConfig {
     fn validate(self) -> Result<Config, ConfigError> {
         let (cookie, cookie_attributes) = self.cookie.validate()?;
+        let jwks_refresh_seconds = self.jwt.jwks_refresh_seconds;
+        if jwks_refresh_seconds > 86_400 {
+            return Err(err(
+                "jwt.jwks_refresh_seconds",
+                "expected 0 (no fetching) to 86400",
+            ));
+        }
         let tokens = self.jwt.validate()?;
         let sidecar = self.sidecar.validate()?;
         let identity_headers = self.identity_headers.validate()?;
@@ -459,6 +475,7 @@ impl RawConfig {
             cookie,
             cookie_attributes,
             tokens,
+            jwks_refresh_seconds,
             sidecar,
             identity_headers,
             session_start_header: self.session_start_header,

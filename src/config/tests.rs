@@ -143,6 +143,10 @@ fn each_bad_field_is_named() {
             Box::new(|v| v["jwt"]["leeway_seconds"] = json!(-1)),
         ),
         (
+            "jwt.jwks_refresh_seconds",
+            Box::new(|v| v["jwt"]["jwks_refresh_seconds"] = json!(86_401)),
+        ),
+        (
             "jwt.jwks",
             Box::new(|v| v["jwt"]["jwks"] = json!({"keys": []})),
         ),

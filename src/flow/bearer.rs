@@ -24,7 +24,7 @@ impl Flow {
         let now = host.now();
         let mut cache = self.cache.borrow_mut();
         if !cache.tokens_enabled() || token.len() > MAX_TOKEN_LEN {
-            return tokens.verify(token, now);
+            return tokens.verify_with(token, now, cache.fetched_keys());
         }
         let key = token_key(token);
         if let Some(claims) = cache.token(&key, now) {
@@ -38,7 +38,7 @@ impl Flow {
             cache: CacheKind::Tokens,
             hit: false,
         });
-        let claims = tokens.verify_signature(token)?;
+        let claims = tokens.verify_signature_with(token, cache.fetched_keys())?;
         let valid_until = tokens.valid_until(&claims);
         let verified = tokens.check_time(claims, now)?;
         if !verified.expired {

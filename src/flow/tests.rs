@@ -1283,3 +1283,55 @@ mod header_bytes_property {
         }
     }
 }
+
+/// A JWKS holding the public half of `pem`, as the sidecar publishes it.
+fn jwks_of(pem: &str, kid: &str) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::traits::PublicKeyParts;
+    let key = rsa::RsaPrivateKey::from_pkcs1_pem(pem)
+        .or_else(|_| {
+            use rsa::pkcs8::DecodePrivateKey;
+            rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+        })
+        .unwrap();
+    serde_json::json!({"keys": [{"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+        "n": URL_SAFE_NO_PAD.encode(key.n().to_bytes_be()),
+        "e": URL_SAFE_NO_PAD.encode(key.e().to_bytes_be())}]})
+    .to_string()
+}
+
+#[test]
+fn a_token_of_a_fetched_key_verifies_and_an_unpublished_one_does_not() {
+    use crate::testkit::tokens::{sign_with, OTHER_PRIVATE_PEM};
+    let config = config();
+    let token = sign_with(OTHER_PRIVATE_PEM, "next-key", &claims());
+    let bearer = format!("Bearer {token}");
+    // Not pinned, not fetched: refused before any look-up.
+    let cache = Rc::new(RefCell::new(EdgeCache::new(&config.cache)));
+    let mut host = FakeHost::new().with("authorization", &bearer);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Responded);
+    assert_eq!(host.sent_reason(), "token_unknown_kid");
+    // The sidecar publishes it: the next request verifies and is looked up.
+    let keys =
+        crate::jwks::read_jwks_reply(Some(200), jwks_of(OTHER_PRIVATE_PEM, "next-key").as_bytes())
+            .unwrap();
+    assert!(cache.borrow_mut().set_fetched_keys(keys));
+    let mut host = FakeHost::new().with("authorization", &bearer);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
+    assert_eq!(host.calls.len(), 1);
+    // A fetched key cannot stand in for a pinned one: the pinned key of the
+    // same kid wins, so a token signed by another key under "test-key" fails.
+    let forged = sign_with(OTHER_PRIVATE_PEM, "test-key", &claims());
+    let keys =
+        crate::jwks::read_jwks_reply(Some(200), jwks_of(OTHER_PRIVATE_PEM, "test-key").as_bytes())
+            .unwrap();
+    cache.borrow_mut().set_fetched_keys(keys);
+    let mut host = FakeHost::new().with("authorization", &format!("Bearer {forged}"));
+    let mut flow = Flow::new(config, cache);
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Responded);
+    assert_eq!(host.sent_reason(), "token_bad_signature");
+}

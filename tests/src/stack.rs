@@ -55,6 +55,10 @@ pub struct StackOptions {
     pub sidecars: usize,
     pub envoys: usize,
     pub envoy_concurrency: u32,
+    /// Sidecars sign with a key directory read again every second
+    /// (`--signing-keys-dir`) instead of `signing_key`; the plugin config
+    /// still pins `signing_key`'s JWKS.
+    pub signing_keys_dir: Option<PathBuf>,
 }
 
 impl Default for StackOptions {
@@ -81,6 +85,7 @@ impl Default for StackOptions {
             sidecars: 1,
             envoys: 1,
             envoy_concurrency: 1,
+            signing_keys_dir: None,
         }
     }
 }
@@ -419,6 +424,13 @@ impl Stack {
             .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
             .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string())
             .args(o.redis_args.iter().flatten());
+        if let Some(dir) = &o.signing_keys_dir {
+            command
+                .env_remove("PORTERO_SIGNING_KEY_FILE")
+                .env_remove("PORTERO_KEY_ID")
+                .env("PORTERO_SIGNING_KEYS_DIR", dir)
+                .env("PORTERO_SIGNING_KEYS_RELOAD_SECONDS", "1");
+        }
         command
     }
 
