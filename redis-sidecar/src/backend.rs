@@ -12,9 +12,28 @@ use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+    Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
+    TlsCertificates, Value,
 };
 use tokio::sync::{Mutex, OnceCell, RwLock};
+
+/// How to reach Redis: where, and with which TLS trust.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConnect {
+    pub target: RedisTarget,
+    /// PEM CA certificate(s) trusted for TLS (`rediss://`) instead of the
+    /// system's roots; with Sentinel, also turns TLS on to the Redis nodes.
+    pub tls_ca: Option<Vec<u8>>,
+}
+
+impl From<RedisTarget> for RedisConnect {
+    fn from(target: RedisTarget) -> Self {
+        RedisConnect {
+            target,
+            tls_ca: None,
+        }
+    }
+}
 
 /// Where Redis is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,10 +187,20 @@ fn parse_host_port(value: &str) -> Result<ConnectionAddr, String> {
 }
 
 impl Backend {
-    pub fn new(target: &RedisTarget, timeout: Duration) -> Result<Backend, String> {
-        let mode = match target {
+    pub fn new(connect: &RedisConnect, timeout: Duration) -> Result<Backend, String> {
+        // rustls needs a crypto provider; a second install is refused, harmlessly.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let certificates = connect.tls_ca.as_ref().map(|ca| TlsCertificates {
+            client_tls: None,
+            root_cert: Some(ca.clone()),
+        });
+        let mode = match &connect.target {
             RedisTarget::Standalone { url } => Mode::Standalone {
-                client: redis::Client::open(url.as_str()).map_err(|e| format!("redis url: {e}"))?,
+                client: match &certificates {
+                    Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
+                    None => redis::Client::open(url.as_str()),
+                }
+                .map_err(|e| format!("redis url: {e}"))?,
                 lanes: Lanes::default(),
             },
             RedisTarget::Sentinel {
@@ -203,6 +232,11 @@ impl Backend {
                 if let Some(password) = sentinel_password {
                     builder = builder.set_client_to_sentinel_password(password.clone());
                 }
+                if let Some(certs) = &certificates {
+                    builder = builder
+                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
+                        .set_client_to_redis_certificates(certs.clone());
+                }
                 Mode::Sentinel {
                     sentinel: Mutex::new(builder.build().map_err(|e| format!("sentinel: {e}"))?),
                     primary: RwLock::new(None),
@@ -212,7 +246,11 @@ impl Backend {
                 if nodes.is_empty() {
                     return Err("cluster mode needs at least one node".into());
                 }
-                let client = ClusterClientBuilder::new(nodes.clone())
+                let mut builder = ClusterClientBuilder::new(nodes.clone());
+                if let Some(certs) = &certificates {
+                    builder = builder.certs(certs.clone());
+                }
+                let client = builder
                     .connection_timeout(timeout)
                     .response_timeout(timeout)
                     // A failover takes seconds; the store answers 503 meanwhile
@@ -431,7 +469,8 @@ mod tests {
                 username: None,
                 password: None,
                 sentinel_password: None,
-            },
+            }
+            .into(),
             Duration::from_secs(1)
         )
         .is_err());

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
-use redis_sidecar::backend::RedisTarget;
+use redis_sidecar::backend::{RedisConnect, RedisTarget};
 use redis_sidecar::{api, keys, metrics, store};
 
 #[derive(Parser)]
@@ -78,6 +78,11 @@ struct ServeArgs {
     /// Sentinel mode: password of the sentinels themselves.
     #[arg(long, env = "PORTERO_REDIS_SENTINEL_PASSWORD", hide_env_values = true)]
     redis_sentinel_password: Option<String>,
+    /// CA certificate(s), PEM, trusted for TLS to Redis (rediss:// URLs;
+    /// with Sentinel it turns TLS on to the Redis nodes) instead of the
+    /// system's roots.
+    #[arg(long, env = "PORTERO_REDIS_TLS_CA_FILE")]
+    redis_tls_ca_file: Option<std::path::PathBuf>,
     /// Cluster mode: some of the nodes, as URLs (redis://[user:pass@]host:port),
     /// comma-separated; the rest is discovered.
     #[arg(long, env = "PORTERO_REDIS_CLUSTER_NODES", value_delimiter = ',')]
@@ -220,8 +225,18 @@ fn build_state(args: &ServeArgs) -> Result<api::AppState, String> {
         }
         _ => return Err("one of --signing-key and --signing-keys-dir is required".into()),
     };
+    let tls_ca = match &args.redis_tls_ca_file {
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| format!("--redis-tls-ca-file {}: {e}", path.display()))?,
+        ),
+        None => None,
+    };
     let store = store::Store::new(
-        &args.redis_target(),
+        &RedisConnect {
+            target: args.redis_target(),
+            tls_ca,
+        },
         &args.key_prefix,
         args.session_hash_key.as_bytes(),
         Duration::from_millis(args.redis_timeout_ms),

@@ -32,7 +32,9 @@ use portero_wire::{
 use rand::RngCore;
 use redis::{RedisResult, Script, ScriptInvocation};
 
-use crate::backend::{Backend, Conn, Lane, RedisTarget};
+#[cfg(test)]
+use crate::backend::RedisTarget;
+use crate::backend::{Backend, Conn, Lane, RedisConnect};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -320,7 +322,7 @@ pub fn stream_id(id: &str) -> Option<(u64, u64)> {
 
 impl Store {
     pub fn new(
-        target: &RedisTarget,
+        connect: &RedisConnect,
         prefix: &str,
         hash_key: &[u8],
         timeout: Duration,
@@ -333,7 +335,7 @@ impl Store {
                 timeout.as_millis()
             ));
         }
-        let backend = Backend::new(target, timeout)?;
+        let backend = Backend::new(connect, timeout)?;
         let hash_key = Hmac::<Sha256>::new_from_slice(hash_key).map_err(|e| e.to_string())?;
         Ok(Self {
             backend,
@@ -947,7 +949,8 @@ mod tests {
         Store::new(
             &RedisTarget::Standalone {
                 url: "redis://127.0.0.1:1".into(),
-            },
+            }
+            .into(),
             "portero",
             key,
             Duration::from_secs(1),

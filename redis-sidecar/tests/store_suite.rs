@@ -82,7 +82,7 @@ where
         },
     };
     let store = Store::new(
-        &target.clone(),
+        &target.clone().into(),
         "portero",
         key.as_bytes(),
         Duration::from_secs(2),
@@ -484,7 +484,7 @@ async fn the_revocation_feed_reads_in_order_from_a_cursor(store: Store, _target:
 fn demanding(target: &RedisTarget, replicas: u32) -> Store {
     let key = format!("suite-hash-key-{}", "k".repeat(32));
     Store::new(
-        target,
+        &target.clone().into(),
         "portero",
         key.as_bytes(),
         Duration::from_secs(2),
@@ -619,3 +619,106 @@ every_topology!(
     a_banned_user_is_refused_and_cannot_log_in,
     the_revocation_feed_reads_in_order_from_a_cursor,
 );
+
+/// TLS (`rediss://`, a CA of the test's own) and an ACL user with a
+/// password: the store works through both, and a wrong password is store
+/// trouble (a 503), never a verdict.
+#[test]
+fn tls_and_an_acl_user_on_standalone_redis() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
+
+    let dir = std::env::temp_dir().join(format!("portero-tls-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .subject_alt_names
+        .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+    let key = KeyPair::generate().unwrap();
+    let cert = params.signed_by(&key, &ca, &ca_key).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), key.serialize_pem()).unwrap();
+
+    let port = portero_integration::free_port();
+    let mut command = std::process::Command::new("redis-server");
+    command
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--tls-cert-file")
+        .arg(dir.join("cert.pem"))
+        .arg("--tls-key-file")
+        .arg(dir.join("key.pem"))
+        .arg("--tls-ca-cert-file")
+        .arg(dir.join("ca.pem"))
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--user", "default", "off"])
+        .args([
+            "--user",
+            "portero",
+            "on",
+            ">s3cret-pass",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+    let redis = portero_integration::Proc::spawn_tied("redis-tls", command, dir.join("redis.log"));
+
+    let store_for = |password: &str| {
+        let key = format!("suite-hash-key-{}", "k".repeat(32));
+        Store::new(
+            &redis_sidecar::backend::RedisConnect {
+                target: RedisTarget::Standalone {
+                    url: format!("rediss://portero:{password}@127.0.0.1:{port}"),
+                },
+                tls_ca: Some(ca.pem().into_bytes()),
+            },
+            "portero",
+            key.as_bytes(),
+            Duration::from_secs(2),
+            Durability::NONE,
+        )
+        .unwrap()
+    };
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let store = store_for("s3cret-pass");
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            while store.ping().await.is_err() {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "redis over TLS: {}",
+                    redis.log_tail(20)
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            create_and_look_up(store, RedisTarget::Standalone { url: String::new() }).await;
+            let wrong = store_for("wrong-pass");
+            match wrong.lookup(&"a".repeat(65), None, &RULES).await {
+                Err(StoreError::Unavailable(_)) => {}
+                other => panic!("a wrong password must be store trouble, got {other:?}"),
+            }
+        });
+    drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
