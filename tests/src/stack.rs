@@ -59,6 +59,9 @@ pub struct StackOptions {
     /// (`--signing-keys-dir`) instead of `signing_key`; the plugin config
     /// still pins `signing_key`'s JWKS.
     pub signing_keys_dir: Option<PathBuf>,
+    /// Rewrites the rendered Envoy config before Envoy starts: (config,
+    /// the stack's directory, the plugin config).
+    pub envoy_yaml_patch: Option<fn(String, &std::path::Path, &Value) -> String>,
 }
 
 impl Default for StackOptions {
@@ -86,6 +89,7 @@ impl Default for StackOptions {
             envoys: 1,
             envoy_concurrency: 1,
             signing_keys_dir: None,
+            envoy_yaml_patch: None,
         }
     }
 }
@@ -308,6 +312,10 @@ impl Stack {
             .map(|(port, _)| ("127.0.0.1", *port))
             .collect();
         let rendered = with_more_sidecars(&rendered, &sidecars);
+        let rendered = match options.envoy_yaml_patch {
+            Some(patch) => patch(rendered, &dir, &config),
+            None => rendered,
+        };
         let spawn_envoy = |name: &str, yaml: String| {
             let envoy_yaml = dir.join(format!("{name}.yaml"));
             fs::write(&envoy_yaml, yaml).expect("write envoy.yaml");
