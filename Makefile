@@ -17,12 +17,13 @@ IT_THREADS    ?= 4
 APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
-        lint unit-test wasm-unit-test integration-test bench compose-config clean
+        lint unit-test wasm-unit-test integration-test bench compose-config oci clean
 
 help:
 	@echo "make run     - set up and start the demo stack (Envoy+portero, redis-sidecar, Redis, Fastify)"
 	@echo "make test    - set up and run every test"
 	@echo "make lint    - no module cycles, cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make oci     - the filter as a Wasm OCI image (target/oci), the form Istio pulls"
 	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
 
 # ── set-up: everything a bare machine lacks ─────────────────────────────
@@ -39,6 +40,10 @@ system-deps:
 	@if ! command -v curl >/dev/null; then \
 	  echo "installing curl (Debian package; the h2c tests use it)"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq curl >/dev/null; \
+	fi
+	@if ! command -v umoci >/dev/null || ! command -v skopeo >/dev/null; then \
+	  echo "installing umoci and skopeo (Debian packages; make oci uses them)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq umoci skopeo >/dev/null; \
 	fi
 	@test -x /usr/bin/redis-server || command -v redis-server >/dev/null \
 	  || { echo "redis-server still missing after set-up"; exit 1; }
@@ -95,6 +100,15 @@ bench: build
 	cargo bench --features testkit --bench flow
 	cargo bench --features testkit --bench rs256 --target wasm32-wasip1
 	cargo bench --features testkit --bench rs256
+
+# The filter as a Wasm OCI image, the form Istio's WasmPlugin pulls: one
+# layer holding plugin.wasm. Written as an OCI image layout and as a
+# tarball (target/oci/portero.tar), with umoci and skopeo, no Docker engine.
+# Push with e.g. `skopeo copy oci:target/oci/layout:$(OCI_TAG) docker://registry/portero:$(OCI_TAG)`.
+OCI_TAG ?= 0.1.0
+OCI_DIR := target/oci
+oci: build
+	scripts/oci.sh target/wasm32-wasip1/release/portero.wasm $(OCI_DIR) $(OCI_TAG)
 
 # Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
 compose-config: build
