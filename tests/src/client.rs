@@ -59,6 +59,12 @@ impl Stack {
         raw_status(&response)
     }
 
+    /// A URL on the HTTPS listener (`StackOptions::https`).
+    pub fn https_url(&self, path: &str) -> String {
+        let (port, _) = self.edge_tls.as_ref().expect("a stack with https: true");
+        format!("https://localhost:{port}{path}")
+    }
+
     pub fn sidecar_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.options.sidecar_port)
     }
@@ -120,11 +126,14 @@ impl Stack {
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
+        let agent = match (&self.https_agent, url.starts_with("https://")) {
+            (Some(https), true) => https,
+            _ => &self.agent,
+        };
         let response = if body.is_empty() {
-            self.agent.run(builder.body(()).expect("request"))
+            agent.run(builder.body(()).expect("request"))
         } else {
-            self.agent
-                .run(builder.body(body.to_vec()).expect("request"))
+            agent.run(builder.body(body.to_vec()).expect("request"))
         };
         let mut response = response.unwrap_or_else(|e| panic!("{method} {url}: {e}"));
         let status = response.status().as_u16();
@@ -401,4 +410,23 @@ pub(crate) fn raw_get_status(port: u16, path: &str) -> Option<u16> {
     let n = stream.read(&mut buf).ok()?;
     let head = std::str::from_utf8(buf.get(..n)?).ok()?;
     head.split(' ').nth(1)?.parse().ok()
+}
+
+/// A client that trusts only the CA in `ca_pem` (the edge certificate's).
+pub(crate) fn agent_trusting(ca_pem: &str) -> ureq::Agent {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let ca = Certificate::from_pem(ca_pem.as_bytes())
+        .expect("the CA in PEM")
+        .to_owned();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(vec![ca])))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
 }

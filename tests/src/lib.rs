@@ -27,6 +27,7 @@ pub use portero::testkit::tokens::{Minter, TEST_KID};
 pub mod client;
 pub mod proc;
 pub mod stack;
+pub mod tls;
 pub mod topology;
 
 pub use client::{claims_of, raw_exchange, raw_status, Reply, Rng};

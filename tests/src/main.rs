@@ -56,12 +56,21 @@ fn compose_config() {
             serde_json::to_string(&config.to_string()).expect("json"),
         ),
     ]);
+    // HTTPS on 8443 with a certificate made here (mounted under /etc/portero).
+    let made = portero_integration::tls::edge_certificate(&dir);
+    let in_container = portero_integration::tls::EdgeCertificate {
+        cert: "/etc/portero/edge-cert.pem".into(),
+        key: "/etc/portero/edge-key.pem".into(),
+        ca: "/etc/portero/edge-ca.pem".into(),
+        ca_pem: made.ca_pem.clone(),
+    };
+    let yaml = portero_integration::tls::with_tls_listener(&yaml, 8080, 8443, &in_container);
     // docker-compose.ha.yml: the filter's calls balanced over two sidecars.
     let ha = with_more_sidecars(&yaml, &[("redis-sidecar-2", 7070)]);
     std::fs::write(dir.join("envoy.yaml"), yaml).expect("compose/envoy.yaml");
     std::fs::write(dir.join("envoy-ha.yaml"), ha).expect("compose/envoy-ha.yaml");
     println!(
-        "wrote compose/envoy.yaml, compose/envoy-ha.yaml, compose/portero.wasm, compose/signing-key.pem"
+        "wrote compose/envoy.yaml, compose/envoy-ha.yaml, compose/portero.wasm, compose/signing-key.pem, compose/edge-*.pem (trust compose/edge-ca.pem for https://localhost:8443)"
     );
 }
 
@@ -98,6 +107,8 @@ fn main() {
         signing_key: key,
         key_id: "demo-key".into(),
         work_dir: Some(PathBuf::from(&run_dir)),
+        https: true,
+        https_port: port("PORTERO_HTTPS_PORT", 8443),
         ..StackOptions::default()
     };
 
@@ -113,10 +124,13 @@ fn main() {
     let stack = Stack::start_with(options);
     let o = &stack.options;
     let url = format!("http://127.0.0.1:{}", o.listen_port);
+    let (https_port, cert) = stack.edge_tls.clone().expect("the HTTPS listener");
     println!(
         r#"
 portero demo stack is up (logs in .run/):
-  Envoy + portero   {url}   (admin http://127.0.0.1:{admin})
+  Envoy + portero   https://localhost:{https_port}   (trust {ca}; __Host- cookies need HTTPS)
+                    {url}   (plain HTTP, for the curl examples below)
+                    admin http://127.0.0.1:{admin}
   redis-sidecar     http://127.0.0.1:{sidecar}
   Fastify upstream  http://127.0.0.1:{upstream}
   Redis             127.0.0.1:{redis}
@@ -139,6 +153,7 @@ Ctrl-C stops everything.
         upstream = o.upstream_port,
         redis = o.redis_port,
         cookie = COOKIE_NAME,
+        ca = cert.ca.display(),
     );
 
     let mut received: libc::c_int = 0;

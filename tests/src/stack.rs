@@ -62,6 +62,11 @@ pub struct StackOptions {
     /// Rewrites the rendered Envoy config before Envoy starts: (config,
     /// the stack's directory, the plugin config).
     pub envoy_yaml_patch: Option<fn(String, &std::path::Path, &Value) -> String>,
+    /// An HTTPS listener beside the plain one, with a certificate made at
+    /// start (`Stack::edge_tls`, `Stack::https_url`).
+    pub https: bool,
+    /// Its port (0: a free one).
+    pub https_port: u16,
 }
 
 impl Default for StackOptions {
@@ -90,6 +95,8 @@ impl Default for StackOptions {
             envoy_concurrency: 1,
             signing_keys_dir: None,
             envoy_yaml_patch: None,
+            https: false,
+            https_port: 0,
         }
     }
 }
@@ -172,6 +179,10 @@ pub struct Stack {
     /// `envoys`), with their ports: a sidecar's, an Envoy's listener and admin.
     pub more_sidecars: Vec<(u16, Proc)>,
     pub more_envoys: Vec<(u16, u16, Proc)>,
+    /// The HTTPS listener's port and certificate (`StackOptions::https`).
+    pub edge_tls: Option<(u16, crate::tls::EdgeCertificate)>,
+    /// A client trusting the edge certificate's CA.
+    pub(crate) https_agent: Option<ureq::Agent>,
 }
 
 impl Stack {
@@ -223,6 +234,8 @@ impl Stack {
             agent,
             more_sidecars: Vec::new(),
             more_envoys: Vec::new(),
+            edge_tls: None,
+            https_agent: None,
         };
 
         if stack.options.redis_args.is_none() {
@@ -312,6 +325,17 @@ impl Stack {
             .map(|(port, _)| ("127.0.0.1", *port))
             .collect();
         let rendered = with_more_sidecars(&rendered, &sidecars);
+        let rendered = if options.https {
+            let port = pick(options.https_port);
+            let cert = crate::tls::edge_certificate(&dir);
+            let rendered =
+                crate::tls::with_tls_listener(&rendered, options.listen_port, port, &cert);
+            stack.https_agent = Some(crate::client::agent_trusting(&cert.ca_pem));
+            stack.edge_tls = Some((port, cert));
+            rendered
+        } else {
+            rendered
+        };
         let rendered = match options.envoy_yaml_patch {
             Some(patch) => patch(rendered, &dir, &config),
             None => rendered,
