@@ -186,3 +186,53 @@ fn a_key_rollover_under_load_refuses_nobody() {
     eprintln!("rollover: {} requests, none refused", seen.len());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A sidecar outage never drops a fetched key: while the sidecar is frozen
+/// (every JWKS fetch fails), a token of a key that only the fetch brought is
+/// still verified, and its cached session served; a key never published
+/// stays refused.
+#[test]
+fn a_failed_jwks_fetch_keeps_the_last_good_keys() {
+    let dir = std::env::temp_dir().join(format!("portero-keys-outage-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    write(&dir, &format!("{TEST_KID}.pem"), TEST_PRIVATE_PEM);
+    write(&dir, &format!("{NEXT_KID}.pem"), OTHER_PRIVATE_PEM);
+    write(&dir, "active", TEST_KID);
+    let stack = Stack::start_with(StackOptions {
+        signing_keys_dir: Some(dir.clone()),
+        plugin_config_patch: Some(|config| {
+            config["jwt"]["jwks_refresh_seconds"] = json!(1);
+        }),
+        ..StackOptions::default()
+    });
+    let token = stack.login_app("alan", "turing");
+    let next = Minter::new(OTHER_PRIVATE_PEM, Some(NEXT_KID)).sign(&claims_of(&token));
+    // Fetched (not pinned): trusted once a fetch has brought it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while stack.me_with_token(&next).status != 200 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the published key was never trusted"
+        );
+        sleep_ms(200);
+    }
+    let stranger = Minter::new(OTHER_PRIVATE_PEM, Some("never-published")).sign(&claims_of(&token));
+    stack.signal("sidecar", libc::SIGSTOP);
+    sleep_ms(2500); // two or more fetches fail meanwhile
+    let during = stack.me_with_token(&next);
+    let refused = stack.me_with_token(&stranger);
+    stack.signal("sidecar", libc::SIGCONT);
+    assert_eq!(
+        during.status, 200,
+        "a fetched key was dropped: {}",
+        during.body
+    );
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.json()["reason"], "token_unknown_kid");
+    assert!(
+        stack.metric(r#"portero_jwks_fetches{result="failed"}"#) >= 1,
+        "the failed fetches are counted"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
