@@ -2,25 +2,23 @@
 //! cadence decisions, out of the shell, so they are tested natively.
 
 use crate::cache::CacheConfig;
-
-/// Ticks jitter: a tick up to this much early still counts as on time
-/// (else a poll every 500 ms on 500 ms ticks would slip to every second).
-const EARLY_TICK_US: u64 = 50_000;
+use crate::periodic::Periodic;
 
 /// The root context's tick and feed-poll schedule.
 #[derive(Debug, Clone)]
 pub struct FeedSchedule {
-    poll_interval_us: u64,
+    /// Never due without a session cache (nothing to keep fresh).
+    poll: Periodic,
     polls: bool,
-    last_poll_us: Option<u64>,
 }
 
 impl FeedSchedule {
     pub fn new(config: &CacheConfig) -> Self {
+        let polls = config.sessions_enabled();
+        let interval_us = config.feed_poll_interval_ms.saturating_mul(1000);
         Self {
-            poll_interval_us: config.feed_poll_interval_ms.saturating_mul(1000),
-            polls: config.sessions_enabled(),
-            last_poll_us: None,
+            poll: Periodic::every_us(if polls { interval_us } else { 0 }),
+            polls,
         }
     }
 
@@ -28,7 +26,7 @@ impl FeedSchedule {
     /// at most a second (counters are handed to Envoy on the tick).
     pub fn tick_period_ms(&self) -> u64 {
         if self.polls {
-            (self.poll_interval_us / 1000).clamp(1, 1000)
+            (self.poll.interval_us() / 1000).clamp(1, 1000)
         } else {
             1000
         }
@@ -37,19 +35,7 @@ impl FeedSchedule {
     /// Whether the feed should be polled at `now_us` (a tick); records the
     /// poll when it is.
     pub fn poll_due(&mut self, now_us: u64) -> bool {
-        if !self.polls {
-            return false;
-        }
-        let due = match self.last_poll_us {
-            None => true,
-            Some(last) => {
-                now_us.saturating_sub(last).saturating_add(EARLY_TICK_US) >= self.poll_interval_us
-            }
-        };
-        if due {
-            self.last_poll_us = Some(now_us);
-        }
-        due
+        self.poll.due(now_us)
     }
 }
 

@@ -7,42 +7,24 @@
 
 use jsonwebtoken::jwk::JwkSet;
 
+use crate::periodic::Periodic;
 use crate::token::KeySet;
 
 /// When to fetch the key set.
 #[derive(Debug, Clone)]
-pub struct JwksSchedule {
-    interval_us: u64,
-    last_us: Option<u64>,
-}
-
-/// Ticks jitter: a tick up to this much early still counts as on time.
-const EARLY_TICK_US: u64 = 50_000;
+pub struct JwksSchedule(Periodic);
 
 impl JwksSchedule {
     /// Every `refresh_seconds` (0: never).
     pub fn new(refresh_seconds: u64) -> Self {
-        Self {
-            interval_us: refresh_seconds.saturating_mul(1_000_000),
-            last_us: None,
-        }
+        Self(Periodic::every_us(
+            refresh_seconds.saturating_mul(1_000_000),
+        ))
     }
 
     /// Whether a fetch is due at `now_us` (a tick); records it when it is.
     pub fn due(&mut self, now_us: u64) -> bool {
-        if self.interval_us == 0 {
-            return false;
-        }
-        let due = match self.last_us {
-            None => true,
-            Some(last) => {
-                now_us.saturating_sub(last).saturating_add(EARLY_TICK_US) >= self.interval_us
-            }
-        };
-        if due {
-            self.last_us = Some(now_us);
-        }
-        due
+        self.0.due(now_us)
     }
 }
 

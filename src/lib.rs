@@ -24,6 +24,7 @@ pub mod http;
 pub mod http_map;
 pub mod jwks;
 pub mod metrics;
+pub mod periodic;
 pub mod policy;
 pub mod reject;
 pub mod rs256;

@@ -276,18 +276,43 @@ impl Backend {
             .set_number_of_retries(1)
     }
 
+    /// `lane`'s connection to one server, made on first use.
+    async fn single(
+        &self,
+        client: &redis::Client,
+        lanes: &Lanes<ConnectionManager>,
+        lane: Lane,
+    ) -> RedisResult<Conn> {
+        let conn = lanes
+            .lane(lane)
+            .get_or_try_init(|| {
+                ConnectionManager::new_with_config(client.clone(), self.manager_config())
+            })
+            .await?;
+        Ok(Conn::Single(conn.clone()))
+    }
+
+    /// Sends `cmd` over `conn` to the primary that has `key`: in a Cluster
+    /// routed by the key's slot (the connection its write went through),
+    /// else the one server.
+    async fn on_primary_of(conn: &mut Conn, key: &str, cmd: &Cmd) -> RedisResult<Value> {
+        match conn {
+            Conn::Single(c) => cmd.query_async(c).await,
+            Conn::Cluster(c) => {
+                let route = Route::new(hash_slot(key), SlotAddr::Master);
+                c.route_command(
+                    cmd,
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                )
+                .await
+            }
+        }
+    }
+
     /// A connection to the node that serves the store now.
     pub async fn connection(&self, lane: Lane) -> RedisResult<Conn> {
         match &self.mode {
-            Mode::Standalone { client, lanes } => {
-                let conn = lanes
-                    .lane(lane)
-                    .get_or_try_init(|| {
-                        ConnectionManager::new_with_config(client.clone(), self.manager_config())
-                    })
-                    .await?;
-                Ok(Conn::Single(conn.clone()))
-            }
+            Mode::Standalone { client, lanes } => self.single(client, lanes, lane).await,
             Mode::Sentinel { sentinel, primary } => {
                 let known = primary.read().await.clone();
                 let (client, lanes) = match known {
@@ -311,13 +336,7 @@ impl Backend {
                         }
                     }
                 };
-                let conn = lanes
-                    .lane(lane)
-                    .get_or_try_init(|| {
-                        ConnectionManager::new_with_config(client.clone(), self.manager_config())
-                    })
-                    .await?;
-                Ok(Conn::Single(conn.clone()))
+                self.single(&client, &lanes, lane).await
             }
             Mode::Cluster { client, lanes } => {
                 let conn = lanes
@@ -332,18 +351,7 @@ impl Backend {
     /// How many replicas the primary that has `key` has connected now
     /// (`ROLE`, routed as [`Backend::wait_for_replicas`]).
     pub async fn connected_replicas(&self, conn: &mut Conn, key: &str) -> RedisResult<u32> {
-        let role = redis::cmd("ROLE");
-        let value = match conn {
-            Conn::Single(c) => role.query_async::<Value>(c).await?,
-            Conn::Cluster(c) => {
-                let route = Route::new(hash_slot(key), SlotAddr::Master);
-                c.route_command(
-                    &role,
-                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                )
-                .await?
-            }
-        };
+        let value = Self::on_primary_of(conn, key, &redis::cmd("ROLE")).await?;
         // A primary answers ["master", offset, [[ip, port, offset], ...]].
         let replicas = match value {
             Value::Array(parts) => match parts.get(2) {
@@ -370,19 +378,8 @@ impl Backend {
         // WAIT 0 would block without end.
         wait.arg(replicas)
             .arg(timeout.as_millis().clamp(1, u128::from(u32::MAX)) as u64);
-        let acknowledged: i64 = match conn {
-            Conn::Single(c) => wait.query_async(c).await?,
-            Conn::Cluster(c) => {
-                let route = Route::new(hash_slot(key), SlotAddr::Master);
-                let value = c
-                    .route_command(
-                        &wait,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await?;
-                redis::from_redis_value(&value)?
-            }
-        };
+        let acknowledged: i64 =
+            redis::from_redis_value(&Self::on_primary_of(conn, key, &wait).await?)?;
         Ok(u32::try_from(acknowledged.max(0)).unwrap_or(u32::MAX))
     }
 

@@ -410,27 +410,7 @@ async fn a_banned_user_is_refused_and_cannot_log_in(store: Store, _target: Redis
         refused(store.lookup(&handle, None, &RULES).await.unwrap()),
         SessionVerdict::UserBanned
     );
-    let id = store.new_session_id(&user_id);
-    let record = SessionRecord {
-        user_id: user_id.clone(),
-        email: String::new(),
-        created_at: now(),
-        expires_at: now() + 60,
-        client_ip: String::new(),
-        user_agent: String::new(),
-    };
-    let outcome = store
-        .create(
-            &store.handle_of(&id),
-            &record,
-            &[],
-            None,
-            &token(now() + 60),
-            LIFETIMES,
-            now(),
-        )
-        .await
-        .unwrap();
+    let outcome = try_login_as(&store, &user_id).await.unwrap();
     assert_eq!(outcome, CreateOutcome::Refused(SessionVerdict::UserBanned));
     // Unbanned, the session is usable again (a ban is not a revocation).
     store
@@ -496,11 +476,11 @@ fn demanding(target: &RedisTarget, replicas: u32) -> Store {
     .unwrap()
 }
 
-async fn try_login(store: &Store) -> Result<CreateOutcome, StoreError> {
-    let user_id = user();
-    let id = store.new_session_id(&user_id);
+/// A one-minute login of `user_id`, whatever the store answers.
+async fn try_login_as(store: &Store, user_id: &str) -> Result<CreateOutcome, StoreError> {
+    let id = store.new_session_id(user_id);
     let record = SessionRecord {
-        user_id,
+        user_id: user_id.to_string(),
         email: String::new(),
         created_at: now(),
         expires_at: now() + 60,
@@ -518,6 +498,10 @@ async fn try_login(store: &Store) -> Result<CreateOutcome, StoreError> {
             now(),
         )
         .await
+}
+
+async fn try_login(store: &Store) -> Result<CreateOutcome, StoreError> {
+    try_login_as(store, &user()).await
 }
 
 /// More replicas required than are connected (as after a failover): the
