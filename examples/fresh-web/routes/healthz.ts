@@ -1,0 +1,1 @@
+export const handler = () => Response.json({ status: "ok" });

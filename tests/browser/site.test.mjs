@@ -1,0 +1,252 @@
+// The demo site (examples/fresh-web and the Fastify API behind Envoy with
+// portero, over HTTPS) in Debian's Chromium, headless, driven by
+// playwright-core. Started by tests/tests/browser.rs, which runs the stack:
+//   PORTERO_URL   https://localhost:<port> of the edge
+//   EDGE_CERT     its certificate (PEM) — trusted by its SPKI hash only
+//   EDGE_KEY      its key, for the second (cross-origin) site
+//   ARTIFACTS     where the screenshots go, one per step
+//   CHROMIUM      the browser (/usr/bin/chromium)
+import { after, before, test } from "node:test";
+import assert from "node:assert/strict";
+import { createHash, X509Certificate } from "node:crypto";
+import { mkdirSync, readFileSync } from "node:fs";
+import { createServer } from "node:https";
+import { chromium } from "playwright-core";
+
+const BASE = process.env.PORTERO_URL;
+const ARTIFACTS = process.env.ARTIFACTS;
+const CERT = readFileSync(process.env.EDGE_CERT);
+const KEY = readFileSync(process.env.EDGE_KEY);
+const COOKIE = "__Host-portero";
+mkdirSync(ARTIFACTS, { recursive: true });
+
+let browser;
+let otherSite;
+let otherOrigin;
+
+// Chromium trusts exactly this certificate (no CA install, no
+// --ignore-certificate-errors): the base64 SHA-256 of its public key.
+const spki = createHash("sha256")
+  .update(new X509Certificate(CERT).publicKey.export({ type: "spki", format: "der" }))
+  .digest("base64");
+
+before(async () => {
+  browser = await chromium.launch({
+    executablePath: process.env.CHROMIUM,
+    args: [
+      `--ignore-certificate-errors-spki-list=${spki}`,
+      // This machine's network is closed: no background fetches to Google.
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      "--disable-quic",
+      "--disable-gpu",
+      "--no-first-run",
+    ],
+  });
+  // A page of another origin that is the same site (localhost, another
+  // port): SameSite=Strict lets the cookie go with its POST, so only the
+  // filter's origin check stands between it and the user's session.
+  otherSite = createServer({ cert: CERT, key: KEY }, (_req, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end(`<!DOCTYPE html><title>Prize</title><h1>You won a prize</h1>
+      <form method="post" action="${BASE}/auth/logout"><button id="claim">Claim it</button></form>`);
+  });
+  await new Promise((resolve) => otherSite.listen(0, "127.0.0.1", resolve));
+  otherOrigin = `https://localhost:${otherSite.address().port}`;
+});
+
+after(async () => {
+  await browser?.close();
+  otherSite?.close();
+});
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${ARTIFACTS}/${name}.png`, fullPage: true });
+}
+
+async function newPage() {
+  const context = await browser.newContext();
+  return { context, page: await context.newPage() };
+}
+
+/** Logs in through the site's form (from wherever the page is now). */
+async function logIn(page, username, password) {
+  await page.fill("input[name=username]", username);
+  await page.fill("input[name=password]", password);
+  await Promise.all([page.waitForNavigation(), page.click("#login-submit")]);
+}
+
+async function sessionCookie(context) {
+  return (await context.cookies(BASE)).find((c) => c.name === COOKIE);
+}
+
+test("log in through the form; the home page shows the user", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/`);
+  assert.equal(new URL(page.url()).pathname, "/login", "sent to the login page");
+  await shot(page, "01-login-page");
+  await logIn(page, "ada", "lovelace");
+  assert.equal(page.url(), `${BASE}/`);
+  assert.equal(await page.textContent("#greeting"), "Hello, ada@example.com");
+  assert.equal(await page.textContent("#user-id"), "user-ada");
+  await shot(page, "02-home-signed-in");
+  await context.close();
+});
+
+test("a wrong password stays on the login page with an error and no cookie", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "wrong");
+  assert.equal(new URL(page.url()).pathname, "/login");
+  assert.match(await page.textContent("#login-error"), /Wrong user name or password/);
+  assert.equal(await sessionCookie(context), undefined);
+  await context.close();
+});
+
+test("the session cookie is out of JavaScript's reach and has the promised attributes", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "lovelace");
+  const visible = await page.evaluate(() => document.cookie);
+  assert.ok(!visible.includes(COOKIE), `document.cookie showed ${visible}`);
+  const cookie = await sessionCookie(context);
+  assert.ok(cookie, "the browser stored the session cookie");
+  assert.equal(cookie.httpOnly, true);
+  assert.equal(cookie.secure, true);
+  assert.equal(cookie.sameSite, "Strict");
+  assert.equal(cookie.path, "/");
+  // __Host-: no Domain attribute, so a host-only cookie.
+  assert.equal(cookie.domain, "localhost");
+  assert.equal(cookie.expires, -1, "a browser-session cookie (no Max-Age by default)");
+  await page.evaluate((name) => {
+    document.cookie = `${name}=forged; path=/; secure`;
+  }, COOKIE);
+  assert.notEqual((await sessionCookie(context)).value, "forged", "script cannot overwrite it");
+  await context.close();
+});
+
+test("the account page's server-side API call succeeds with the forwarded JWT", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "lovelace");
+  const response = await page.goto(`${BASE}/account`);
+  assert.equal(response.status(), 200);
+  assert.equal(await page.textContent("#api-user-id"), "user-ada");
+  assert.equal(await page.textContent("#api-email"), "ada@example.com");
+  // The island, hydrated in the browser, asks again through the edge.
+  await page.click("#reload-account");
+  await page.waitForFunction(
+    () => document.querySelector("#reload-status")?.textContent.startsWith("Asked again"),
+  );
+  assert.equal(
+    await page.textContent("#reload-status"),
+    "Asked again from the browser (1): ada@example.com.",
+  );
+  await shot(page, "03-account-api-call");
+  await context.close();
+});
+
+test("a form POST from another origin is refused with 403; the site's own form works", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "lovelace");
+  await page.goto(`${otherOrigin}/`);
+  const [refused] = await Promise.all([
+    page.waitForResponse((r) => r.url() === `${BASE}/auth/logout`),
+    page.click("#claim"),
+  ]);
+  assert.equal(refused.status(), 403);
+  assert.match(await refused.text(), /cross_site/);
+  await page.waitForLoadState();
+  await shot(page, "04-cross-origin-post-refused");
+  // Still signed in: the refused POST ended nothing.
+  await page.goto(`${BASE}/`);
+  assert.equal(await page.textContent("#greeting"), "Hello, ada@example.com");
+  // The same POST from the site's own form (its Log out button).
+  const [accepted] = await Promise.all([
+    page.waitForResponse((r) => r.url() === `${BASE}/auth/logout`),
+    page.click("#logout"),
+  ]);
+  assert.equal(accepted.status(), 303);
+  await page.waitForURL(`${BASE}/login?signed_out=1`);
+  await context.close();
+});
+
+test("the login redirect brings the user back to the page they asked for", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/account`);
+  const asked = new URL(page.url());
+  assert.equal(asked.pathname, "/login");
+  assert.equal(asked.searchParams.get("return_to"), "/account");
+  await logIn(page, "alan", "turing");
+  assert.equal(page.url(), `${BASE}/account`);
+  assert.equal(await page.textContent("#api-user-id"), "user-alan");
+  await shot(page, "05-back-where-asked");
+  await context.close();
+});
+
+test("with a short access-token lifetime the user browses across refreshes unnoticed", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "lovelace");
+  const cookie = (await sessionCookie(context)).value;
+  const tokens = new Set();
+  // The stack's access tokens live 2 s: about 12 s of browsing crosses
+  // several refreshes. The account page shows the forwarded token's id.
+  const paths = ["/account", "/", "/account", "/admin"];
+  for (let i = 0; i < 12; i++) {
+    const path = paths[i % paths.length];
+    const response = await page.goto(`${BASE}${path}`);
+    assert.equal(response.status(), 200, `${path} answered ${response.status()}`);
+    assert.equal(page.url(), `${BASE}${path}`, "never sent to the login page");
+    if (path === "/account") {
+      assert.equal(await page.textContent("#api-user-id"), "user-ada");
+      tokens.add(await page.textContent("#token-id"));
+    }
+    await page.waitForTimeout(1000);
+  }
+  assert.ok(tokens.size >= 3, `only ${tokens.size} access tokens in 12 s: ${[...tokens]}`);
+  // The session (and its cookie) outlived every token.
+  assert.equal((await sessionCookie(context)).value, cookie);
+  await shot(page, "06-after-refreshes");
+  await context.close();
+});
+
+test("after logout, Back shows no private page", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "lovelace");
+  await page.goto(`${BASE}/account`);
+  assert.equal(await page.textContent("#api-user-id"), "user-ada");
+  await Promise.all([page.waitForURL(`${BASE}/login?signed_out=1`), page.click("#logout")]);
+  assert.equal(await sessionCookie(context), undefined, "the cookie is gone");
+  await page.goBack();
+  await page.waitForLoadState();
+  const url = new URL(page.url());
+  const html = await page.content();
+  assert.ok(!html.includes("user-ada"), `Back showed a private page: ${url}`);
+  assert.equal(url.pathname, "/login", "Back asked the edge again and was sent to log in");
+  await shot(page, "07-back-after-logout");
+  await context.close();
+});
+
+test("a page gated by role answers 403 to a user without the role", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "alan", "turing");
+  const refused = await page.goto(`${BASE}/admin`);
+  assert.equal(refused.status(), 403);
+  assert.match(await refused.text(), /missing_role/);
+  await shot(page, "08-admin-refused-without-role");
+  await context.close();
+
+  const admin = await newPage();
+  await admin.page.goto(`${BASE}/login`);
+  await logIn(admin.page, "ada", "lovelace");
+  const allowed = await admin.page.goto(`${BASE}/admin`);
+  assert.equal(allowed.status(), 200);
+  assert.equal(await admin.page.textContent("#admin-title"), "Admin");
+  await shot(admin.page, "09-admin-with-role");
+  await admin.context.close();
+});
