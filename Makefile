@@ -24,7 +24,7 @@ IT_THREADS    ?= 4
 APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
-        lint unit-test wasm-unit-test integration-test bench compose-config oci clean
+        lint unit-test wasm-unit-test integration-test bench bench-deps compose-config oci clean
 
 help:
 	@echo "make run     - set up and start the demo site (Envoy+portero, web app, Fastify, redis-sidecar, Redis)"
@@ -117,13 +117,20 @@ integration-test: build
 # memory per session (writes bench/store-results.json).
 # Also the flow's warm paths and RS256 verification, per step, under V8
 # (Node) and natively.
-bench: build
+bench: build bench-deps
 	./target/release/portero-bench
 	./target/release/store-bench
 	cargo bench --features testkit --bench flow --target wasm32-wasip1
 	cargo bench --features testkit --bench flow
 	cargo bench --features testkit --bench rs256 --target wasm32-wasip1
 	cargo bench --features testkit --bench rs256
+
+# wrk (Debian's) drives the bench's load: one thread, keep-alive.
+bench-deps:
+	@if ! command -v wrk >/dev/null; then \
+	  echo "installing wrk (Debian package; make bench drives Envoy with it)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq wrk >/dev/null; \
+	fi
 
 # The filter as a Wasm OCI image, the form Istio's WasmPlugin pulls: one
 # layer holding plugin.wasm. Written as an OCI image layout and as a

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use redis_sidecar::backend::{RedisConnect, RedisTarget};
-use redis_sidecar::{api, keys, metrics, store};
+use redis_sidecar::{api, forward_auth, keys, metrics, store};
 
 #[derive(Parser)]
 #[command(
@@ -50,6 +50,19 @@ struct ServeArgs {
     /// Address to listen on.
     #[arg(long, env = "PORTERO_SIDECAR_LISTEN", default_value = "127.0.0.1:7070")]
     listen: SocketAddr,
+    /// Forward auth (off unless set): serve portero's per-request check on
+    /// this address too, for Envoy's ext_authz, nginx auth_request, Traefik
+    /// forwardAuth or Caddy forward_auth. Only the proxy may reach it.
+    #[arg(
+        long,
+        env = "PORTERO_FORWARD_AUTH_LISTEN",
+        requires = "forward_auth_config"
+    )]
+    forward_auth_listen: Option<SocketAddr>,
+    /// The plugin config (the filter's JSON) the forward-auth check runs
+    /// with; its `sidecar` section and pinned keys are this sidecar's own.
+    #[arg(long, env = "PORTERO_FORWARD_AUTH_CONFIG")]
+    forward_auth_config: Option<std::path::PathBuf>,
     /// How Redis is deployed: `standalone` (one server, --redis-url),
     /// `sentinel` (the primary Sentinel names: --redis-sentinels,
     /// --redis-master-name) or `cluster` (--redis-cluster-nodes).
@@ -306,6 +319,28 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
                         tracing::error!(error = %e, "signing keys not reloaded; keeping the current ones")
                     }
                 }
+            }
+        });
+    }
+    if let (Some(listen), Some(path)) = (args.forward_auth_listen, &args.forward_auth_config) {
+        let config = std::fs::read(path)
+            .map_err(|e| format!("--forward-auth-config {}: {e}", path.display()))?;
+        let service = forward_auth::ForwardAuth::new(
+            &config,
+            &args.filter_token,
+            state.clone(),
+            api::router(state.clone()),
+            tokio::runtime::Handle::current(),
+        )?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("--forward-auth-listen {listen}: {e}"))?;
+        tracing::info!(listen = %listen, "forward auth serving");
+        let app = forward_auth::router(Arc::new(service))
+            .into_make_service_with_connect_info::<SocketAddr>();
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "forward auth stopped");
             }
         });
     }

@@ -71,6 +71,12 @@ pub struct StackOptions {
     /// routes; without it those routes answer 503.
     pub web_app: bool,
     pub web_port: u16,
+    /// The first sidecar also serves forward auth on this port (0: none),
+    /// with the stack's plugin config.
+    pub forward_auth_port: u16,
+    /// Envoy asks that forward-auth listener through `ext_authz` instead of
+    /// running the filter (needs `forward_auth_port`).
+    pub ext_authz: bool,
 }
 
 impl Default for StackOptions {
@@ -103,6 +109,8 @@ impl Default for StackOptions {
             https_port: 0,
             web_app: false,
             web_port: 0,
+            forward_auth_port: 0,
+            ext_authz: false,
         }
     }
 }
@@ -369,6 +377,11 @@ impl Stack {
                 serde_json::to_string(&config.to_string()).expect("json"),
             ),
         ]);
+        let rendered = if options.ext_authz {
+            with_ext_authz(&rendered, options.forward_auth_port)
+        } else {
+            rendered
+        };
         let rendered = match options.extra_upstream_port {
             Some(port) => with_extra_upstream(&rendered, port),
             None => rendered,
@@ -531,9 +544,26 @@ impl Stack {
 
     pub fn start_sidecar(&mut self) {
         let port = self.options.sidecar_port;
+        let mut command = self.sidecar_command(port);
+        let forward_auth = self.options.forward_auth_port;
+        if forward_auth != 0 {
+            // The filter's config; its sidecar section and keys are the sidecar's own.
+            let mut config = plugin_config("in-process", &Value::Null);
+            if let Some(patch) = self.options.plugin_config_patch {
+                patch(&mut config);
+            }
+            let path = self.dir.join("forward-auth.json");
+            fs::write(&path, config.to_string()).expect("forward-auth.json");
+            command
+                .env(
+                    "PORTERO_FORWARD_AUTH_LISTEN",
+                    format!("127.0.0.1:{forward_auth}"),
+                )
+                .env("PORTERO_FORWARD_AUTH_CONFIG", &path);
+        }
         self.sidecar = Some(Proc::spawn(
             "sidecar",
-            &mut self.sidecar_command(port),
+            &mut command,
             self.dir.join("sidecar.log"),
         ));
         self.wait_http("sidecar", port, "/healthz");
@@ -668,6 +698,60 @@ pub fn with_more_sidecars(yaml: &str, endpoints: &[(&str, u16)]) -> String {
 }
 
 /// Adds a `/hostile/` route to a test's own upstream on `port`.
+/// Puts forward auth where the filter was: Envoy's `ext_authz` (HTTP)
+/// asking the sidecar's forward-auth listener on `port`, under the same
+/// filter name (so per-route `disabled` still applies), and the cluster.
+pub fn with_ext_authz(yaml: &str, port: u16) -> String {
+    let start = yaml
+        .find("          - name: portero\n")
+        .expect("the portero filter");
+    let end = yaml
+        .find("          - name: envoy.filters.http.router\n")
+        .expect("the router");
+    let ext_authz = r#"          - name: portero
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              failure_mode_allow: false
+              status_on_error: { code: 503 }
+              http_service:
+                server_uri: { uri: "http://forward-auth", cluster: forward_auth, timeout: 0.5s }
+                authorization_request:
+                  allowed_headers:
+                    patterns:
+                    - exact: cookie
+                    - exact: user-agent
+                    - exact: origin
+                    - exact: sec-fetch-site
+                    - exact: accept
+                    - exact: sec-fetch-mode
+                    - exact: x-forwarded-for
+                    - exact: x-forwarded-proto
+                authorization_response:
+                  allowed_upstream_headers:
+                    patterns:
+                    - prefix: x-portero-
+                    - exact: authorization
+                  allowed_client_headers:
+                    patterns:
+                    - exact: location
+                    - exact: retry-after
+                    - exact: cache-control
+                    - exact: content-type
+                    - exact: set-cookie
+"#;
+    let cluster = format!(
+        "  - name: forward_auth\n    type: STATIC\n    connect_timeout: 0.25s\n    load_assignment:\n      cluster_name: forward_auth\n      endpoints:\n      - lb_endpoints:\n        - endpoint:\n            address:\n              socket_address: {{ address: 127.0.0.1, port_value: {port} }}\n"
+    );
+    let cluster_anchor = "  # The filter's dispatch_http_call target.\n";
+    assert!(yaml.contains(cluster_anchor));
+    format!("{}{ext_authz}{}", &yaml[..start], &yaml[end..]).replacen(
+        cluster_anchor,
+        &format!("{cluster}{cluster_anchor}"),
+        1,
+    )
+}
+
 fn with_extra_upstream(yaml: &str, port: u16) -> String {
     let route_anchor = "              - name: admin\n";
     let cluster_anchor = "  # The filter's dispatch_http_call target.\n";

@@ -3,14 +3,17 @@
 //!
 //! One Envoy holds a listener per contender; every upstream is Envoy's own
 //! `direct_response`, so the upstream is never the bottleneck. Contenders run
-//! interleaved, round after round, for a fixed time each; the load comes
-//! from keep-alive HTTP/1.1 connections of this process. Then the revocation
+//! interleaved, round after round, for a fixed time each. The load comes
+//! from `wrk` (Debian's; one thread, keep-alive HTTP/1.1), so this process
+//! takes no core from Envoy. Beside req/s, Envoy's own CPU time per request
+//! is read from `/proc/<pid>/task/*/schedstat` around each run: steadier
+//! than req/s when everything shares two cores. Then the revocation
 //! latency (how long a revoked session is still served from a worker's
 //! cache) and the memory bound of the token cache are measured. The table
 //! goes to stdout, the figures to `bench/results.json`.
 //!
 //! Knobs (environment): BENCH_SECONDS (per contender and round, default 3),
-//! BENCH_ROUNDS (3), BENCH_CONNECTIONS (8), BENCH_TRIALS (revocation trials,
+//! BENCH_ROUNDS (3), BENCH_CONNECTIONS (wrk's, 16), BENCH_TRIALS (revocation trials,
 //! 100), BENCH_MEMORY_TOKENS (distinct tokens, 40000), BENCH_CACHE_CAPACITY
 //! (token-cache entries for the memory figure, 20000).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -45,33 +48,162 @@ fn env_or(name: &str, default: u64) -> u64 {
 
 // ── load ────────────────────────────────────────────────────────────────
 
+/// What the warm-up's own loader saw.
 #[derive(Default)]
 struct Sample {
     ok: u64,
     errors: u64,
-    latencies_us: Vec<u32>,
-    seconds: f64,
 }
 
-impl Sample {
-    fn merge(&mut self, other: Sample) {
-        self.ok += other.ok;
-        self.errors += other.errors;
-        self.latencies_us.extend(other.latencies_us);
-        self.seconds += other.seconds;
-    }
+/// One contender over all rounds, as `wrk` and `/proc` saw it.
+#[derive(Default)]
+struct Measured {
+    requests: u64,
+    errors: u64,
+    seconds: f64,
+    /// Envoy's CPU time (all threads) during the runs.
+    envoy_cpu_ns: u64,
+    p50_ms: Vec<f64>,
+    p99_ms: Vec<f64>,
+}
 
+impl Measured {
     fn rps(&self) -> f64 {
-        self.ok as f64 / self.seconds.max(1e-9)
+        self.requests.saturating_sub(self.errors) as f64 / self.seconds.max(1e-9)
     }
 
-    fn percentile_ms(&mut self, p: f64) -> f64 {
-        if self.latencies_us.is_empty() {
-            return 0.0;
+    fn cpu_us_per_request(&self) -> f64 {
+        self.envoy_cpu_ns as f64 / 1000.0 / (self.requests.max(1) as f64)
+    }
+
+    /// The median over rounds of a per-round percentile.
+    fn median(values: &[f64]) -> f64 {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    }
+}
+
+/// CPU time Envoy's threads have run, in ns (the first field of each
+/// thread's schedstat).
+fn envoy_cpu_ns(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A Lua string literal holding `bytes` (request bytes are ASCII here).
+fn lua_string(bytes: &[u8]) -> String {
+    let mut out = String::from("\"");
+    for &b in bytes {
+        match b {
+            b'\r' => out.push_str("\\r"),
+            b'\n' => out.push_str("\\n"),
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            0x20..=0x7e => out.push(b as char),
+            _ => out.push_str(&format!("\\{b:03}")),
         }
-        self.latencies_us.sort_unstable();
-        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
-        f64::from(self.latencies_us[i]) / 1000.0
+    }
+    out.push('"');
+    out
+}
+
+/// A wrk script cycling through `requests`, sent as they are.
+fn wrk_script(dir: &std::path::Path, name: &str, requests: &[Vec<u8>]) -> std::path::PathBuf {
+    let mut lua = String::from("local requests = {\n");
+    for r in requests {
+        lua.push_str(&lua_string(r));
+        lua.push_str(",\n");
+    }
+    lua.push_str("}\nlocal i = 0\nrequest = function()\n  i = i % #requests + 1\n  return requests[i]\nend\n");
+    let path = dir.join(format!("wrk-{name}.lua"));
+    std::fs::write(&path, lua).expect("wrk script");
+    path
+}
+
+/// `wrk --latency` figures: requests, errors, p50 and p99 in ms.
+fn parse_wrk(out: &str) -> (u64, u64, f64, f64) {
+    let duration_ms = |v: &str| -> f64 {
+        let v = v.trim();
+        let (number, scale) = if let Some(n) = v.strip_suffix("us") {
+            (n, 0.001)
+        } else if let Some(n) = v.strip_suffix("ms") {
+            (n, 1.0)
+        } else if let Some(n) = v.strip_suffix('s') {
+            (n, 1000.0)
+        } else {
+            (v, 1.0)
+        };
+        number.parse::<f64>().unwrap_or(0.0) * scale
+    };
+    let (mut requests, mut errors, mut p50, mut p99) = (0, 0, 0.0, 0.0);
+    for line in out.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("50%") {
+            p50 = duration_ms(v);
+        } else if let Some(v) = line.strip_prefix("99%") {
+            p99 = duration_ms(v);
+        } else if let Some((n, _)) = line.split_once(" requests in ") {
+            requests = n.trim().parse().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            errors += v
+                .split(',')
+                .filter_map(|part| part.split_whitespace().last()?.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    (requests, errors, p50, p99)
+}
+
+/// One wrk run (one thread, `connections` connections, `seconds`) against
+/// `port` with `script`, Envoy's CPU read around it.
+fn wrk_run(
+    port: u16,
+    script: &std::path::Path,
+    connections: usize,
+    seconds: f64,
+    envoy_pid: u32,
+) -> Measured {
+    let cpu_before = envoy_cpu_ns(envoy_pid);
+    let started = Instant::now();
+    let out = Command::new("wrk")
+        .args(["-t1", "--latency", "--timeout", "5s"])
+        .arg(format!("-c{connections}"))
+        .arg(format!("-d{}s", seconds.ceil() as u64))
+        .arg("-s")
+        .arg(script)
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .expect("wrk (make bench installs it)");
+    let elapsed = started.elapsed().as_secs_f64();
+    let cpu = envoy_cpu_ns(envoy_pid).saturating_sub(cpu_before);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let (requests, errors, p50, p99) = parse_wrk(&text);
+    assert!(
+        requests > 0,
+        "wrk measured nothing:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // wrk's own duration, not the process's (which includes its start).
+    let seconds = text
+        .lines()
+        .find_map(|l| l.split_once(" requests in ")?.1.split(',').next())
+        .and_then(|d| d.trim().strip_suffix('s')?.parse::<f64>().ok())
+        .unwrap_or(elapsed);
+    Measured {
+        requests,
+        errors,
+        seconds,
+        envoy_cpu_ns: cpu,
+        p50_ms: vec![p50],
+        p99_ms: vec![p99],
     }
 }
 
@@ -120,7 +252,6 @@ fn load(
     expect: u16,
 ) -> Sample {
     let deadline = Instant::now() + Duration::from_secs_f64(seconds);
-    let start = Instant::now();
     let workers: Vec<_> = (0..connections)
         .map(|c| {
             let requests = requests.clone();
@@ -132,17 +263,12 @@ fn load(
                 while Instant::now() < deadline {
                     let request = &requests[i % requests.len()];
                     i += 1;
-                    let sent = Instant::now();
                     let status = stream
                         .write_all(request)
                         .ok()
                         .and_then(|()| read_response(&mut stream, &mut buf));
-                    let micros = sent.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
                     match status {
-                        Some(s) if s == expect => {
-                            sample.ok += 1;
-                            sample.latencies_us.push(micros);
-                        }
+                        Some(s) if s == expect => sample.ok += 1,
                         Some(_) => sample.errors += 1,
                         None => {
                             sample.errors += 1;
@@ -156,9 +282,10 @@ fn load(
         .collect();
     let mut total = Sample::default();
     for w in workers {
-        total.merge(w.join().expect("load thread"));
+        let s = w.join().expect("load thread");
+        total.ok += s.ok;
+        total.errors += s.errors;
     }
-    total.seconds = start.elapsed().as_secs_f64();
     total
 }
 
@@ -231,6 +358,26 @@ fn jwt_authn(jwks: &Value, cached: bool) -> Value {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
         "providers": {"portero": provider},
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "portero"}}]}})
+}
+
+/// Forward auth, the design users would pick instead of a filter: Envoy's
+/// `ext_authz` asks the sidecar's forward-auth endpoint on every request.
+fn ext_authz() -> Value {
+    let exact = |names: &[&str]| -> Value {
+        Value::Array(names.iter().map(|n| json!({"exact": n})).collect())
+    };
+    json!({"name": "envoy.filters.http.ext_authz", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
+    "transport_api_version": "V3",
+    "failure_mode_allow": false,
+    "http_service": {
+        "server_uri": {"uri": "http://forward-auth", "cluster": "forward_auth", "timeout": "0.5s"},
+        "authorization_request": {"allowed_headers": {"patterns": exact(&[
+            "cookie", "user-agent", "origin", "sec-fetch-site", "accept", "x-forwarded-for",
+            "x-forwarded-proto"])}},
+        "authorization_response": {"allowed_upstream_headers": {"patterns": [
+            {"prefix": "x-portero-"}, {"exact": "authorization"}]}}
+    }}})
 }
 
 fn listener(name: &str, port: u16, filters: Vec<Value>) -> Value {
@@ -351,7 +498,7 @@ fn prometheus_counter(admin_port: u16, series: &str) -> u64 {
 fn main() {
     let seconds = env_or("BENCH_SECONDS", 3) as f64;
     let rounds = env_or("BENCH_ROUNDS", 3);
-    let connections = env_or("BENCH_CONNECTIONS", 8) as usize;
+    let connections = env_or("BENCH_CONNECTIONS", 16) as usize;
     let trials = env_or("BENCH_TRIALS", 100) as usize;
     let memory_tokens = env_or("BENCH_MEMORY_TOKENS", 40_000) as usize;
     let cache_capacity = env_or("BENCH_CACHE_CAPACITY", 20_000) as usize;
@@ -365,9 +512,11 @@ fn main() {
     let mut stack = Stack::start_backends(StackOptions {
         access_ttl: 3600,
         idle_timeout: 3600,
+        // The forward-auth contender asks the sidecar's forward-auth listener.
+        forward_auth_port: free_port(),
         ..StackOptions::default()
     });
-    println!("portero bench: Envoy 1 worker, {connections} connections, {rounds} rounds × {seconds} s per contender");
+    println!("portero bench: Envoy 1 worker, wrk -t1 -c{connections}, {rounds} rounds × {seconds} s per contender");
 
     let codec = CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())]).unwrap();
     let warm = login(&stack, &codec, "bench-warm");
@@ -391,6 +540,7 @@ fn main() {
         "portero_sessions_off",
         "portero_memory",
         "portero_route_off",
+        "ext_authz",
     ]
     .into_iter()
     .map(|n| (n, free_port()))
@@ -413,6 +563,7 @@ fn main() {
             ports["portero"],
             vec![wasm_filter(&wasm_path, &base)],
         ),
+        listener("ext_authz", ports["ext_authz"], vec![ext_authz()]),
         listener(
             "portero_tokens_off",
             ports["portero_tokens_off"],
@@ -468,6 +619,11 @@ fn main() {
                 "load_assignment": {"cluster_name": "redis_sidecar", "endpoints": [{"lb_endpoints": [{
                     "endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
                         "port_value": stack.options.sidecar_port}}}}]}]}
+            }, {
+                "name": "forward_auth", "type": "STATIC", "connect_timeout": "0.25s",
+                "load_assignment": {"cluster_name": "forward_auth", "endpoints": [{"lb_endpoints": [{
+                    "endpoint": {"address": {"socket_address": {"address": "127.0.0.1",
+                        "port_value": stack.options.forward_auth_port}}}}]}]}
             }]
         }
     });
@@ -526,6 +682,16 @@ fn main() {
             port_b,
             vec![get("/", &[("cookie", &warm.cookie)])],
         ),
+        (
+            "ext_authz_cookie_warm",
+            ports["ext_authz"],
+            vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
+        (
+            "ext_authz_jwt_warm",
+            ports["ext_authz"],
+            vec![get("/", &[("authorization", &bearer_warm)])],
+        ),
         // The filter's floor: it runs, but the route needs no session.
         (
             "portero_route_off",
@@ -557,27 +723,39 @@ fn main() {
         .collect();
     // Warm-up: every contender once (fills caches and connection pools).
     for (name, port, requests) in &contenders {
-        let s = load(*port, requests, connections, 1.0, 200);
+        let s = load(*port, requests, connections.min(8), 1.0, 200);
         assert!(
-            s.ok > 0,
-            "{name}: no successful request (errors: {})",
+            s.ok > 0 && s.errors == 0,
+            "{name}: {} successful requests, {} errors",
+            s.ok,
             s.errors
         );
     }
-    let mut samples: BTreeMap<&str, Sample> = BTreeMap::new();
+    let pid = envoy_pid(stack.envoy.as_ref().unwrap());
+    let scripts: BTreeMap<&str, std::path::PathBuf> = contenders
+        .iter()
+        .map(|(name, _, requests)| (*name, wrk_script(&stack.dir, name, requests)))
+        .collect();
+    let mut samples: BTreeMap<&str, Measured> = BTreeMap::new();
     for round in 0..rounds {
-        for (name, port, requests) in &contenders {
-            let s = load(*port, requests, connections, seconds, 200);
-            samples.entry(name).or_default().merge(s);
+        for (name, port, _) in &contenders {
+            let m = wrk_run(*port, &scripts[name], connections, seconds, pid);
+            let total = samples.entry(name).or_default();
+            total.requests += m.requests;
+            total.errors += m.errors;
+            total.seconds += m.seconds;
+            total.envoy_cpu_ns += m.envoy_cpu_ns;
+            total.p50_ms.extend(m.p50_ms);
+            total.p99_ms.extend(m.p99_ms);
         }
         println!("  round {}/{rounds} done", round + 1);
     }
 
     if only.is_some() {
         for (name, _, _) in &contenders {
-            let s = samples.get_mut(name).unwrap();
-            let (rps, p50, p99) = (s.rps(), s.percentile_ms(0.5), s.percentile_ms(0.99));
-            println!("{name:<22} {rps:>10.0} req/s  p50 {p50:.3} ms  p99 {p99:.3} ms");
+            let s = &samples[name];
+            let (rps, cpu) = (s.rps(), s.cpu_us_per_request());
+            println!("{name:<22} {rps:>10.0} req/s  Envoy CPU {cpu:.2} µs/request");
         }
         return;
     }
@@ -590,34 +768,49 @@ fn main() {
     );
 
     // ── report ──
-    let bare_rps = samples.get_mut("bare").map_or(1.0, |s| s.rps());
+    let bare_rps = samples.get("bare").map_or(1.0, Measured::rps);
+    let bare_cpu = samples
+        .get("bare")
+        .map_or(0.0, Measured::cpu_us_per_request);
     let mut table = BTreeMap::new();
     println!();
     println!(
-        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>8}",
-        "contender", "req/s", "p50 ms", "p99 ms", "× bare", "errors"
+        "{:<22} {:>10} {:>9} {:>9} {:>9} {:>12} {:>10} {:>8}",
+        "contender", "req/s", "p50 ms", "p99 ms", "× bare", "Envoy µs/req", "+ vs bare", "errors"
     );
     for (name, _, _) in &contenders {
-        let s = samples.get_mut(name).unwrap();
-        let (rps, p50, p99) = (s.rps(), s.percentile_ms(0.5), s.percentile_ms(0.99));
+        let s = &samples[name];
+        let (rps, p50, p99) = (
+            s.rps(),
+            Measured::median(&s.p50_ms),
+            Measured::median(&s.p99_ms),
+        );
         let ratio = rps / bare_rps;
+        // The sidecar alone is not behind Envoy: no Envoy CPU to speak of.
+        let cpu = (*name != "sidecar_direct").then(|| s.cpu_us_per_request());
+        let cpu_text = cpu.map_or("—".to_string(), |c| format!("{c:.2}"));
+        let extra_text = cpu.map_or("—".to_string(), |c| format!("{:+.2}", c - bare_cpu));
         println!(
-            "{name:<22} {rps:>10.0} {p50:>9.3} {p99:>9.3} {ratio:>9.3} {:>8}",
+            "{name:<22} {rps:>10.0} {p50:>9.3} {p99:>9.3} {ratio:>9.3} {cpu_text:>12} {extra_text:>10} {:>8}",
             s.errors
         );
         table.insert(
             name.to_string(),
             json!({"rps": round2(rps), "p50_ms": round3(p50), "p99_ms": round3(p99),
-                   "ratio_to_bare": round3(ratio), "errors": s.errors}),
+                   "ratio_to_bare": round3(ratio), "errors": s.errors,
+                   "envoy_cpu_us_per_request": cpu.map(round2)}),
         );
     }
     let ratio =
         |a: &str, b: &str| table[a]["rps"].as_f64().unwrap() / table[b]["rps"].as_f64().unwrap();
     let targets = json!({
-        "cookie_warm_vs_bare (>= 0.85)": round3(ratio("portero_cookie_warm", "bare")),
-        "jwt_warm_vs_bare (>= 0.85)": round3(ratio("portero_jwt_warm", "bare")),
-        "jwt_warm_vs_jwt_authn_cached (>= 1.0)": round3(ratio("portero_jwt_warm", "jwt_authn_cached")),
-        "jwt_cold_vs_jwt_authn (>= 0.5)": round3(ratio("portero_jwt_cold", "jwt_authn")),
+        "wasm_cookie_warm_vs_bare (>= 0.60)": round3(ratio("portero_cookie_warm", "bare")),
+        "wasm_jwt_warm_vs_bare (>= 0.60)": round3(ratio("portero_jwt_warm", "bare")),
+        "wasm_route_off_vs_bare (>= 0.75)": round3(ratio("portero_route_off", "bare")),
+        "wasm_jwt_warm_vs_jwt_authn_cached": round3(ratio("portero_jwt_warm", "jwt_authn_cached")),
+        "wasm_jwt_cold_vs_jwt_authn (>= 0.5)": round3(ratio("portero_jwt_cold", "jwt_authn")),
+        "wasm_cookie_warm_vs_ext_authz (>= 3)": round3(ratio("portero_cookie_warm", "ext_authz_cookie_warm")),
+        "wasm_jwt_warm_vs_ext_authz (>= 3)": round3(ratio("portero_jwt_warm", "ext_authz_jwt_warm")),
         "cookie_warm_p99_vs_bare (<= 1.3)": round3(table["portero_cookie_warm"]["p99_ms"].as_f64().unwrap() / table["bare"]["p99_ms"].as_f64().unwrap()),
         "jwt_warm_p99_vs_bare (<= 1.3)": round3(table["portero_jwt_warm"]["p99_ms"].as_f64().unwrap() / table["bare"]["p99_ms"].as_f64().unwrap()),
         "revocation_p99_ms (<= 1000)": revocation["p99_ms"],
@@ -637,7 +830,8 @@ fn main() {
         "cache_memory_growth_ratio": memory["ratio"],
         "memory": memory,
         "targets": targets,
-        "setup": {"envoy_workers": 1, "connections": connections, "rounds": rounds,
+        "setup": {"envoy_workers": 1, "load": format!("wrk -t1 -c{connections}"),
+                  "connections": connections, "rounds": rounds,
                   "seconds_per_contender_per_round": seconds,
                   "cpus": thread::available_parallelism().map_or(0, |n| n.get()),
                   "wall_seconds": round2(started.elapsed().as_secs_f64())}
