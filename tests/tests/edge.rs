@@ -342,3 +342,34 @@ fn cross_site_post_with_a_cookie_is_403() {
     assert_eq!(reply.status, 200, "{}", reply.body);
     assert!(stack.session_keys().is_empty());
 }
+
+/// A forged identity header sent twice: both lines go, whether the filter
+/// then sets the header (a signed-in request) or not (anonymous, `optional`).
+#[test]
+fn repeated_forged_identity_headers_are_all_replaced() {
+    use portero_integration::raw_exchange;
+    let stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    let port = stack.options.listen_port;
+    let ask = |path: &str, extra: &str| -> serde_json::Value {
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nhost: localhost\r\nuser-agent: portero-test\r\n\
+             x-portero-user-id: root\r\nx-portero-user-id: admin\r\n\
+             x-portero-roles: superuser\r\nx-portero-roles: root\r\n\
+             x-portero-email: a@evil\r\nx-portero-email: b@evil\r\n\
+             {extra}connection: close\r\n\r\n"
+        );
+        let answer =
+            raw_exchange(port, request.as_bytes(), Duration::from_secs(5)).expect("an answer");
+        let text = String::from_utf8_lossy(&answer).to_string();
+        assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or_default();
+        serde_json::from_str(body).unwrap_or_else(|_| panic!("{text}"))
+    };
+    let me = ask("/me", &format!("cookie: {}\r\n", cookie(&value)));
+    assert_eq!(me["user_id"], "user-ada");
+    assert_eq!(me["email"], "ada@example.com");
+    assert_eq!(me["roles"], json!(["admin", "dev"]));
+    let feed = ask("/feed", "");
+    assert_eq!(feed["user"], json!(null));
+}
