@@ -82,9 +82,14 @@ $(WEB_DEPS): $(DENO) $(WEB_DIR)/deno.json $(WEB_DIR)/deno.lock
 $(BROWSER_DEPS): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
 	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
+# The dynamic module gets its own target directory: its feature must not
+# reach the builds of the crate that other packages link.
+DM_TARGET := target/dm
+
 build: setup
 	cargo build --release -p redis-sidecar -p portero-integration
 	cargo build --release --target wasm32-wasip1 -p portero
+	CARGO_TARGET_DIR=$(DM_TARGET) cargo build --release -p portero --features dynamic-module
 
 # ── the two commands ────────────────────────────────────────────────────
 run: build
@@ -100,6 +105,7 @@ lint: wasm-target $(WEB_DEPS)
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --features portero/testkit -- -D warnings
 	cargo clippy --target wasm32-wasip1 -p portero -p portero-wire -- -D warnings
+	CARGO_TARGET_DIR=$(DM_TARGET) cargo clippy -p portero --features dynamic-module -- -D warnings
 
 unit-test:
 	cargo test -p portero -p portero-wire -p redis-sidecar

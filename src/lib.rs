@@ -4,7 +4,9 @@
 //! wasm: the cookie codec ([`cookie`]), access-token verification ([`token`]),
 //! the plugin configuration ([`config`]) and the flow of one request as a
 //! state machine over a small host trait ([`flow`]). The proxy-wasm shell
-//! (`shell`, built for wasm only) moves bytes between Envoy and that core.
+//! (`shell`, built for wasm only) moves bytes between Envoy and that core;
+//! `dynamic_module` (feature `dynamic-module`, native) does the same over
+//! Envoy's dynamic-module ABI.
 #![cfg_attr(
     test,
     allow(
@@ -35,3 +37,8 @@ pub mod testkit;
 
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod shell;
+
+/// The same core as a native Envoy dynamic module (experimental; see the
+/// module's documentation for what it does not carry over yet).
+#[cfg(all(feature = "dynamic-module", not(target_arch = "wasm32"), not(test)))]
+mod dynamic_module;

@@ -77,6 +77,9 @@ pub struct StackOptions {
     /// Envoy asks that forward-auth listener through `ext_authz` instead of
     /// running the filter (needs `forward_auth_port`).
     pub ext_authz: bool,
+    /// The filter as a native Envoy dynamic module (`libportero.so`)
+    /// instead of wasm: the same core, the other shell.
+    pub dynamic_module: bool,
 }
 
 impl Default for StackOptions {
@@ -111,6 +114,7 @@ impl Default for StackOptions {
             web_port: 0,
             forward_auth_port: 0,
             ext_authz: false,
+            dynamic_module: false,
         }
     }
 }
@@ -379,6 +383,12 @@ impl Stack {
         ]);
         let rendered = if options.ext_authz {
             with_ext_authz(&rendered, options.forward_auth_port)
+        } else if options.dynamic_module {
+            require(
+                &dynamic_module_dir().join("libportero.so"),
+                "make build (the dynamic module)",
+            );
+            with_dynamic_module(&rendered, &config)
         } else {
             rendered
         };
@@ -413,6 +423,7 @@ impl Stack {
             Proc::spawn(
                 "envoy",
                 Command::new(&envoy)
+                    .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dynamic_module_dir())
                     .arg("-c")
                     .arg(&envoy_yaml)
                     .args([
@@ -420,7 +431,12 @@ impl Stack {
                         &options.envoy_concurrency.to_string(),
                         "--disable-hot-restart",
                     ])
-                    .args(["--log-level", "warn", "--component-log-level", "wasm:info"]),
+                    .args([
+                        "--log-level",
+                        "warn",
+                        "--component-log-level",
+                        "wasm:info,dynamic_modules:info",
+                    ]),
                 dir.join(format!("{name}.log")),
             )
         };
@@ -698,6 +714,36 @@ pub fn with_more_sidecars(yaml: &str, endpoints: &[(&str, u16)]) -> String {
 }
 
 /// Adds a `/hostile/` route to a test's own upstream on `port`.
+/// Where `make build` puts the dynamic module (its own target directory:
+/// the feature must not reach the other builds of the crate).
+pub fn dynamic_module_dir() -> PathBuf {
+    workspace_root().join("target/dm/release")
+}
+
+/// The filter as Envoy's `DynamicModuleFilter` instead of the wasm filter,
+/// under the same name and with the same plugin config.
+pub fn with_dynamic_module(yaml: &str, config: &Value) -> String {
+    let start = yaml
+        .find("          - name: portero\n")
+        .expect("the portero filter");
+    let end = yaml
+        .find("          - name: envoy.filters.http.router\n")
+        .expect("the router");
+    let quoted = serde_json::to_string(&config.to_string()).expect("json");
+    let module = format!(
+        r#"          - name: portero
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter
+              dynamic_module_config: {{ name: portero }}
+              filter_name: portero
+              filter_config:
+                "@type": type.googleapis.com/google.protobuf.StringValue
+                value: {quoted}
+"#
+    );
+    format!("{}{module}{}", &yaml[..start], &yaml[end..])
+}
+
 /// Puts forward auth where the filter was: Envoy's `ext_authz` (HTTP)
 /// asking the sidecar's forward-auth listener on `port`, under the same
 /// filter name (so per-route `disabled` still applies), and the cluster.

@@ -360,6 +360,16 @@ fn jwt_authn(jwks: &Value, cached: bool) -> Value {
         "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "portero"}}]}})
 }
 
+/// The same filter as a native Envoy dynamic module (`libportero.so`).
+fn dynamic_module_filter(config: &Value) -> Value {
+    json!({"name": "portero", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+    "dynamic_module_config": {"name": "portero"},
+    "filter_name": "portero",
+    "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                      "value": config.to_string()}}})
+}
+
 /// Forward auth, the design users would pick instead of a filter: Envoy's
 /// `ext_authz` asks the sidecar's forward-auth endpoint on every request.
 fn ext_authz() -> Value {
@@ -541,6 +551,9 @@ fn main() {
         "portero_memory",
         "portero_route_off",
         "ext_authz",
+        "portero_dm",
+        "portero_dm_tokens_off",
+        "portero_dm_route_off",
     ]
     .into_iter()
     .map(|n| (n, free_port()))
@@ -599,6 +612,28 @@ fn main() {
         ports["portero_route_off"],
         vec![wasm_filter(&wasm_path, &route_off)],
     ));
+    // The dynamic-module shell, same configs.
+    require(
+        &portero_integration::dynamic_module_dir().join("libportero.so"),
+        "make build (the dynamic module)",
+    );
+    listeners.push(listener(
+        "portero_dm",
+        ports["portero_dm"],
+        vec![dynamic_module_filter(&base)],
+    ));
+    listeners.push(listener(
+        "portero_dm_tokens_off",
+        ports["portero_dm_tokens_off"],
+        vec![dynamic_module_filter(&with(
+            json!({"tokens": {"capacity": 0}}),
+        ))],
+    ));
+    listeners.push(listener(
+        "portero_dm_route_off",
+        ports["portero_dm_route_off"],
+        vec![dynamic_module_filter(&route_off)],
+    ));
     // BENCH_WASM_B=<path to another portero.wasm>: an A/B contender, the
     // same warm cookie through that build, in the same run.
     let wasm_b = std::env::var("BENCH_WASM_B").ok();
@@ -632,6 +667,10 @@ fn main() {
     stack.envoy = Some(Proc::spawn(
         "envoy",
         Command::new(&envoy)
+            .env(
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+                portero_integration::dynamic_module_dir(),
+            )
             .arg("-c")
             .arg(&config_path)
             .args(["--concurrency", "1", "--disable-hot-restart"])
@@ -681,6 +720,28 @@ fn main() {
             "portero_b_cookie_warm",
             port_b,
             vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
+        (
+            "portero_dm_cookie_warm",
+            ports["portero_dm"],
+            vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
+        (
+            "portero_dm_jwt_warm",
+            ports["portero_dm"],
+            vec![get("/", &[("authorization", &bearer_warm)])],
+        ),
+        (
+            "portero_dm_jwt_cold",
+            ports["portero_dm_tokens_off"],
+            cold.iter()
+                .map(|l| get("/", &[("authorization", &format!("Bearer {}", l.token))]))
+                .collect(),
+        ),
+        (
+            "portero_dm_route_off",
+            ports["portero_dm_route_off"],
+            vec![get("/", &[])],
         ),
         (
             "ext_authz_cookie_warm",
@@ -810,6 +871,12 @@ fn main() {
         "wasm_jwt_warm_vs_jwt_authn_cached": round3(ratio("portero_jwt_warm", "jwt_authn_cached")),
         "wasm_jwt_cold_vs_jwt_authn (>= 0.5)": round3(ratio("portero_jwt_cold", "jwt_authn")),
         "wasm_cookie_warm_vs_ext_authz (>= 3)": round3(ratio("portero_cookie_warm", "ext_authz_cookie_warm")),
+        "dm_cookie_warm_vs_bare (>= 0.85)": round3(ratio("portero_dm_cookie_warm", "bare")),
+        "dm_jwt_warm_vs_bare (>= 0.85)": round3(ratio("portero_dm_jwt_warm", "bare")),
+        "dm_jwt_warm_vs_jwt_authn_cached (>= 1.0)": round3(ratio("portero_dm_jwt_warm", "jwt_authn_cached")),
+        "dm_jwt_cold_vs_jwt_authn (>= 0.8)": round3(ratio("portero_dm_jwt_cold", "jwt_authn")),
+        "dm_route_off_vs_bare (>= 0.95)": round3(ratio("portero_dm_route_off", "bare")),
+        "dm_cookie_warm_vs_ext_authz (>= 3)": round3(ratio("portero_dm_cookie_warm", "ext_authz_cookie_warm")),
         "wasm_jwt_warm_vs_ext_authz (>= 3)": round3(ratio("portero_jwt_warm", "ext_authz_jwt_warm")),
         "cookie_warm_p99_vs_bare (<= 1.3)": round3(table["portero_cookie_warm"]["p99_ms"].as_f64().unwrap() / table["bare"]["p99_ms"].as_f64().unwrap()),
         "jwt_warm_p99_vs_bare (<= 1.3)": round3(table["portero_jwt_warm"]["p99_ms"].as_f64().unwrap() / table["bare"]["p99_ms"].as_f64().unwrap()),
