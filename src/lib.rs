@@ -20,6 +20,7 @@
 pub mod cache;
 pub mod config;
 pub mod cookie;
+pub mod edited_headers;
 pub mod feed;
 pub mod flow;
 pub mod http;

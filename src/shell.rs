@@ -17,6 +17,7 @@ use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
 use crate::cache::{EdgeCache, FeedOutcome};
 use crate::config::Config;
+use crate::edited_headers::{lines_named, EditedHeaders};
 use crate::feed::FeedSchedule;
 use crate::flow::{
     sidecar_call, DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
@@ -270,9 +271,8 @@ impl RootContext for Root {
             flow: Flow::new(config, cache),
             envoy: Envoy {
                 metrics: self.metrics.clone(),
-                request_headers: Vec::new(),
+                request_headers: EditedHeaders::default(),
                 response_headers: Vec::new(),
-                request_header_changes: Vec::new(),
                 responded: false,
                 now_us: 0,
                 client_address: None,
@@ -331,7 +331,7 @@ impl Context for Request {
 
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
-        self.envoy.request_headers = headers::read(MapType::HttpRequestHeaders);
+        self.envoy.request_headers = EditedHeaders::new(headers::read(MapType::HttpRequestHeaders));
         self.envoy.now_us = Envoy::micros();
         let verdict = self.flow.on_request_headers(&mut self.envoy);
         self.envoy.flush_request_headers();
@@ -381,27 +381,16 @@ fn dispatch(call: &SidecarCall) -> Result<u32, DispatchError> {
 
 /// Every line of header `name` in a snapshot (names from Envoy are
 /// lowercase).
-fn lines_in<'h>(headers: &'h [(Vec<u8>, Vec<u8>)], name: &str) -> Vec<&'h [u8]> {
-    headers
-        .iter()
-        .filter(|(k, _)| k == name.as_bytes())
-        .map(|(_, v)| v.as_slice())
-        .collect()
-}
-
 /// [`Host`] over proxy-wasm host calls. Host-call failures are treated as
 /// "absent": the flow then takes its failing branch.
 struct Envoy {
     metrics: Rc<Metrics>,
     /// The headers as they arrived, as bytes, read in one host call per
     /// direction (a host call per header read was most of the filter's
-    /// cost) and kept in step with every change the flow makes.
-    request_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    /// cost). The flow's request changes are written back at the end of
+    /// each callback.
+    request_headers: EditedHeaders,
     response_headers: Vec<(Vec<u8>, Vec<u8>)>,
-    /// What the flow changed in the request headers (last change per name):
-    /// written back at the end of the callback, only those headers, so the
-    /// others reach the upstream exactly as they came.
-    request_header_changes: Vec<(String, Option<Vec<u8>>)>,
     /// A local response went out: the request is done.
     responded: bool,
     /// The clock, read once per callback rather than once per question.
@@ -412,7 +401,7 @@ struct Envoy {
 
 impl Envoy {
     fn flush_request_headers(&mut self) {
-        let changes = std::mem::take(&mut self.request_header_changes);
+        let changes = self.request_headers.take_changes();
         if self.responded {
             return;
         }
@@ -422,17 +411,6 @@ impl Envoy {
                 headers::add(MapType::HttpRequestHeaders, &name, &value);
             }
         }
-    }
-
-    fn change_request_header(&mut self, name: &str, value: Option<&[u8]>) {
-        self.request_headers.retain(|(k, _)| k != name.as_bytes());
-        if let Some(value) = value {
-            self.request_headers
-                .push((name.as_bytes().to_vec(), value.to_vec()));
-        }
-        self.request_header_changes.retain(|(k, _)| k != name);
-        self.request_header_changes
-            .push((name.to_string(), value.map(<[u8]>::to_vec)));
     }
 
     fn micros() -> u64 {
@@ -475,25 +453,19 @@ impl Host for Envoy {
     }
 
     fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        lines_in(&self.request_headers, name)
+        self.request_headers.lines(name)
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        self.change_request_header(name, Some(value));
+        self.request_headers.set(name, value);
     }
 
     fn remove_request_header(&mut self, name: &str) {
-        if self
-            .request_headers
-            .iter()
-            .any(|(k, _)| k == name.as_bytes())
-        {
-            self.change_request_header(name, None);
-        }
+        self.request_headers.remove(name);
     }
 
     fn response_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        lines_in(&self.response_headers, name)
+        lines_named(&self.response_headers, name)
     }
 
     fn add_response_header(&mut self, name: &str, value: &str) {

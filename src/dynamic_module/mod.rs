@@ -17,7 +17,7 @@
 
 mod abi;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -31,6 +31,7 @@ use abi::{
 
 use crate::cache::EdgeCache;
 use crate::config::Config;
+use crate::edited_headers::{lines_named, EditedHeaders};
 use crate::feed::FeedSchedule;
 use crate::flow::{
     sidecar_call, DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
@@ -52,6 +53,9 @@ struct WorkerState {
     config: Rc<Config>,
     cache: Rc<RefCell<EdgeCache>>,
     feed: Rc<RefCell<FeedSchedule>>,
+    /// The last poll failed: an outage is logged when it starts and ends,
+    /// not at every poll.
+    feed_failing: Rc<Cell<bool>>,
 }
 
 thread_local! {
@@ -63,9 +67,8 @@ thread_local! {
 /// per hook; changes are written back at its end, one call per header.
 struct DmHost {
     envoy: FilterEnvoyPtr,
-    request_headers: Vec<(Vec<u8>, Vec<u8>)>,
+    request_headers: EditedHeaders,
     response_headers: Vec<(Vec<u8>, Vec<u8>)>,
-    changes: Vec<(String, Option<Vec<u8>>)>,
     responded: bool,
     now_us: u64,
     client_address: Option<Option<String>>,
@@ -151,14 +154,6 @@ fn read_headers(envoy: FilterEnvoyPtr, header_type: u32) -> Vec<(Vec<u8>, Vec<u8
     }
 }
 
-fn lines_in<'h>(headers: &'h [(Vec<u8>, Vec<u8>)], name: &str) -> Vec<&'h [u8]> {
-    headers
-        .iter()
-        .filter(|(k, _)| k == name.as_bytes())
-        .map(|(_, v)| v.as_slice())
-        .collect()
-}
-
 impl DmHost {
     fn attribute(&self, id: u32) -> Option<String> {
         let mut out = EnvoyBuffer {
@@ -221,7 +216,7 @@ impl DmHost {
     /// The flow's request-header changes, written back: `set_header`
     /// replaces every line of a name, and an empty value removes it.
     fn flush(&mut self) {
-        let changes = std::mem::take(&mut self.changes);
+        let changes = self.request_headers.take_changes();
         if self.responded {
             return;
         }
@@ -232,17 +227,6 @@ impl DmHost {
                 value.as_deref().unwrap_or_default(),
             );
         }
-    }
-
-    fn change(&mut self, name: &str, value: Option<&[u8]>) {
-        self.request_headers.retain(|(k, _)| k != name.as_bytes());
-        if let Some(value) = value {
-            self.request_headers
-                .push((name.as_bytes().to_vec(), value.to_vec()));
-        }
-        self.changes.retain(|(k, _)| k != name);
-        self.changes
-            .push((name.to_string(), value.map(<[u8]>::to_vec)));
     }
 }
 
@@ -268,25 +252,19 @@ impl Host for DmHost {
     }
 
     fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        lines_in(&self.request_headers, name)
+        self.request_headers.lines(name)
     }
 
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
-        self.change(name, Some(value));
+        self.request_headers.set(name, value);
     }
 
     fn remove_request_header(&mut self, name: &str) {
-        if self
-            .request_headers
-            .iter()
-            .any(|(k, _)| k == name.as_bytes())
-        {
-            self.change(name, None);
-        }
+        self.request_headers.remove(name);
     }
 
     fn response_header_lines(&self, name: &str) -> Vec<&[u8]> {
-        lines_in(&self.response_headers, name)
+        lines_named(&self.response_headers, name)
     }
 
     fn add_response_header(&mut self, name: &str, value: &str) {
@@ -420,6 +398,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             let state = WorkerState {
                 cache: Rc::new(RefCell::new(EdgeCache::new(&config.cache))),
                 feed: Rc::new(RefCell::new(FeedSchedule::new(&config.cache))),
+                feed_failing: Rc::new(Cell::new(false)),
                 config,
             };
             worker.insert(module_config.id, state.clone());
@@ -428,9 +407,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     });
     let host = DmHost {
         envoy,
-        request_headers: Vec::new(),
+        request_headers: EditedHeaders::default(),
         response_headers: Vec::new(),
-        changes: Vec::new(),
         responded: false,
         now_us: 0,
         client_address: None,
@@ -492,9 +470,13 @@ impl FilterState {
                     .cache
                     .borrow_mut()
                     .on_feed_reply(reply.status, &reply.body, micros());
-            if let crate::cache::FeedOutcome::Failed = outcome {
+            let failing = outcome == crate::cache::FeedOutcome::Failed;
+            if failing && !worker.feed_failing.get() {
                 log::warn!("revocation feed not read; cached views expire at the staleness bound");
+            } else if !failing && worker.feed_failing.get() {
+                log::info!("revocation feed read again");
             }
+            worker.feed_failing.set(failing);
         }
     }
 
@@ -537,7 +519,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let filter = state(filter);
     filter.host.envoy = envoy;
     let verdict = guarded(None, || {
-        filter.host.request_headers = read_headers(envoy, abi::REQUEST_HEADER);
+        filter.host.request_headers = EditedHeaders::new(read_headers(envoy, abi::REQUEST_HEADER));
         filter.host.now_us = micros();
         if filter.start_feed_poll() {
             return Some(Verdict::Wait);

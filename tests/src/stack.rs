@@ -723,12 +723,6 @@ pub fn dynamic_module_dir() -> PathBuf {
 /// The filter as Envoy's `DynamicModuleFilter` instead of the wasm filter,
 /// under the same name and with the same plugin config.
 pub fn with_dynamic_module(yaml: &str, config: &Value) -> String {
-    let start = yaml
-        .find("          - name: portero\n")
-        .expect("the portero filter");
-    let end = yaml
-        .find("          - name: envoy.filters.http.router\n")
-        .expect("the router");
     let quoted = serde_json::to_string(&config.to_string()).expect("json");
     let module = format!(
         r#"          - name: portero
@@ -741,19 +735,24 @@ pub fn with_dynamic_module(yaml: &str, config: &Value) -> String {
                 value: {quoted}
 "#
     );
-    format!("{}{module}{}", &yaml[..start], &yaml[end..])
+    with_filter(yaml, &module)
 }
 
-/// Puts forward auth where the filter was: Envoy's `ext_authz` (HTTP)
-/// asking the sidecar's forward-auth listener on `port`, under the same
-/// filter name (so per-route `disabled` still applies), and the cluster.
-pub fn with_ext_authz(yaml: &str, port: u16) -> String {
+/// `yaml` with the portero filter's block (up to the router) replaced.
+fn with_filter(yaml: &str, filter: &str) -> String {
     let start = yaml
         .find("          - name: portero\n")
         .expect("the portero filter");
     let end = yaml
         .find("          - name: envoy.filters.http.router\n")
         .expect("the router");
+    format!("{}{filter}{}", &yaml[..start], &yaml[end..])
+}
+
+/// Puts forward auth where the filter was: Envoy's `ext_authz` (HTTP)
+/// asking the sidecar's forward-auth listener on `port`, under the same
+/// filter name (so per-route `disabled` still applies), and the cluster.
+pub fn with_ext_authz(yaml: &str, port: u16) -> String {
     let ext_authz = r#"          - name: portero
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
@@ -791,11 +790,7 @@ pub fn with_ext_authz(yaml: &str, port: u16) -> String {
     );
     let cluster_anchor = "  # The filter's dispatch_http_call target.\n";
     assert!(yaml.contains(cluster_anchor));
-    format!("{}{ext_authz}{}", &yaml[..start], &yaml[end..]).replacen(
-        cluster_anchor,
-        &format!("{cluster}{cluster_anchor}"),
-        1,
-    )
+    with_filter(yaml, ext_authz).replacen(cluster_anchor, &format!("{cluster}{cluster_anchor}"), 1)
 }
 
 fn with_extra_upstream(yaml: &str, port: u16) -> String {
