@@ -86,10 +86,29 @@ impl Node {
         let mut command = Command::new(redis_server());
         command.args(&self.args);
         self.proc = Some(Proc::spawn_tied("redis", command, self.log.clone()));
+        // A node replaying its AOF answers -LOADING, and on two busy cores
+        // under load that has taken more than 10 s; an exited process will
+        // never answer, so that is reported at once with its log.
         let port = self.port;
-        wait_for("redis-server", Duration::from_secs(10), || {
-            cli(port, &["PING"]) == "PONG"
-        });
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if cli(port, &["PING"]) == "PONG" {
+                return;
+            }
+            let exited = self.proc.as_mut().is_none_or(|p| p.exited());
+            if exited || Instant::now() > deadline {
+                panic!(
+                    "redis-server on {port}: {} \n{}",
+                    if exited {
+                        "exited"
+                    } else {
+                        "not ready after 40s"
+                    },
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// SIGKILL, as a crash.
