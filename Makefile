@@ -114,8 +114,16 @@ unit-test:
 wasm-unit-test: wasm-target
 	cargo test --target wasm32-wasip1 -p portero -p portero-wire --lib
 
+# The whole suite once per shell (tests/src/stack.rs, `Shell`): the wasm
+# filter, then the dynamic module. Both passes run; either failing fails.
 integration-test: build
-	cargo test --release --no-fail-fast -p portero-integration -- --test-threads $(IT_THREADS)
+	@status=0; \
+	PORTERO_SHELL=wasm cargo test --release --no-fail-fast -p portero-integration \
+	  -- --test-threads $(IT_THREADS) || status=1; \
+	echo "── the same suite, the filter as an Envoy dynamic module ──"; \
+	PORTERO_SHELL=dynamic-module cargo test --release --no-fail-fast -p portero-integration \
+	  -- --test-threads $(IT_THREADS) || status=1; \
+	exit $$status
 
 # portero against bare Envoy and native jwt_authn, side by side in one run
 # (one Envoy worker, loopback); prints the table, writes bench/results.json.

@@ -17,6 +17,7 @@
     )
 )]
 
+pub mod background;
 pub mod cache;
 pub mod config;
 pub mod cookie;

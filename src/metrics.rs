@@ -87,38 +87,109 @@ pub enum Counter {
     JwksFetch(&'static str),
 }
 
+/// A counter family: its name under `portero.` and its label names. The
+/// wasm shell spells labels into the metric name (proxy-wasm metrics have
+/// none); the dynamic module defines each family once, with native labels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Family {
+    pub name: &'static str,
+    pub labels: &'static [&'static str],
+}
+
+/// Every counter family, in [`Counter::family_index`] order.
+pub const FAMILIES: [Family; 9] = [
+    Family {
+        name: "requests",
+        labels: &["flow", "outcome"],
+    },
+    Family {
+        name: "refreshes",
+        labels: &[],
+    },
+    Family {
+        name: "reuse_detected",
+        labels: &[],
+    },
+    Family {
+        name: "binding_mismatches",
+        labels: &["field", "action"],
+    },
+    Family {
+        name: "csrf_rejections",
+        labels: &[],
+    },
+    Family {
+        name: "sidecar_errors",
+        labels: &["kind"],
+    },
+    Family {
+        name: "cache_lookups",
+        labels: &["cache", "result"],
+    },
+    Family {
+        name: "revocation_feed_polls",
+        labels: &["result"],
+    },
+    Family {
+        name: "jwks_fetches",
+        labels: &["result"],
+    },
+];
+
 impl Counter {
-    /// The metric's name as defined in the proxy (labels spelled in).
-    pub fn name(&self) -> String {
+    /// Its family's index in [`FAMILIES`].
+    pub fn family_index(&self) -> usize {
         match self {
-            Counter::Request { flow, outcome } => format!(
-                "portero.requests.flow.{}.outcome.{}",
-                flow.name(),
-                outcome.name()
-            ),
-            Counter::Refresh => "portero.refreshes".into(),
-            Counter::ReuseDetected => "portero.reuse_detected".into(),
-            Counter::BindingMismatch { field, action } => format!(
-                "portero.binding_mismatches.field.{}.action.{}",
+            Counter::Request { .. } => 0,
+            Counter::Refresh => 1,
+            Counter::ReuseDetected => 2,
+            Counter::BindingMismatch { .. } => 3,
+            Counter::CsrfRejected => 4,
+            Counter::Sidecar(_) => 5,
+            Counter::Cache { .. } => 6,
+            Counter::FeedPoll(_) => 7,
+            Counter::JwksFetch(_) => 8,
+        }
+    }
+
+    /// Its label values, in the order of its family's label names.
+    pub fn label_values(&self) -> [&'static str; 2] {
+        match self {
+            Counter::Request { flow, outcome } => [flow.name(), outcome.name()],
+            Counter::BindingMismatch { field, action } => [
                 field.name(),
                 match action {
                     MismatchPolicy::Reject => "reject",
                     MismatchPolicy::Log | MismatchPolicy::Off => "log",
-                }
-            ),
-            Counter::CsrfRejected => "portero.csrf_rejections".into(),
-            Counter::Sidecar(kind) => format!("portero.sidecar_errors.kind.{}", kind.name()),
-            Counter::Cache { cache, hit } => format!(
-                "portero.cache_lookups.cache.{}.result.{}",
+                },
+            ],
+            Counter::Sidecar(kind) => [kind.name(), ""],
+            Counter::Cache { cache, hit } => [
                 match cache {
                     CacheKind::Tokens => "tokens",
                     CacheKind::Sessions => "sessions",
                 },
-                if *hit { "hit" } else { "miss" }
-            ),
-            Counter::FeedPoll(result) => format!("portero.revocation_feed_polls.result.{result}"),
-            Counter::JwksFetch(result) => format!("portero.jwks_fetches.result.{result}"),
+                if *hit { "hit" } else { "miss" },
+            ],
+            Counter::FeedPoll(result) | Counter::JwksFetch(result) => [result, ""],
+            Counter::Refresh | Counter::ReuseDetected | Counter::CsrfRejected => ["", ""],
         }
+    }
+
+    /// The metric's name as defined in proxy-wasm (labels spelled in as
+    /// `.<label>.<value>` pairs).
+    pub fn name(&self) -> String {
+        let Some(family) = FAMILIES.get(self.family_index()) else {
+            return "portero.unknown".into();
+        };
+        let mut name = format!("portero.{}", family.name);
+        for (label, value) in family.labels.iter().zip(self.label_values()) {
+            name.push('.');
+            name.push_str(label);
+            name.push('.');
+            name.push_str(value);
+        }
+        name
     }
 }
 
@@ -158,6 +229,19 @@ mod tests {
         assert_eq!(
             Counter::Sidecar(SidecarError::NoAnswer).name(),
             "portero.sidecar_errors.kind.no_answer"
+        );
+        assert_eq!(Counter::Refresh.name(), "portero.refreshes");
+        assert_eq!(
+            Counter::Cache {
+                cache: CacheKind::Sessions,
+                hit: false
+            }
+            .name(),
+            "portero.cache_lookups.cache.sessions.result.miss"
+        );
+        assert_eq!(
+            Counter::JwksFetch("same").name(),
+            "portero.jwks_fetches.result.same"
         );
     }
 }

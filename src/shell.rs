@@ -15,17 +15,12 @@ use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType};
 
-use crate::cache::{EdgeCache, FeedOutcome};
+use crate::background::{Background, Duty};
+use crate::cache::EdgeCache;
 use crate::config::Config;
 use crate::edited_headers::{lines_named, EditedHeaders};
-use crate::feed::FeedSchedule;
-use crate::flow::{
-    sidecar_call, DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
-};
-use crate::jwks::{read_jwks_reply, JwksSchedule};
+use crate::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
 use crate::metrics::{Counter, SIDECAR_LATENCY_US};
-use crate::token::KeySet;
-use portero_wire::JWKS_PATH;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -42,12 +37,9 @@ proxy_wasm::main! {{
             config: None,
             cache: None,
             metrics: Rc::new(Metrics::default()),
-            schedule: None,
-            jwks_schedule: None,
+            background: None,
             calls: HashMap::new(),
             serves_requests: std::cell::Cell::new(false),
-            feed_failing: false,
-            jwks_failing: false,
         })
     });
 }}
@@ -57,27 +49,14 @@ struct Root {
     /// This worker's caches, shared with its requests.
     cache: Option<Rc<RefCell<EdgeCache>>>,
     metrics: Rc<Metrics>,
-    /// When to tick and poll the feed (from the configuration).
-    schedule: Option<FeedSchedule>,
+    /// The feed poll and the JWKS fetch, made on this context's tick.
+    background: Option<Background>,
     /// This root context has made an HTTP context: it runs on a worker.
     /// The main thread's root context never serves a request and has no
     /// cache worth keeping fresh, so it never polls the feed.
     serves_requests: std::cell::Cell<bool>,
-    /// The last feed poll failed (warnings are logged on a change only).
-    feed_failing: bool,
-    /// When to fetch the sidecar's JWKS (from the configuration).
-    jwks_schedule: Option<JwksSchedule>,
-    /// The last JWKS fetch failed.
-    jwks_failing: bool,
     /// What each of this root context's calls in flight is for.
-    calls: HashMap<u32, RootCall>,
-}
-
-/// A call the root context makes.
-#[derive(Clone, Copy)]
-enum RootCall {
-    Feed,
-    Jwks,
+    calls: HashMap<u32, Duty>,
 }
 
 /// Metric ids of this VM, defined on first use (a counter per label
@@ -120,107 +99,40 @@ impl Metrics {
 }
 
 impl Root {
-    /// Polls the revocation feed if a poll is due.
-    fn poll_feed(&mut self) {
-        let (Some(config), Some(cache)) = (&self.config, &self.cache) else {
-            return;
-        };
-        let now = Envoy::micros();
-        let Some(path) = cache.borrow_mut().feed_poll(now, config.sidecar.timeout_ms) else {
-            return;
-        };
-        let call = sidecar_call(config, "GET", path, Vec::new());
-        match dispatch(&call) {
-            Ok(token) => {
-                self.calls.insert(token, RootCall::Feed);
-            }
-            Err(_) => {
-                let outcome = cache.borrow_mut().on_feed_reply(None, &[], now);
-                self.count_feed(outcome);
+    /// Starts background calls; one that cannot start is a failed one.
+    fn make_calls(&mut self, mut calls: Vec<(Duty, SidecarCall)>) {
+        while let Some((duty, call)) = calls.pop() {
+            match dispatch(&call) {
+                Ok(token) => {
+                    self.calls.insert(token, duty);
+                }
+                Err(_) => calls.extend(self.on_background_reply(duty, None, &[])),
             }
         }
     }
 
-    /// Fetches the sidecar's JWKS (see [`crate::jwks`]).
-    fn fetch_jwks(&mut self) {
-        let Some(config) = &self.config else {
-            return;
-        };
-        let call = sidecar_call(config, "GET", JWKS_PATH.to_string(), Vec::new());
-        match dispatch(&call) {
-            Ok(token) => {
-                self.calls.insert(token, RootCall::Jwks);
-            }
-            Err(e) => self.on_jwks(Err(format!("dispatch: {}", e.0))),
-        }
-    }
-
-    /// Takes a fetched key set (or keeps the last one on failure).
-    fn on_jwks(&mut self, fetched: Result<KeySet, String>) {
-        let result = match fetched {
-            Ok(keys) => {
-                let kids = keys.kids().join(", ");
-                let changed = self
-                    .cache
-                    .as_ref()
-                    .is_some_and(|cache| cache.borrow_mut().set_fetched_keys(keys));
-                if changed {
-                    log::info!("portero: signing keys from the sidecar: {kids}");
-                } else if self.jwks_failing {
-                    log::info!("portero: signing keys fetched again");
-                }
-                self.jwks_failing = false;
-                if changed {
-                    "changed"
-                } else {
-                    "same"
-                }
-            }
-            Err(e) => {
-                if !self.jwks_failing {
-                    log::warn!("portero: signing keys not fetched ({e}); keeping the last ones");
-                }
-                self.jwks_failing = true;
-                "failed"
-            }
-        };
-        self.metrics.increment(Counter::JwksFetch(result));
-    }
-
-    fn count_feed(&mut self, outcome: FeedOutcome) {
-        let result = match outcome {
-            FeedOutcome::Applied { .. } => "applied",
-            FeedOutcome::Reset => "reset",
-            FeedOutcome::Failed => "failed",
-        };
-        self.metrics.increment(Counter::FeedPoll(result));
-        let failing = outcome == FeedOutcome::Failed;
-        if failing && !self.feed_failing {
-            log::warn!("portero: revocation feed not read; cached sessions expire after the staleness bound");
-        } else if !failing && self.feed_failing {
-            log::info!("portero: revocation feed read again");
-        }
-        self.feed_failing = failing;
+    fn on_background_reply(
+        &mut self,
+        duty: Duty,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Option<(Duty, SidecarCall)> {
+        let background = self.background.as_mut()?;
+        let metrics = &self.metrics;
+        background.on_reply(duty, status, body, Envoy::micros(), &mut |counter| {
+            metrics.increment(counter)
+        })
     }
 }
 
 impl Context for Root {
     fn on_http_call_response(&mut self, token: u32, _headers: usize, body_size: usize, _t: usize) {
         let reply = read_call_reply(body_size);
-        if let Some(RootCall::Jwks) = self.calls.remove(&token) {
-            self.on_jwks(read_jwks_reply(reply.status, &reply.body));
-            return;
-        }
-        let Some(cache) = &self.cache else {
+        let Some(duty) = self.calls.remove(&token) else {
             return;
         };
-        let outcome = cache
-            .borrow_mut()
-            .on_feed_reply(reply.status, &reply.body, Envoy::micros());
-        self.count_feed(outcome);
-        if let FeedOutcome::Applied { more: true, .. } = outcome {
-            self.poll_feed();
-        }
+        let follow_up = self.on_background_reply(duty, reply.status, &reply.body);
+        self.make_calls(follow_up.into_iter().collect());
     }
 }
 
@@ -229,13 +141,13 @@ impl RootContext for Root {
         let bytes = self.get_plugin_configuration().unwrap_or_default();
         match Config::from_json(&bytes) {
             Ok(config) => {
-                let cache = EdgeCache::new(&config.cache);
-                let schedule = FeedSchedule::new(&config.cache);
-                self.set_tick_period(Duration::from_millis(schedule.tick_period_ms()));
-                self.schedule = Some(schedule);
-                self.jwks_schedule = Some(JwksSchedule::new(config.jwks_refresh_seconds));
-                self.cache = Some(Rc::new(RefCell::new(cache)));
-                self.config = Some(Rc::new(config));
+                let config = Rc::new(config);
+                let cache = Rc::new(RefCell::new(EdgeCache::new(&config.cache)));
+                let background = Background::new(config.clone(), cache.clone());
+                self.set_tick_period(Duration::from_millis(background.tick_period_ms()));
+                self.background = Some(background);
+                self.cache = Some(cache);
+                self.config = Some(config);
                 true
             }
             Err(e) => {
@@ -252,12 +164,12 @@ impl RootContext for Root {
         if !self.serves_requests.get() {
             return;
         }
-        if self.schedule.as_mut().is_some_and(|s| s.poll_due(now)) {
-            self.poll_feed();
-        }
-        if self.jwks_schedule.as_mut().is_some_and(|s| s.due(now)) {
-            self.fetch_jwks();
-        }
+        let due = self
+            .background
+            .as_mut()
+            .map(|b| b.due_calls(now))
+            .unwrap_or_default();
+        self.make_calls(due);
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

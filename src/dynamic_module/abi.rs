@@ -90,6 +90,9 @@ pub const ATTRIBUTE_XDS_ROUTE_NAME: u32 = 61;
 pub const CALLOUT_INIT_SUCCESS: u32 = 0;
 pub const CALLOUT_RESULT_SUCCESS: u32 = 0;
 
+/// `envoy_dynamic_module_type_metrics_result`: success.
+pub const METRICS_SUCCESS: u32 = 0;
+
 /// Log levels.
 pub const LOG_DEBUG: u32 = 1;
 pub const LOG_INFO: u32 = 2;
@@ -141,6 +144,34 @@ extern "C" {
         timeout_milliseconds: u64,
     ) -> u32;
     pub fn envoy_dynamic_module_callback_http_filter_continue_decoding(filter: FilterEnvoyPtr);
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: ConfigEnvoyPtr,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_length: usize,
+        counter_id: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_config_define_histogram(
+        config: ConfigEnvoyPtr,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_length: usize,
+        histogram_id: *mut usize,
+    ) -> u32;
+    pub fn envoy_dynamic_module_callback_http_filter_record_histogram_value(
+        filter: FilterEnvoyPtr,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_length: usize,
+        value: u64,
+    ) -> u32;
     pub fn envoy_dynamic_module_callback_log(level: u32, message: ModuleBuffer);
     pub fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
 }

@@ -5,19 +5,19 @@
 //! `DynamicModuleFilter`. It moves bytes between Envoy's C ABI
 //! ([`abi`], hand-written, pinned to Envoy 1.40) and the flow.
 //!
-//! The revocation feed has no timer here (the ABI gives an HTTP filter
-//! none): each worker polls it from a request, which waits for the poll
-//! (one request per worker per poll interval pays a sidecar round trip), so
-//! its cached views stay as honest as the wasm filter's.
+//! The background duties (revocation feed, JWKS fetch; see
+//! [`crate::background`]) have no timer here (the ABI gives an HTTP filter
+//! none): each worker makes them from a request, which waits for them (one
+//! request per worker per poll interval pays a sidecar round trip), so its
+//! cached views and keys stay as fresh as the wasm filter's.
 //!
-//! Not yet carried over from the wasm shell (so not yet for production):
-//! the periodic JWKS fetch (only the pinned `jwt.jwks` is trusted) and the
-//! metrics. There is no sandbox: a memory-safety bug here takes Envoy down,
+//! Metrics are Envoy's own labelled counters, defined once per filter
+//! config. There is no sandbox: a memory-safety bug here takes Envoy down,
 //! which is why every hook catches panics and fails closed.
 
 mod abi;
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -29,33 +29,77 @@ use abi::{
     FilterModulePtr, ModuleBuffer, ModuleHeader,
 };
 
+use crate::background::{Background, Duty};
 use crate::cache::EdgeCache;
 use crate::config::Config;
 use crate::edited_headers::{lines_named, EditedHeaders};
-use crate::feed::FeedSchedule;
-use crate::flow::{
-    sidecar_call, DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
-};
-use crate::metrics::Counter;
+use crate::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
+use crate::metrics::{Counter, FAMILIES, SIDECAR_LATENCY_US};
 
 /// One filter config, shared by every worker: the validated JSON (each
-/// worker builds its own `Config` and caches from it, as each wasm VM does).
+/// worker builds its own `Config` and caches from it, as each wasm VM does)
+/// and the ids of the metrics Envoy defined for it.
 struct ModuleConfig {
     id: u64,
     json: Vec<u8>,
+    metrics: MetricIds,
+}
+
+/// Envoy's ids for this config's metrics: a labelled counter per family
+/// (in [`FAMILIES`] order) and the sidecar latency histogram. `None`: Envoy
+/// refused to define it, and it is not counted.
+#[derive(Clone, Copy, Default)]
+struct MetricIds {
+    counters: [Option<usize>; FAMILIES.len()],
+    sidecar_latency: Option<usize>,
+}
+
+impl MetricIds {
+    /// Defines every metric; only possible while Envoy builds the config.
+    ///
+    /// # Safety
+    /// `config` is the config pointer of the running `config_new` hook.
+    unsafe fn define(config: ConfigEnvoyPtr) -> MetricIds {
+        let mut ids = MetricIds::default();
+        for (slot, family) in ids.counters.iter_mut().zip(FAMILIES.iter()) {
+            let name = format!("portero.{}", family.name);
+            let labels: Vec<ModuleBuffer> = family
+                .labels
+                .iter()
+                .map(|l| ModuleBuffer::of(l.as_bytes()))
+                .collect();
+            let mut id = 0usize;
+            let result = abi::envoy_dynamic_module_callback_http_filter_config_define_counter(
+                config,
+                ModuleBuffer::of(name.as_bytes()),
+                labels.as_ptr(),
+                labels.len(),
+                &mut id,
+            );
+            *slot = (result == abi::METRICS_SUCCESS).then_some(id);
+        }
+        let mut id = 0usize;
+        let result = abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(
+            config,
+            ModuleBuffer::of(SIDECAR_LATENCY_US.as_bytes()),
+            std::ptr::null(),
+            0,
+            &mut id,
+        );
+        ids.sidecar_latency = (result == abi::METRICS_SUCCESS).then_some(id);
+        ids
+    }
 }
 
 static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
 
-/// A worker's own parse of a filter config, its caches and its feed cadence.
+/// A worker's own parse of a filter config, its caches and its background
+/// duties.
 #[derive(Clone)]
 struct WorkerState {
     config: Rc<Config>,
     cache: Rc<RefCell<EdgeCache>>,
-    feed: Rc<RefCell<FeedSchedule>>,
-    /// The last poll failed: an outage is logged when it starts and ends,
-    /// not at every poll.
-    feed_failing: Rc<Cell<bool>>,
+    background: Rc<RefCell<Background>>,
 }
 
 thread_local! {
@@ -72,6 +116,7 @@ struct DmHost {
     responded: bool,
     now_us: u64,
     client_address: Option<Option<String>>,
+    metrics: MetricIds,
 }
 
 struct EnvoyLogger;
@@ -324,9 +369,43 @@ impl Host for DmHost {
         }
     }
 
-    fn increment(&mut self, _counter: Counter) {}
+    fn increment(&mut self, counter: Counter) {
+        let index = counter.family_index();
+        let (Some(Some(id)), Some(family)) =
+            (self.metrics.counters.get(index), FAMILIES.get(index))
+        else {
+            return;
+        };
+        let values = counter
+            .label_values()
+            .map(|v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: module-owned slices, read by Envoy during the call; as many
+        // values as the family has label names (at most two).
+        unsafe {
+            abi::envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.envoy,
+                *id,
+                values.as_ptr(),
+                family.labels.len().min(values.len()),
+                1,
+            );
+        }
+    }
 
-    fn record_sidecar_latency_us(&mut self, _micros: u64) {}
+    fn record_sidecar_latency_us(&mut self, micros: u64) {
+        if let Some(id) = self.metrics.sidecar_latency {
+            // SAFETY: no labels; a plain value.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(
+                    self.envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    micros,
+                );
+            }
+        }
+    }
 }
 
 fn headers_status(verdict: Verdict) -> u32 {
@@ -350,7 +429,7 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const u8 {
 /// Envoy passes buffers valid for the call.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
-    _config_envoy: ConfigEnvoyPtr,
+    config_envoy: ConfigEnvoyPtr,
     _name: EnvoyBuffer,
     config: EnvoyBuffer,
 ) -> ConfigModulePtr {
@@ -359,7 +438,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         match Config::from_json(&json) {
             Ok(_) => {
                 let id = NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed);
-                Box::into_raw(Box::new(ModuleConfig { id, json })) as ConfigModulePtr
+                let metrics = MetricIds::define(config_envoy);
+                Box::into_raw(Box::new(ModuleConfig { id, json, metrics })) as ConfigModulePtr
             }
             Err(e) => {
                 log::error!("invalid plugin config: {e}");
@@ -395,10 +475,11 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
                 return Some(found.clone());
             }
             let config = Rc::new(Config::from_json(&module_config.json).ok()?);
+            let cache = Rc::new(RefCell::new(EdgeCache::new(&config.cache)));
+            let background = Background::new(config.clone(), cache.clone());
             let state = WorkerState {
-                cache: Rc::new(RefCell::new(EdgeCache::new(&config.cache))),
-                feed: Rc::new(RefCell::new(FeedSchedule::new(&config.cache))),
-                feed_failing: Rc::new(Cell::new(false)),
+                background: Rc::new(RefCell::new(background)),
+                cache,
                 config,
             };
             worker.insert(module_config.id, state.clone());
@@ -412,6 +493,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         responded: false,
         now_us: 0,
         client_address: None,
+        metrics: module_config.metrics,
     };
     let flow = worker
         .as_ref()
@@ -420,64 +502,58 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         flow,
         host,
         worker,
-        feed_callout: None,
+        background_calls: Vec::new(),
     })) as FilterModulePtr
 }
 
 /// One request: its flow (none when this worker could not build the
 /// config: every request is then a 503), what it sees of Envoy, and the
-/// feed poll it waits for, if any.
+/// background calls it waits for, if any.
 struct FilterState {
     flow: Option<Flow>,
     host: DmHost,
     worker: Option<WorkerState>,
-    feed_callout: Option<u64>,
+    background_calls: Vec<(u64, Duty)>,
 }
 
 impl FilterState {
-    /// Starts this worker's feed poll when one is due; the request then
-    /// waits for it (a poll started by a request that ended first would be
-    /// cancelled with it).
-    fn start_feed_poll(&mut self) -> bool {
+    /// Starts this worker's background calls when some are due; the
+    /// request then waits for them (a call started by a request that ended
+    /// first would be cancelled with it). Whether it waits.
+    fn start_background_calls(&mut self) -> bool {
         let Some(worker) = &self.worker else {
             return false;
         };
-        let now = self.host.now_us;
-        if !worker.feed.borrow_mut().poll_due(now) {
-            return false;
-        }
-        let timeout_ms = worker.config.sidecar.timeout_ms;
-        let Some(path) = worker.cache.borrow_mut().feed_poll(now, timeout_ms) else {
-            return false;
-        };
-        let call = sidecar_call(&worker.config, "GET", path, Vec::new());
-        match self.host.callout(&call) {
-            Ok(id) => {
-                self.feed_callout = Some(id);
-                true
-            }
-            Err(_) => {
-                worker.cache.borrow_mut().on_feed_reply(None, &[], now);
-                false
+        let due = worker.background.borrow_mut().due_calls(self.host.now_us);
+        self.make_calls(due);
+        !self.background_calls.is_empty()
+    }
+
+    /// Starts background calls; one that cannot start is a failed one.
+    fn make_calls(&mut self, mut calls: Vec<(Duty, SidecarCall)>) {
+        while let Some((duty, call)) = calls.pop() {
+            match self.host.callout(&call) {
+                Ok(id) => self.background_calls.push((id, duty)),
+                Err(_) => calls.extend(self.on_background_reply(duty, None, &[])),
             }
         }
     }
 
-    fn apply_feed_reply(&mut self, reply: &SidecarReply) {
-        if let Some(worker) = &self.worker {
-            let outcome =
-                worker
-                    .cache
-                    .borrow_mut()
-                    .on_feed_reply(reply.status, &reply.body, micros());
-            let failing = outcome == crate::cache::FeedOutcome::Failed;
-            if failing && !worker.feed_failing.get() {
-                log::warn!("revocation feed not read; cached views expire at the staleness bound");
-            } else if !failing && worker.feed_failing.get() {
-                log::info!("revocation feed read again");
-            }
-            worker.feed_failing.set(failing);
-        }
+    fn on_background_reply(
+        &mut self,
+        duty: Duty,
+        status: Option<u16>,
+        body: &[u8],
+    ) -> Option<(Duty, SidecarCall)> {
+        let worker = self.worker.as_ref()?;
+        let host = &mut self.host;
+        let now = host.now_us;
+        worker
+            .background
+            .borrow_mut()
+            .on_reply(duty, status, body, now, &mut |counter| {
+                host.increment(counter)
+            })
     }
 
     /// The request's own flow, from its headers.
@@ -521,7 +597,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     let verdict = guarded(None, || {
         filter.host.request_headers = EditedHeaders::new(read_headers(envoy, abi::REQUEST_HEADER));
         filter.host.now_us = micros();
-        if filter.start_feed_poll() {
+        if filter.start_background_calls() {
             return Some(Verdict::Wait);
         }
         filter.run_request()
@@ -576,10 +652,19 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     }
     let verdict = guarded(None, || {
         filter.host.now_us = micros();
-        if filter.feed_callout == Some(callout_id) {
-            // The feed poll this request waited for: now the request itself.
-            filter.feed_callout = None;
-            filter.apply_feed_reply(&reply);
+        let background = filter
+            .background_calls
+            .iter()
+            .position(|(id, _)| *id == callout_id);
+        if let Some(index) = background {
+            // A background call this request waits for; once none is left,
+            // the request itself.
+            let (_, duty) = filter.background_calls.swap_remove(index);
+            let follow_up = filter.on_background_reply(duty, reply.status, &reply.body);
+            filter.make_calls(follow_up.into_iter().collect());
+            if !filter.background_calls.is_empty() {
+                return Some(Verdict::Wait);
+            }
             return filter.run_request();
         }
         let verdict = filter

@@ -33,5 +33,6 @@ pub mod topology;
 pub use client::{claims_of, raw_exchange, raw_status, Reply, Rng};
 pub use proc::{envoy_binary, fixture, free_port, require, unix_now, workspace_root, Proc};
 pub use stack::{
-    dynamic_module_dir, plugin_config, render_envoy_config, with_more_sidecars, Stack, StackOptions,
+    dynamic_module_dir, plugin_config, render_envoy_config, skip_unless_wasm, with_more_sidecars,
+    Shell, Stack, StackOptions,
 };

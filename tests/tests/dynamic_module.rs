@@ -1,6 +1,7 @@
 //! portero as a native Envoy dynamic module (experimental): the same core
 //! and plugin config as the wasm filter, the other shell. These cases run
-//! the flows end to end through it; the rest of the suite runs on wasm.
+//! the flows end to end through it, whichever shell the rest of the suite
+//! runs on (`make test` runs it once per shell).
 
 use std::time::{Duration, Instant};
 

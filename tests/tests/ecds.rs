@@ -160,6 +160,9 @@ fn key_id_of(cookie: &str) -> u8 {
 
 #[test]
 fn the_filter_delivered_by_ecds_is_replaced_in_place_without_a_restart() {
+    if portero_integration::skip_unless_wasm("ECDS") {
+        return;
+    }
     WASM_SERVER_PORT.store(serve_wasm(), Ordering::SeqCst);
     let stack = Stack::start_with(StackOptions {
         envoy_yaml_patch: Some(via_ecds),
@@ -286,6 +289,9 @@ fn remote_at_startup(yaml: String, _dir: &Path, _config: &Value) -> String {
 
 #[test]
 fn a_remote_module_is_checked_against_its_sha256_at_startup() {
+    if portero_integration::skip_unless_wasm("ECDS") {
+        return;
+    }
     WASM_SERVER_PORT.store(serve_wasm(), Ordering::SeqCst);
     // The right hash: fetched, checked, and it gates.
     *REMOTE_SHA256.lock().unwrap() =

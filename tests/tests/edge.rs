@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use portero_integration::{Stack, StackOptions, COOKIE_NAME};
+use portero_integration::{Shell, Stack, StackOptions, COOKIE_NAME};
 use serde_json::json;
 
 fn cookie(value: &str) -> String {
@@ -17,6 +17,31 @@ const SPOOFED: [(&str, &str); 5] = [
     ("x-portero-roles", "superuser"),
     ("x-portero-client-ip", "10.9.9.9"),
 ];
+
+/// The suite runs once per shell (`PORTERO_SHELL`): the Envoy it talks to
+/// runs the filter in the shell asked for, and only that one.
+#[test]
+fn the_stack_runs_the_filter_in_the_shell_the_suite_asked_for() {
+    let stack = Stack::start();
+    // The listeners Envoy runs (the rest of the dump lists every extension
+    // type compiled in, both shells' among them).
+    let admin = format!(
+        "http://127.0.0.1:{}/config_dump?resource=static_listeners",
+        stack.options.admin_port
+    );
+    let dump = stack.send("GET", &admin, &[], None).body;
+    let (module, wasm) = (
+        dump.contains("type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter"),
+        dump.contains("type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"),
+    );
+    match Shell::from_env() {
+        Shell::Wasm => assert!(wasm && !module, "expected the wasm filter"),
+        Shell::DynamicModule => assert!(module && !wasm, "expected the dynamic module"),
+    }
+    // Its metrics reach Envoy's Prometheus page under the same series.
+    assert_eq!(stack.request("GET", "/me", &[], None).status, 401);
+    assert!(stack.metric(r#"portero_requests{flow="anonymous",outcome="no_credentials"}"#) >= 1);
+}
 
 #[test]
 fn login_sets_the_cookie_and_logout_ends_the_session() {

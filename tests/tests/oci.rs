@@ -39,6 +39,9 @@ fn with_module(yaml: String, _dir: &Path, _config: &Value) -> String {
 
 #[test]
 fn the_oci_image_holds_the_module_and_envoy_runs_it() {
+    if portero_integration::skip_unless_wasm("the OCI image") {
+        return;
+    }
     let root = workspace_root();
     let wasm = root.join("target/wasm32-wasip1/release/portero.wasm");
     let out = std::env::temp_dir().join(format!("portero-oci-{}", std::process::id()));
