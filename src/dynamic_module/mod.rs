@@ -77,6 +77,9 @@ impl MetricIds {
                 &mut id,
             );
             *slot = (result == abi::METRICS_SUCCESS).then_some(id);
+            if slot.is_none() {
+                log::warn!("counter {name} not defined by Envoy (result {result}); not counted");
+            }
         }
         let mut id = 0usize;
         let result = abi::envoy_dynamic_module_callback_http_filter_config_define_histogram(

