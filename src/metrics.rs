@@ -4,6 +4,8 @@
 //! `.<label>.<value>` pairs; `envoy/envoy.yaml`'s `stats_tags` turn them back
 //! into Prometheus labels (`portero_requests{flow="cookie",outcome="allowed"}`).
 
+use std::collections::HashMap;
+
 use crate::http::ClientKind;
 use crate::policy::{BindingField, MismatchPolicy};
 
@@ -193,12 +195,54 @@ impl Counter {
     }
 }
 
+/// Counts not yet handed to the proxy. Both shells batch them: one host
+/// call per count was a measurable share of a request (Envoy resolves a
+/// labelled counter on every increment), so each worker hands over the sum
+/// per series at most about once a second.
+#[derive(Debug, Default)]
+pub struct PendingCounts {
+    counts: HashMap<Counter, u64>,
+}
+
+impl PendingCounts {
+    pub fn add(&mut self, counter: Counter) {
+        *self.counts.entry(counter).or_insert(0) += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.counts.is_empty()
+    }
+
+    /// Every series counted since the last drain, with its count.
+    pub fn drain(&mut self) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        self.counts.drain()
+    }
+}
+
 /// Histogram of sidecar call latency, in microseconds (look-ups take about one millisecond; whole milliseconds would say little).
 pub const SIDECAR_LATENCY_US: &str = "portero.sidecar_latency_us";
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pending_counts_sum_per_series_until_drained() {
+        let mut pending = PendingCounts::default();
+        pending.add(Counter::Refresh);
+        pending.add(Counter::Refresh);
+        pending.add(Counter::CsrfRejected);
+        let mut drained: Vec<(String, u64)> = pending.drain().map(|(c, n)| (c.name(), n)).collect();
+        drained.sort();
+        assert_eq!(
+            drained,
+            vec![
+                ("portero.csrf_rejections".to_string(), 1),
+                ("portero.refreshes".to_string(), 2)
+            ]
+        );
+        assert!(pending.is_empty());
+    }
 
     #[test]
     fn names_spell_their_labels() {

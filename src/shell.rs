@@ -20,7 +20,7 @@ use crate::cache::EdgeCache;
 use crate::config::Config;
 use crate::edited_headers::{lines_named, EditedHeaders};
 use crate::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
-use crate::metrics::{Counter, SIDECAR_LATENCY_US};
+use crate::metrics::{Counter, PendingCounts, SIDECAR_LATENCY_US};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -60,19 +60,18 @@ struct Root {
 }
 
 /// Metric ids of this VM, defined on first use (a counter per label
-/// combination that actually occurs). Counts are kept here and handed to
-/// Envoy on the root context's tick (at most a second apart): a host call per count
-/// was a measurable share of a request's cost.
+/// combination that actually occurs). Counts are kept pending and handed to
+/// Envoy on the root context's tick (at most a second apart).
 #[derive(Default)]
 struct Metrics {
     counters: RefCell<HashMap<Counter, Option<u32>>>,
-    pending: RefCell<HashMap<Counter, i64>>,
+    pending: RefCell<PendingCounts>,
     sidecar_latency: RefCell<Option<Option<u32>>>,
 }
 
 impl Metrics {
     fn increment(&self, counter: Counter) {
-        *self.pending.borrow_mut().entry(counter).or_insert(0) += 1;
+        self.pending.borrow_mut().add(counter);
     }
 
     fn flush(&self) {
@@ -82,7 +81,7 @@ impl Metrics {
                 hostcalls::define_metric(MetricType::Counter, &counter.name()).ok()
             });
             if let Some(id) = id {
-                let _ = hostcalls::increment_metric(id, count);
+                let _ = hostcalls::increment_metric(id, i64::try_from(count).unwrap_or(i64::MAX));
             }
         }
     }

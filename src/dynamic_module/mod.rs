@@ -17,7 +17,7 @@
 
 mod abi;
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
@@ -34,7 +34,7 @@ use crate::cache::EdgeCache;
 use crate::config::Config;
 use crate::edited_headers::{lines_named, EditedHeaders};
 use crate::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
-use crate::metrics::{Counter, FAMILIES, SIDECAR_LATENCY_US};
+use crate::metrics::{Counter, PendingCounts, FAMILIES, SIDECAR_LATENCY_US};
 
 /// One filter config, shared by every worker: the validated JSON (each
 /// worker builds its own `Config` and caches from it, as each wasm VM does)
@@ -103,11 +103,23 @@ struct WorkerState {
     config: Rc<Config>,
     cache: Rc<RefCell<EdgeCache>>,
     background: Rc<RefCell<Background>>,
+    /// Counts not yet handed to Envoy, and when they last were.
+    pending: Rc<RefCell<PendingCounts>>,
+    last_hand_over_us: Rc<Cell<u64>>,
 }
+
+/// How often counts are handed to Envoy while requests keep coming (Envoy
+/// resolves a labelled counter on every increment: about 1 µs each, three
+/// or more per request, measured with `BENCH_DM_B`).
+const HAND_OVER_INTERVAL_US: u64 = 1_000_000;
 
 thread_local! {
     /// This worker's state, per filter config.
     static WORKER: RefCell<HashMap<u64, WorkerState>> = RefCell::new(HashMap::new());
+    /// This worker's streams in the filter. The last one to complete hands
+    /// the counts over, so a worker that goes idle leaves none pending (the
+    /// module has no timer to do it later).
+    static ACTIVE_STREAMS: Cell<usize> = const { Cell::new(0) };
 }
 
 /// [`Host`] over the dynamic-module ABI. The request headers are read once
@@ -120,6 +132,7 @@ struct DmHost {
     now_us: u64,
     client_address: Option<Option<String>>,
     metrics: MetricIds,
+    pending: Option<Rc<RefCell<PendingCounts>>>,
 }
 
 struct EnvoyLogger;
@@ -373,6 +386,39 @@ impl Host for DmHost {
     }
 
     fn increment(&mut self, counter: Counter) {
+        if let Some(pending) = &self.pending {
+            pending.borrow_mut().add(counter);
+        }
+    }
+
+    fn record_sidecar_latency_us(&mut self, micros: u64) {
+        if let Some(id) = self.metrics.sidecar_latency {
+            // SAFETY: no labels; a plain value.
+            unsafe {
+                abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(
+                    self.envoy,
+                    id,
+                    std::ptr::null(),
+                    0,
+                    micros,
+                );
+            }
+        }
+    }
+}
+
+impl DmHost {
+    /// Hands every pending count to Envoy: one call per series.
+    fn hand_over_counts(&self) {
+        let Some(pending) = &self.pending else {
+            return;
+        };
+        for (counter, count) in pending.borrow_mut().drain() {
+            self.add_to_counter(counter, count);
+        }
+    }
+
+    fn add_to_counter(&self, counter: Counter, count: u64) {
         let index = counter.family_index();
         let (Some(Some(id)), Some(family)) =
             (self.metrics.counters.get(index), FAMILIES.get(index))
@@ -390,23 +436,8 @@ impl Host for DmHost {
                 *id,
                 values.as_ptr(),
                 family.labels.len().min(values.len()),
-                1,
+                count,
             );
-        }
-    }
-
-    fn record_sidecar_latency_us(&mut self, micros: u64) {
-        if let Some(id) = self.metrics.sidecar_latency {
-            // SAFETY: no labels; a plain value.
-            unsafe {
-                abi::envoy_dynamic_module_callback_http_filter_record_histogram_value(
-                    self.envoy,
-                    id,
-                    std::ptr::null(),
-                    0,
-                    micros,
-                );
-            }
         }
     }
 }
@@ -484,6 +515,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
                 background: Rc::new(RefCell::new(background)),
                 cache,
                 config,
+                pending: Rc::new(RefCell::new(PendingCounts::default())),
+                last_hand_over_us: Rc::new(Cell::new(0)),
             };
             worker.insert(module_config.id, state.clone());
             Some(state)
@@ -497,7 +530,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         now_us: 0,
         client_address: None,
         metrics: module_config.metrics,
+        pending: worker.as_ref().map(|w| w.pending.clone()),
     };
+    ACTIVE_STREAMS.with(|n| n.set(n.get().saturating_add(1)));
     let flow = worker
         .as_ref()
         .map(|w| Flow::new(w.config.clone(), w.cache.clone()));
@@ -711,17 +746,37 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: FilterModulePtr) {
     if !filter.is_null() {
         drop(Box::from_raw(filter as *mut FilterState));
+        ACTIVE_STREAMS.with(|n| n.set(n.get().saturating_sub(1)));
     }
 }
 
-// Hooks Envoy requires but this filter has nothing to do in.
-
+/// The stream is done: counts are handed to Envoy when this was the
+/// worker's last stream, or when the last hand-over is a second old.
+///
+/// # Safety
+/// Envoy's pointers for this stream.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
-    _envoy: FilterEnvoyPtr,
-    _filter: FilterModulePtr,
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    envoy: FilterEnvoyPtr,
+    filter: FilterModulePtr,
 ) {
+    let filter = state(filter);
+    filter.host.envoy = envoy;
+    guarded((), || {
+        let Some(worker) = &filter.worker else {
+            return;
+        };
+        let now = micros();
+        let last_stream = ACTIVE_STREAMS.with(Cell::get) <= 1;
+        let due = now.saturating_sub(worker.last_hand_over_us.get()) >= HAND_OVER_INTERVAL_US;
+        if (last_stream || due) && !worker.pending.borrow().is_empty() {
+            worker.last_hand_over_us.set(now);
+            filter.host.hand_over_counts();
+        }
+    });
 }
+
+// Hooks Envoy requires but this filter has nothing to do in.
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(

@@ -362,9 +362,14 @@ fn jwt_authn(jwks: &Value, cached: bool) -> Value {
 
 /// The same filter as a native Envoy dynamic module (`libportero.so`).
 fn dynamic_module_filter(config: &Value) -> Value {
+    dynamic_module_named("portero", config)
+}
+
+/// A dynamic module Envoy finds as `lib<module>.so` in the search path.
+fn dynamic_module_named(module: &str, config: &Value) -> Value {
     json!({"name": "portero", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
-    "dynamic_module_config": {"name": "portero"},
+    "dynamic_module_config": {"name": module},
     "filter_name": "portero",
     "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                       "value": config.to_string()}}})
@@ -643,6 +648,19 @@ fn main() {
         filter["typed_config"]["config"]["vm_config"]["vm_id"] = json!("portero_b");
         listeners.push(listener("portero_b", port_b, vec![filter]));
     }
+    // BENCH_DM_B=<path to another libportero.so>: the same, for the module
+    // (copied beside the built one as libportero_b.so: a module of its own).
+    let dm_b = std::env::var("BENCH_DM_B").ok();
+    let port_dm_b = free_port();
+    if let Some(path) = &dm_b {
+        let copy = portero_integration::dynamic_module_dir().join("libportero_b.so");
+        std::fs::copy(path, &copy).expect("BENCH_DM_B: the module to compare");
+        listeners.push(listener(
+            "portero_dm_b",
+            port_dm_b,
+            vec![dynamic_module_named("portero_b", &base)],
+        ));
+    }
     let admin_port = free_port();
     let bootstrap = json!({
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin_port}}},
@@ -722,6 +740,11 @@ fn main() {
             vec![get("/", &[("cookie", &warm.cookie)])],
         ),
         (
+            "portero_dm_b_cookie_warm",
+            port_dm_b,
+            vec![get("/", &[("cookie", &warm.cookie)])],
+        ),
+        (
             "portero_dm_cookie_warm",
             ports["portero_dm"],
             vec![get("/", &[("cookie", &warm.cookie)])],
@@ -774,6 +797,7 @@ fn main() {
     let contenders: Vec<Contender> = contenders
         .into_iter()
         .filter(|(n, _, _)| *n != "portero_b_cookie_warm" || wasm_b.is_some())
+        .filter(|(n, _, _)| *n != "portero_dm_b_cookie_warm" || dm_b.is_some())
         .filter(|(n, _, _)| {
             *n == "bare"
                 || only
