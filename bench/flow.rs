@@ -19,6 +19,49 @@ use portero::testkit::tokens::{Minter, TEST_JWKS};
 use portero::testkit::{FakeHost, NOW};
 use portero_wire::{AccessClaims, LookupResponse, SessionView};
 
+/// Counts heap allocations (and records their sizes while `RECORD` is on),
+/// so the warm paths' allocations can be counted, not guessed.
+struct Counting;
+static ALLOCATIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static RECORD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static SIZES: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+
+unsafe impl std::alloc::GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if RECORD.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            if let Ok(mut sizes) = SIZES.try_lock() {
+                sizes.push(layout.size());
+            }
+            RECORD.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        std::alloc::System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
+        std::alloc::System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        std::alloc::System.realloc(ptr, layout, size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Heap allocations (and reallocations) made by `f`, and their sizes.
+fn allocations(f: impl FnOnce()) -> (usize, Vec<usize>) {
+    if let Ok(mut sizes) = SIZES.lock() {
+        sizes.clear();
+    }
+    let before = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed);
+    RECORD.store(true, std::sync::atomic::Ordering::Relaxed);
+    f();
+    RECORD.store(false, std::sync::atomic::Ordering::Relaxed);
+    let count = ALLOCATIONS.load(std::sync::atomic::Ordering::Relaxed) - before;
+    (count, SIZES.lock().map(|s| s.clone()).unwrap_or_default())
+}
+
 fn main() {
     let sid = format!("{}{}", "t".repeat(22), "r".repeat(43));
     let handle = format!("{}{}", "t".repeat(22), "h".repeat(43));
@@ -121,6 +164,21 @@ fn main() {
         assert!(host.sent.is_none());
         black_box(&host.request);
     });
+    for (name, extra) in [
+        ("cookie", ("cookie", cookie.clone())),
+        ("bearer", ("authorization", bearer.clone())),
+    ] {
+        let mut host = base(extra);
+        let (count, sizes) = allocations(|| {
+            let mut flow = Flow::new(config.clone(), cache.clone());
+            black_box(flow.on_request_headers(&mut host));
+            flow.on_response_headers(&mut host);
+        });
+        println!(
+            "{:<48} {count:>9} (sizes {sizes:?})",
+            format!("{name} request, warm: heap allocations")
+        );
+    }
     let value = cookie.split_once('=').unwrap().1.to_string();
     time("  cookie open (AES-256-GCM)", rounds, || {
         black_box(config.cookie.open(black_box(&value)).unwrap());

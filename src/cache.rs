@@ -16,6 +16,7 @@
 //! it the clock and the feed's replies.
 
 use std::num::NonZeroUsize;
+use std::rc::Rc;
 
 use lru::LruCache;
 use portero_wire::{AccessClaims, RevocationFeed, SessionView};
@@ -92,7 +93,8 @@ struct CachedToken {
 }
 
 struct CachedSession {
-    view: SessionView,
+    /// Shared with the requests it answers: a hit copies no strings.
+    view: Rc<SessionView>,
     fetched_at_us: u64,
 }
 
@@ -213,7 +215,7 @@ impl EdgeCache {
 
     /// A cached view that may answer for the sidecar now: young enough, the
     /// feed fresh, and the session and its access token still alive.
-    pub fn session(&mut self, key: &CacheKey, now_us: u64) -> Option<SessionView> {
+    pub fn session(&mut self, key: &CacheKey, now_us: u64) -> Option<Rc<SessionView>> {
         if !self.feed_is_fresh(now_us) {
             return None;
         }
@@ -231,7 +233,7 @@ impl EdgeCache {
             && entry.view.idle_expires_at > now
             && entry.view.access_expires_at > now;
         if usable {
-            Some(entry.view.clone())
+            Some(Rc::clone(&entry.view))
         } else {
             sessions.pop(key);
             None
@@ -240,7 +242,12 @@ impl EdgeCache {
 
     /// Caches a look-up's answer, unless the look-up started before a
     /// revocation this worker has since applied.
-    pub fn insert_session(&mut self, key: CacheKey, view: SessionView, dispatched_at_us: u64) {
+    pub fn insert_session(
+        &mut self,
+        key: CacheKey,
+        view: impl Into<Rc<SessionView>>,
+        dispatched_at_us: u64,
+    ) {
         if dispatched_at_us < self.feed.last_eviction_us {
             return;
         }
@@ -248,7 +255,7 @@ impl EdgeCache {
             sessions.put(
                 key,
                 CachedSession {
-                    view,
+                    view: view.into(),
                     fetched_at_us: dispatched_at_us,
                 },
             );

@@ -80,7 +80,7 @@ impl Flow {
         host: &mut dyn Host,
         credential: &Credential,
         key: &CacheKey,
-    ) -> Option<SessionView> {
+    ) -> Option<Rc<SessionView>> {
         let mut cache = self.cache.borrow_mut();
         if !cache.sessions_enabled() {
             return None;
@@ -139,12 +139,13 @@ impl Flow {
                 if answer.rotated {
                     host.increment(Counter::Refresh);
                 }
+                let session = Rc::new(answer.session);
                 self.cache.borrow_mut().insert_session(
                     state.key,
-                    answer.session.clone(),
+                    Rc::clone(&session),
                     state.started_us.unwrap_or_default(),
                 );
-                self.exists_session(host, state, answer.session)
+                self.exists_session(host, state, session)
             }
             SessionAnswer::Refused(reason) => {
                 self.evict_session(&state.key);
@@ -175,7 +176,7 @@ impl Flow {
         &mut self,
         host: &mut dyn Host,
         state: Lookup,
-        session: SessionView,
+        session: Rc<SessionView>,
     ) -> Verdict {
         // From here on the session is known by its handle (also when the
         // view came from this worker's cache).
@@ -193,7 +194,7 @@ impl Flow {
         &mut self,
         host: &mut dyn Host,
         mut state: Lookup,
-        session: SessionView,
+        session: Rc<SessionView>,
     ) -> Verdict {
         let client_ip = host.client_address().as_deref().and_then(ip_of_address);
         let user_agent = header_text(host, "user-agent");
@@ -292,7 +293,7 @@ impl Flow {
         &mut self,
         host: &mut dyn Host,
         mut state: Lookup,
-        session: SessionView,
+        session: Rc<SessionView>,
     ) -> Verdict {
         // "Valid when the store answered": the store rotates a token that has
         // expired by its clock, so its answer is checked against the moment
