@@ -37,6 +37,9 @@ pub mod token;
 #[cfg(any(test, feature = "testkit"))]
 pub mod testkit;
 
+#[cfg(any(test, feature = "dynamic-module"))]
+mod live_configs;
+
 #[cfg(all(target_arch = "wasm32", not(test)))]
 mod shell;
 

@@ -34,6 +34,7 @@ use crate::cache::EdgeCache;
 use crate::config::Config;
 use crate::edited_headers::{lines_named, EditedHeaders};
 use crate::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
+use crate::live_configs::LiveConfigs;
 use crate::metrics::{Counter, PendingCounts, FAMILIES, SIDECAR_LATENCY_US};
 
 /// One filter config, shared by every worker: the validated JSON (each
@@ -96,6 +97,9 @@ impl MetricIds {
 
 static NEXT_CONFIG_ID: AtomicU64 = AtomicU64::new(1);
 
+/// The configs Envoy still holds; workers drop the state of the others.
+static LIVE_CONFIGS: LiveConfigs = LiveConfigs::new();
+
 /// A worker's own parse of a filter config, its caches and its background
 /// duties.
 #[derive(Clone)]
@@ -120,6 +124,8 @@ thread_local! {
     /// the counts over, so a worker that goes idle leaves none pending (the
     /// module has no timer to do it later).
     static ACTIVE_STREAMS: Cell<usize> = const { Cell::new(0) };
+    /// The [`LIVE_CONFIGS`] generation this worker last pruned at.
+    static SEEN_GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// [`Host`] over the dynamic-module ABI. The request headers are read once
@@ -473,6 +479,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
             Ok(_) => {
                 let id = NEXT_CONFIG_ID.fetch_add(1, Ordering::Relaxed);
                 let metrics = MetricIds::define(config_envoy);
+                LIVE_CONFIGS.created(id);
                 Box::into_raw(Box::new(ModuleConfig { id, json, metrics })) as ConfigModulePtr
             }
             Err(e) => {
@@ -490,7 +497,8 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(
     config: ConfigModulePtr,
 ) {
     if !config.is_null() {
-        drop(Box::from_raw(config as *mut ModuleConfig));
+        let config = Box::from_raw(config as *mut ModuleConfig);
+        LIVE_CONFIGS.destroyed(config.id);
     }
 }
 
@@ -505,6 +513,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     let worker = guarded(None, || {
         WORKER.with(|worker| {
             let mut worker = worker.borrow_mut();
+            let mut seen = SEEN_GENERATION.with(Cell::get);
+            LIVE_CONFIGS.prune(&mut seen, &mut worker);
+            SEEN_GENERATION.with(|s| s.set(seen));
             if let Some(found) = worker.get(&module_config.id) {
                 return Some(found.clone());
             }
