@@ -110,6 +110,10 @@ struct WorkerState {
     /// Counts not yet handed to Envoy, and when they last were.
     pending: Rc<RefCell<PendingCounts>>,
     last_hand_over_us: Rc<Cell<u64>>,
+    /// This config's streams on this worker. The last one to complete
+    /// hands the counts over, so a worker that goes idle leaves none
+    /// pending (the module has no timer to do it later).
+    active_streams: Rc<Cell<usize>>,
 }
 
 /// How often counts are handed to Envoy while requests keep coming (Envoy
@@ -120,10 +124,6 @@ const HAND_OVER_INTERVAL_US: u64 = 1_000_000;
 thread_local! {
     /// This worker's state, per filter config.
     static WORKER: RefCell<HashMap<u64, WorkerState>> = RefCell::new(HashMap::new());
-    /// This worker's streams in the filter. The last one to complete hands
-    /// the counts over, so a worker that goes idle leaves none pending (the
-    /// module has no timer to do it later).
-    static ACTIVE_STREAMS: Cell<usize> = const { Cell::new(0) };
     /// The [`LIVE_CONFIGS`] generation this worker last pruned at.
     static SEEN_GENERATION: Cell<u64> = const { Cell::new(0) };
 }
@@ -528,6 +528,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
                 config,
                 pending: Rc::new(RefCell::new(PendingCounts::default())),
                 last_hand_over_us: Rc::new(Cell::new(0)),
+                active_streams: Rc::new(Cell::new(0)),
             };
             worker.insert(module_config.id, state.clone());
             Some(state)
@@ -543,7 +544,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
         metrics: module_config.metrics,
         pending: worker.as_ref().map(|w| w.pending.clone()),
     };
-    ACTIVE_STREAMS.with(|n| n.set(n.get().saturating_add(1)));
+    if let Some(w) = &worker {
+        w.active_streams
+            .set(w.active_streams.get().saturating_add(1));
+    }
     let flow = worker
         .as_ref()
         .map(|w| Flow::new(w.config.clone(), w.cache.clone()));
@@ -756,13 +760,16 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: FilterModulePtr) {
     if !filter.is_null() {
-        drop(Box::from_raw(filter as *mut FilterState));
-        ACTIVE_STREAMS.with(|n| n.set(n.get().saturating_sub(1)));
+        let filter = Box::from_raw(filter as *mut FilterState);
+        if let Some(w) = &filter.worker {
+            w.active_streams
+                .set(w.active_streams.get().saturating_sub(1));
+        }
     }
 }
 
 /// The stream is done: counts are handed to Envoy when this was the
-/// worker's last stream, or when the last hand-over is a second old.
+/// worker's last stream of this config, or when the last hand-over is a second old.
 ///
 /// # Safety
 /// Envoy's pointers for this stream.
@@ -778,7 +785,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
             return;
         };
         let now = micros();
-        let last_stream = ACTIVE_STREAMS.with(Cell::get) <= 1;
+        let last_stream = worker.active_streams.get() <= 1;
         let due = now.saturating_sub(worker.last_hand_over_us.get()) >= HAND_OVER_INTERVAL_US;
         if (last_stream || due) && !worker.pending.borrow().is_empty() {
             worker.last_hand_over_us.set(now);
