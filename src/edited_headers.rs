@@ -35,6 +35,11 @@ impl EditedHeaders {
         lines_named(&self.lines, name)
     }
 
+    /// The name of every line, in order.
+    pub fn names(&self) -> Vec<&[u8]> {
+        self.lines.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
     /// Replaces every line of `name` with one holding `value`.
     pub fn set(&mut self, name: &str, value: &[u8]) {
         self.change(name, Some(value));

@@ -31,6 +31,7 @@ pub mod metrics;
 pub mod periodic;
 pub mod policy;
 pub mod reject;
+pub mod request_path;
 pub mod rs256;
 pub mod token;
 

@@ -27,6 +27,9 @@ pub enum Reason {
     SidecarUnavailable,
     /// The sidecar answered something the filter cannot use (503).
     SidecarBadReply,
+    /// A path with no single reading (`%2F`, `\`, `..` above the root …):
+    /// which route's policy governs it cannot be told (400).
+    AmbiguousPath,
 }
 
 impl Reason {
@@ -46,6 +49,7 @@ impl Reason {
             Reason::MissingRole => "missing_role",
             Reason::SidecarUnavailable => "sidecar_unavailable",
             Reason::SidecarBadReply => "sidecar_bad_reply",
+            Reason::AmbiguousPath => "ambiguous_path",
         }
     }
 
@@ -69,6 +73,8 @@ impl Reason {
             503
         } else if matches!(self, Reason::CrossSiteRequest | Reason::MissingRole) {
             403
+        } else if self == Reason::AmbiguousPath {
+            400
         } else {
             401
         }
@@ -244,6 +250,8 @@ impl Rejection {
         } else if status == 403 {
             // The session is fine; the request is not: keep the cookie.
             "forbidden"
+        } else if status == 400 {
+            "bad_request"
         } else {
             match kind {
                 ClientKind::Bearer => headers.push((

@@ -367,6 +367,10 @@ impl Host for Envoy {
         self.request_headers.lines(name)
     }
 
+    fn request_header_names(&self) -> Vec<&[u8]> {
+        self.request_headers.names()
+    }
+
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
         self.request_headers.set(name, value);
     }
@@ -380,7 +384,14 @@ impl Host for Envoy {
     }
 
     fn add_response_header(&mut self, name: &str, value: &str) {
-        headers::add(MapType::HttpResponseHeaders, name, value.as_bytes());
+        // `:status` is replaced, not added (the flow removes it first): Envoy
+        // keeps the upstream's status when a second one is added.
+        if name == ":status" {
+            headers::replace(MapType::HttpResponseHeaders, name, value.as_bytes());
+            self.response_headers.retain(|(k, _)| k != name.as_bytes());
+        } else {
+            headers::add(MapType::HttpResponseHeaders, name, value.as_bytes());
+        }
         self.response_headers
             .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
     }
@@ -437,6 +448,27 @@ mod headers {
             value_data: *const u8,
             value_size: usize,
         ) -> u32;
+        fn proxy_replace_header_map_value(
+            map_type: MapType,
+            key_data: *const u8,
+            key_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
+    }
+
+    /// Sets `name` to one line holding `value`.
+    pub fn replace(map_type: MapType, name: &str, value: &[u8]) {
+        // SAFETY: pointers and lengths of live slices.
+        unsafe {
+            proxy_replace_header_map_value(
+                map_type,
+                name.as_ptr(),
+                name.len(),
+                value.as_ptr(),
+                value.len(),
+            );
+        }
     }
 
     /// Every `(name, value)` line of a map, in order.

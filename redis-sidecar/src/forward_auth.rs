@@ -320,7 +320,9 @@ impl IntoResponse for Answer {
 /// did with it.
 struct AskingRequest {
     method: String,
-    path: String,
+    /// As the proxy named it: raw bytes (nginx's `$request_uri` is not
+    /// decoded), normalised by the flow before any policy is decided.
+    path: Vec<u8>,
     scheme: String,
     authority: String,
     headers: Vec<(String, Vec<u8>)>,
@@ -345,11 +347,13 @@ impl AskingRequest {
     /// client is the last `X-Forwarded-For` hop the proxy appended, else
     /// the proxy itself: this listener must be reachable by the proxy only.
     fn from_parts(method: &Method, uri: &Uri, headers: &HeaderMap, peer: SocketAddr) -> Self {
-        let path = header_text(headers, "x-forwarded-uri")
-            .or_else(|| header_text(headers, "x-original-uri"))
+        let path = ["x-forwarded-uri", "x-original-uri"]
+            .iter()
+            .find_map(|name| headers.get(*name))
+            .map(|value| value.as_bytes().to_vec())
             .unwrap_or_else(|| {
                 uri.path_and_query()
-                    .map_or_else(|| "/".to_string(), |p| p.as_str().to_string())
+                    .map_or_else(|| b"/".to_vec(), |p| p.as_str().as_bytes().to_vec())
             });
         let method = header_text(headers, "x-forwarded-method")
             .or_else(|| header_text(headers, "x-original-method"))
@@ -402,7 +406,7 @@ impl Host for AskingRequest {
     fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
         match name {
             ":method" => vec![self.method.as_bytes()],
-            ":path" => vec![self.path.as_bytes()],
+            ":path" => vec![self.path.as_slice()],
             ":scheme" => vec![self.scheme.as_bytes()],
             ":authority" => vec![self.authority.as_bytes()],
             _ => self
@@ -419,6 +423,10 @@ impl Host for AskingRequest {
         self.headers.push((name.to_string(), value.to_vec()));
         self.upstream_set.retain(|(n, _)| n != name);
         self.upstream_set.push((name.to_string(), value.to_vec()));
+    }
+
+    fn request_header_names(&self) -> Vec<&[u8]> {
+        self.headers.iter().map(|(n, _)| n.as_bytes()).collect()
     }
 
     fn remove_request_header(&mut self, name: &str) {

@@ -322,6 +322,10 @@ impl Host for DmHost {
         self.request_headers.lines(name)
     }
 
+    fn request_header_names(&self) -> Vec<&[u8]> {
+        self.request_headers.names()
+    }
+
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
         self.request_headers.set(name, value);
     }

@@ -64,6 +64,32 @@ impl Flow {
         let Some(origin) = header_text(host, "origin") else {
             return Err("no same-origin Sec-Fetch-Site and no Origin".into());
         };
+        self.check_origin(host, &origin)
+    }
+
+    /// Login CSRF: a session is never *started* by a request from another
+    /// site, whatever the route's policy (a hostile page auto-posting the
+    /// login form would sign the victim's browser into the attacker's
+    /// account). Browsers mark such requests (`Sec-Fetch-Site`, and `Origin`
+    /// on every POST); a request with neither is no browser's cross-site
+    /// request (curl, an app) and may log in.
+    pub(super) fn check_may_start_session(&self, host: &dyn Host) -> Result<(), String> {
+        let fetch_site = header_text(host, "sec-fetch-site");
+        if fetch_site.as_deref() == Some("same-origin") {
+            return Ok(());
+        }
+        match header_text(host, "origin") {
+            Some(origin) => self.check_origin(host, &origin),
+            None if matches!(fetch_site.as_deref(), Some("cross-site" | "same-site")) => {
+                Err(format!("Sec-Fetch-Site {fetch_site:?} and no Origin"))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// `origin` is the request's own (`scheme://authority`) or listed in
+    /// `csrf.allowed_origins`.
+    fn check_origin(&self, host: &dyn Host, origin: &str) -> Result<(), String> {
         let own = match (
             header_text(host, ":scheme"),
             header_text(host, ":authority"),
@@ -71,7 +97,9 @@ impl Flow {
             (Some(scheme), Some(authority)) => Some(format!("{scheme}://{authority}")),
             _ => None,
         };
-        if own.as_deref() == Some(origin.as_str()) || csrf.allowed_origins.contains(&origin) {
+        if own.as_deref() == Some(origin)
+            || self.config.csrf.allowed_origins.iter().any(|o| o == origin)
+        {
             Ok(())
         } else {
             Err(format!("origin {origin:?} not allowed"))

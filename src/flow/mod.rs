@@ -39,6 +39,7 @@ use crate::cookie::find_cookie;
 use crate::metrics::{CacheKind, Counter, Outcome, SidecarError};
 use crate::policy::{MismatchPolicy, RoleRequirement, RoutePolicy};
 use crate::reject::{session_hash, Reason, Rejection, SessionRef};
+use crate::request_path::{normalized_path, AmbiguousPath};
 use crate::token::{bearer_token, TokenError, Verified, MAX_TOKEN_LEN};
 
 /// An HTTP call to the sidecar, for the host to dispatch.
@@ -73,6 +74,9 @@ pub trait Host {
     /// Every line of request header `name` (lowercase), as the bytes that
     /// arrived: a value need not be UTF-8, and a name may repeat.
     fn request_header_lines(&self, name: &str) -> Vec<&[u8]>;
+    /// The name of every request header line, as it arrived (a name may
+    /// repeat): to find every spelling of a header the flow must remove.
+    fn request_header_names(&self) -> Vec<&[u8]>;
     /// Replaces every line of `name` with one holding `value`.
     fn set_request_header(&mut self, name: &str, value: &[u8]);
     fn remove_request_header(&mut self, name: &str);
@@ -143,6 +147,9 @@ struct Forwarded {
     session_key: Option<CacheKey>,
     /// A bearer client's token was rotated: the response hands it the new one.
     refreshed_token: Option<String>,
+    /// Why this request may not start a session (it came from another
+    /// site), should the upstream's answer try to.
+    session_start_refused: Option<String>,
 }
 
 /// One request's flow.
@@ -176,7 +183,13 @@ impl Flow {
         }
         self.strip_spoofed_identity(host);
         self.forward_client_ip(host);
-        self.decide_route(host);
+        if let Err(ambiguous) = self.decide_route(host) {
+            return self.reject(
+                host,
+                ClientKind::Anonymous,
+                Rejection::new(Reason::AmbiguousPath).detail(ambiguous.as_str()),
+            );
+        }
         if self.policy == RoutePolicy::Off {
             self.remove_session_cookie(host);
             return self.pass(
@@ -197,9 +210,14 @@ impl Flow {
         }
     }
 
-    /// Which rule governs this request: by Envoy route name, else by path.
-    fn decide_route(&mut self, host: &dyn Host) {
-        let path = header_text(host, ":path").unwrap_or_default();
+    /// Which rule governs this request: by Envoy route name, else by the
+    /// path the upstream will route (see [`normalized_path`]); a path
+    /// without one reading governs nothing and is refused.
+    fn decide_route(&mut self, host: &dyn Host) -> Result<(), AmbiguousPath> {
+        let path = match host.request_header_lines(":path").as_slice() {
+            [one] => normalized_path(one)?,
+            _ => return Err(AmbiguousPath::NotAbsolute),
+        };
         let route_name = if self.config.uses_route_names {
             host.route_name()
         } else {
@@ -208,11 +226,27 @@ impl Flow {
         let decision = self.config.route(&path, route_name.as_deref());
         self.policy = decision.policy;
         self.required_roles = decision.roles.cloned();
+        Ok(())
     }
 
-    /// Incoming copies of the identity headers are never trusted.
+    /// Incoming copies of the identity headers are never trusted, in any
+    /// spelling: CGI, WSGI, Rack, PHP (and nginx with
+    /// `underscores_in_headers`) read `X_Portero_User_Id` as
+    /// `x-portero-user-id`, so every name that folds to an identity header
+    /// goes, not only the exact one.
     fn strip_spoofed_identity(&self, host: &mut dyn Host) {
-        for name in self.config.identity_headers.all() {
+        let identity = self.config.identity_headers.all();
+        let spoofed: Vec<String> = host
+            .request_header_names()
+            .into_iter()
+            .filter(|name| identity.iter().any(|id| is_spelling_of(name, id)))
+            .map(|name| String::from_utf8_lossy(name).into_owned())
+            .collect();
+        for name in identity
+            .iter()
+            .copied()
+            .chain(spoofed.iter().map(String::as_str))
+        {
             host.remove_request_header(name);
         }
     }
@@ -247,12 +281,13 @@ impl Flow {
         host: &mut dyn Host,
         kind: ClientKind,
         outcome: Outcome,
-        forwarded: Forwarded,
+        mut forwarded: Forwarded,
     ) -> Verdict {
         host.increment(Counter::Request {
             flow: kind,
             outcome,
         });
+        forwarded.session_start_refused = self.check_may_start_session(host).err();
         self.state = State::Forwarded(forwarded);
         Verdict::Forward
     }
@@ -399,6 +434,16 @@ fn is_header_value(value: &str) -> bool {
     value
         .bytes()
         .all(|b| b == b'\t' || (0x20..0x7f).contains(&b) || b >= 0x80)
+}
+
+/// Whether header `name` (as it arrived) reads as `canonical` (lowercase,
+/// dashes) to an app that folds case and treats `_` as `-`.
+pub fn is_spelling_of(name: &[u8], canonical: &str) -> bool {
+    name.len() == canonical.len()
+        && name.iter().zip(canonical.bytes()).all(|(&got, want)| {
+            let got = got.to_ascii_lowercase();
+            got == want || (got == b'_' && want == b'-')
+        })
 }
 
 /// `ip` of an `ip:port` or `[ip6]:port` address.

@@ -26,6 +26,10 @@ impl Flow {
         let session_start = response_text(host, &config.session_start_header);
         if let Some(session_start) = session_start {
             host.remove_response_header(&config.session_start_header);
+            if let Some(why) = forwarded.session_start_refused {
+                refuse_cross_site_session_start(host, &why);
+                return;
+            }
             let sealed = session_start
                 .ok_or(crate::cookie::CookieError::NotASessionId)
                 .and_then(|session_id| config.cookie.seal(session_id.trim()));
@@ -57,6 +61,19 @@ impl Flow {
             host.add_response_header("set-cookie", &config.cookie_attributes.clear_cookie(name));
         }
     }
+}
+
+/// The upstream started a session for a cross-site request: the browser
+/// gets no cookie and a 403 instead of the app's answer (its redirect).
+fn refuse_cross_site_session_start(host: &mut dyn Host, why: &str) {
+    log::warn!(
+        "{}",
+        serde_json::json!({"event": "session_start_refused", "reason": "cross_site_request", "detail": why})
+    );
+    host.increment(Counter::CsrfRejected);
+    host.remove_response_header("location");
+    host.remove_response_header(":status");
+    host.add_response_header(":status", "403");
 }
 
 /// A single-valued response header: `None` when absent, `Some(None)` when

@@ -393,6 +393,7 @@ impl Flow {
         let forwarded = Forwarded {
             session_key: Some(state.key),
             refreshed_token: state.refreshed_token,
+            ..Forwarded::default()
         };
         self.pass(host, kind, Outcome::Allowed, forwarded)
     }

@@ -852,17 +852,21 @@ fn only_html_gets_of_login_matters_are_redirected() {
 #[test]
 fn a_return_path_to_another_host_is_dropped() {
     let config = redirect_config();
-    for path in ["//evil.example/x", "/\\evil.example/x", "/x\u{1}y"] {
+    let mut host = FakeHost::new()
+        .with(":path", "//evil.example/x")
+        .with("accept", "text/html");
+    new_flow(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(302));
+    assert_eq!(host.sent_header("location"), Some("/login?app=web"));
+    // A path with no single reading is refused before any redirect.
+    for path in ["/\\evil.example/x", "/x\u{1}y"] {
         let mut host = FakeHost::new()
             .with(":path", path)
             .with("accept", "text/html");
         new_flow(config.clone()).on_request_headers(&mut host);
-        assert_eq!(host.sent_status(), Some(302));
-        assert_eq!(
-            host.sent_header("location"),
-            Some("/login?app=web"),
-            "{path:?}"
-        );
+        assert_eq!(host.sent_status(), Some(400), "{path:?}");
+        assert_eq!(host.sent_reason(), "ambiguous_path");
+        assert_eq!(host.sent_header("location"), None, "{path:?}");
     }
 }
 
@@ -1276,7 +1280,7 @@ mod header_bytes_property {
                 flow.on_sidecar_reply(&mut host, reply);
             }
             if let Some(sent) = &host.sent {
-                prop_assert!(matches!(sent.status, 302 | 401 | 403 | 503), "status {}", sent.status);
+                prop_assert!(matches!(sent.status, 302 | 400 | 401 | 403 | 503), "status {}", sent.status);
             }
             host.response.push("x-portero-start-session", start_session);
             flow.on_response_headers(&mut host);
@@ -1334,4 +1338,153 @@ fn a_token_of_a_fetched_key_verifies_and_an_unpublished_one_does_not() {
     let mut flow = Flow::new(config, cache);
     assert_eq!(flow.on_request_headers(&mut host), Verdict::Responded);
     assert_eq!(host.sent_reason(), "token_bad_signature");
+}
+
+// ── identity headers in every spelling ──────────────────────────────────
+
+/// Every spelling an app could read as an identity header: case, `_` for
+/// `-`, a mix, and duplicates.
+fn forged_spellings(host: &mut FakeHost) {
+    for name in [
+        "x-portero-user-id",
+        "x_portero_user_id",
+        "X_PORTERO_USER_ID",
+        "x_portero-user-id",
+        "X-Portero-Roles",
+        "x_portero_roles",
+        "x-portero-email",
+        "x_portero_session",
+        "x_portero_client_ip",
+        "x_portero_binding_mismatch",
+    ] {
+        host.request.push(name, "forged-by-attacker");
+        host.request.push(name, "forged-again");
+    }
+}
+
+fn assert_no_forged_identity(host: &FakeHost, config: &Config) {
+    for (name, value) in &host.request.0 {
+        if config
+            .identity_headers
+            .all()
+            .iter()
+            .any(|id| is_spelling_of(name.as_bytes(), id))
+        {
+            assert!(
+                !value.starts_with(b"forged"),
+                "{name}: {} reached the upstream",
+                String::from_utf8_lossy(value)
+            );
+        }
+    }
+}
+
+#[test]
+fn identity_headers_are_stripped_in_every_spelling_on_every_policy() {
+    let config = config_with(|v| {
+        v["routes"] = serde_json::json!([
+            {"path_prefix": "/feed/", "policy": "optional"},
+            {"path_prefix": "/public/", "policy": "off"}
+        ])
+    });
+    // off and optional (anonymous): nothing of the client's survives.
+    for path in ["/public/x", "/feed/x"] {
+        let mut host = FakeHost::new().with(":path", path);
+        forged_spellings(&mut host);
+        let mut flow = new_flow(config.clone());
+        assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
+        assert_no_forged_identity(&host, &config);
+    }
+    // required, signed in: only the filter's own values.
+    let mut host = cookie_host(&config).with(":path", "/me");
+    forged_spellings(&mut host);
+    let mut flow = new_flow(config.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_no_forged_identity(&host, &config);
+    assert_eq!(
+        host.request.lines("x-portero-user-id"),
+        vec![&b"user-1"[..]]
+    );
+}
+
+#[test]
+fn only_case_and_underscore_fold_into_an_identity_header() {
+    assert!(is_spelling_of(b"X_Portero-USER_id", "x-portero-user-id"));
+    assert!(!is_spelling_of(b"x-portero-user-idx", "x-portero-user-id"));
+    assert!(!is_spelling_of(b"x-portero-user.id", "x-portero-user-id"));
+    // `-` never stands for `_`: the canonical names have none.
+    assert!(!is_spelling_of(b"x-portero-user-id", "x_portero_user_id"));
+}
+
+// ── login CSRF: no session is started by another site ───────────────────
+
+/// A login POST through an `off` route, as `headers` describe it, answered
+/// by an upstream that starts a session: the Set-Cookie, and the status.
+fn login_through_off_route(
+    config: &Rc<Config>,
+    headers: &[(&str, &str)],
+) -> (Option<String>, Option<String>) {
+    let mut host = FakeHost::new()
+        .with(":method", "POST")
+        .with(":path", "/auth/login")
+        .with(":scheme", "https")
+        .with(":authority", "app.example");
+    for (name, value) in headers {
+        host.request.insert(name, value);
+    }
+    let mut flow = new_flow(config.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
+    host.add_response_header(":status", "303");
+    host.add_response_header("location", "/account");
+    host.add_response_header("x-portero-start-session", SID);
+    flow.on_response_headers(&mut host);
+    assert_eq!(host.response_header("x-portero-start-session"), None);
+    (
+        host.response_header("set-cookie"),
+        host.response_header(":status"),
+    )
+}
+
+#[test]
+fn a_cross_site_request_never_starts_a_session_whatever_the_routes_policy() {
+    let config = config_with(|v| {
+        v["routes"] = serde_json::json!([{"path_prefix": "/auth/login", "policy": "off"}]);
+        v["csrf"] = serde_json::json!({"allowed_origins": ["https://login.example"]});
+    });
+    for cross_site in [
+        &[
+            ("sec-fetch-site", "cross-site"),
+            ("origin", "https://evil.example"),
+        ][..],
+        &[("origin", "https://evil.example")],
+        &[("origin", "null")],
+        &[("sec-fetch-site", "cross-site")],
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://sub.app.example"),
+        ],
+        &[("origin", "http://app.example")],
+    ] {
+        let (cookie, status) = login_through_off_route(&config, cross_site);
+        assert_eq!(cookie, None, "{cross_site:?}");
+        assert_eq!(status.as_deref(), Some("403"), "{cross_site:?}");
+    }
+    for same_origin in [
+        &[
+            ("sec-fetch-site", "same-origin"),
+            ("origin", "https://app.example"),
+        ][..],
+        &[("origin", "https://app.example")],
+        &[
+            ("sec-fetch-site", "same-site"),
+            ("origin", "https://login.example"),
+        ],
+        // Neither header: not a browser's cross-site request (curl, an app).
+        &[],
+    ] {
+        let (cookie, status) = login_through_off_route(&config, same_origin);
+        assert!(cookie.is_some(), "{same_origin:?}");
+        assert_eq!(status.as_deref(), Some("303"), "{same_origin:?}");
+    }
 }

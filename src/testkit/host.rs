@@ -160,6 +160,9 @@ impl Host for FakeHost {
     fn request_header_lines(&self, name: &str) -> Vec<&[u8]> {
         self.request.lines(name)
     }
+    fn request_header_names(&self) -> Vec<&[u8]> {
+        self.request.0.iter().map(|(k, _)| k.as_bytes()).collect()
+    }
     fn set_request_header(&mut self, name: &str, value: &[u8]) {
         self.request.set(name, value);
     }
