@@ -69,7 +69,46 @@ struct RawCookie {
 #[serde(deny_unknown_fields)]
 struct RawCookieKey {
     id: u8,
-    secret: String,
+    secret: Secret,
+}
+
+/// A secret in the plugin config: inline (`"…"`, for tests and quick
+/// starts), or `{"env": "NAME"}`, read from the environment when the config
+/// is loaded. Envoy's `/config_dump` shows a filter's plugin config in
+/// clear (both shells); it shows only the variable's name. The wasm filter
+/// sees the variables its `vm_config.environment_variables` passes it
+/// (`host_env_keys`); the dynamic module and forward auth see their
+/// process's environment.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Secret {
+    Inline(String),
+    FromEnv(EnvSecret),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EnvSecret {
+    env: String,
+}
+
+impl Secret {
+    /// The secret's value; `field` names it in the error.
+    fn value(&self, field: &str) -> Result<String, ConfigError> {
+        match self {
+            Secret::Inline(value) => Ok(value.clone()),
+            Secret::FromEnv(EnvSecret { env }) => match std::env::var(env) {
+                Ok(value) if !value.is_empty() => Ok(value),
+                _ => Err(err(
+                    field,
+                    format!(
+                        "environment variable {env} is not set (the wasm filter sees only the \
+                         variables listed in vm_config.environment_variables.host_env_keys)"
+                    ),
+                )),
+            },
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -92,7 +131,7 @@ struct RawSidecar {
     cluster: String,
     #[serde(default = "default_authority")]
     authority: String,
-    token: String,
+    token: Secret,
     #[serde(default = "default_timeout_ms")]
     timeout_ms: u64,
 }
@@ -506,9 +545,15 @@ impl RawCookie {
                 "expected at least one {\"id\", \"secret\"}; the first seals new cookies",
             ));
         }
+        let secrets = self
+            .keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| key.secret.value(&format!("cookie.keys[{i}].secret")))
+            .collect::<Result<Vec<String>, ConfigError>>()?;
         let mut keys: Vec<(u8, &[u8])> = Vec::with_capacity(self.keys.len());
-        for (i, key) in self.keys.iter().enumerate() {
-            if key.secret.len() < MIN_SECRET_LEN {
+        for (i, (key, secret)) in self.keys.iter().zip(&secrets).enumerate() {
+            if secret.len() < MIN_SECRET_LEN {
                 return Err(err(
                     &format!("cookie.keys[{i}].secret"),
                     format!("expected at least {MIN_SECRET_LEN} bytes of secret"),
@@ -520,7 +565,7 @@ impl RawCookie {
                     format!("key id {} is listed twice", key.id),
                 ));
             }
-            keys.push((key.id, key.secret.as_bytes()));
+            keys.push((key.id, secret.as_bytes()));
         }
         let same_site = self.same_site;
         if !self.path.starts_with('/') || self.path.contains(';') {
@@ -688,7 +733,8 @@ impl RawSidecar {
         if self.authority.is_empty() {
             return Err(err("sidecar.authority", "expected a host name"));
         }
-        if self.token.len() < 16 || self.token.bytes().any(|b| !b.is_ascii_graphic()) {
+        let token = self.token.value("sidecar.token")?;
+        if token.len() < 16 || token.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(err(
                 "sidecar.token",
                 "expected the sidecar's filter credential: at least 16 printable characters",
@@ -707,7 +753,7 @@ impl RawSidecar {
         Ok(SidecarConfig {
             cluster: self.cluster,
             authority: self.authority,
-            authorization: format!("Bearer {}", self.token),
+            authorization: format!("Bearer {token}"),
             timeout_ms: self.timeout_ms,
         })
     }

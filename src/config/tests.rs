@@ -367,3 +367,43 @@ fn lax_and_domain_when_host_prefix_is_off() {
     assert_eq!(c.cookie_attributes.same_site, SameSite::Lax);
     assert_eq!(c.cookie_attributes.domain.as_deref(), Some("example.com"));
 }
+
+/// Secrets from the environment: the config (and so Envoy's config dump)
+/// holds only the variable's name.
+#[test]
+fn secrets_can_come_from_the_environment_and_a_missing_one_is_named() {
+    // Names of this test's own: tests run in parallel in one process.
+    std::env::set_var(
+        "PORTERO_TEST_COOKIE_SECRET_CFG",
+        "0123456789abcdef0123456789abcdef",
+    );
+    std::env::set_var(
+        "PORTERO_TEST_FILTER_TOKEN_CFG",
+        "filter-token-from-env-0123",
+    );
+    let mut v = valid_json();
+    v["cookie"]["keys"][0]["secret"] = json!({"env": "PORTERO_TEST_COOKIE_SECRET_CFG"});
+    v["sidecar"]["token"] = json!({"env": "PORTERO_TEST_FILTER_TOKEN_CFG"});
+    let text = v.to_string();
+    assert!(!text.contains("0123456789abcdef0123") && !text.contains("from-env"));
+    let c = Config::from_json(text.as_bytes()).unwrap();
+    assert_eq!(c.sidecar.authorization, "Bearer filter-token-from-env-0123");
+    let sealed = c
+        .cookie
+        .seal("AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8")
+        .unwrap();
+    assert!(c.cookie.open(&sealed).is_ok());
+
+    let e =
+        error_for(|v| v["cookie"]["keys"][0]["secret"] = json!({"env": "PORTERO_TEST_NEVER_SET"}));
+    assert_eq!(e.field, "cookie.keys[0].secret");
+    assert!(e.to_string().contains("PORTERO_TEST_NEVER_SET"), "{e}");
+    let e = error_for(|v| v["sidecar"]["token"] = json!({"env": "PORTERO_TEST_NEVER_SET"}));
+    assert_eq!(e.field, "sidecar.token");
+    // A short secret from the environment is as bad as an inline one.
+    std::env::set_var("PORTERO_TEST_SHORT_SECRET_CFG", "short");
+    let e = error_for(|v| {
+        v["cookie"]["keys"][0]["secret"] = json!({"env": "PORTERO_TEST_SHORT_SECRET_CFG"})
+    });
+    assert_eq!(e.field, "cookie.keys[0].secret");
+}
