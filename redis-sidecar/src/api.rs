@@ -12,6 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
+use portero::reject::session_hash;
 use portero_wire::{
     AccessClaims, CreateSessionRequest, CreateSessionResponse, EndSessionResponse, ErrorBody,
     LookupRequest, LookupResponse, RevocationEvent, RevocationFeed, RevokeUserResponse,
@@ -368,7 +369,7 @@ async fn create_session(
                 // The login rewrote the user's roles: other sessions' cached
                 // views must pick them up.
                 revoked(&state, Some(&req.user_id), None).await?;
-                tracing::info!(user = %req.user_id, session = %handle, "session created");
+                tracing::info!(user = %req.user_id, session_hash = %session_hash(&handle), "session created");
                 return Ok((
                     StatusCode::CREATED,
                     Json(CreateSessionResponse {
@@ -422,7 +423,16 @@ async fn lookup_session(
             }
             state.store.handle_of(id)
         }
+        // A handle is no secret to its holder's apps (it is the token's
+        // `sid`, the admin API's name for a session): a look-up by handle
+        // must also prove possession of the token, by its `jti`, or the
+        // filter credential plus a handle would read the live access token.
         (None, Some(handle)) => {
+            if req.presented_jti.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(
+                    "a look-up by `session_handle` must present the token's `presented_jti`",
+                ));
+            }
             if !is_session_token(handle) {
                 return Err(no_such_session());
             }
@@ -452,7 +462,7 @@ async fn lookup_session(
         Lookup::Refused(verdict) => {
             if verdict == SessionVerdict::TokenReplayed {
                 let revoke = state.rotation.revoke_on_replay;
-                tracing::warn!(session = %handle, revoked = revoke, "rotated-away token replayed");
+                tracing::warn!(session_hash = %session_hash(&handle), revoked = revoke, "rotated-away token replayed");
                 if revoke {
                     revoked(&state, None, Some(&handle)).await?;
                 }
@@ -491,7 +501,7 @@ async fn lookup_session(
             }
         }
         if rotated {
-            tracing::info!(session = %handle, rotations = view.rotations, "access token rotated");
+            tracing::info!(session_hash = %session_hash(&handle), rotations = view.rotations, "access token rotated");
         }
     }
     Ok(Json(LookupResponse {
@@ -513,7 +523,7 @@ async fn end_session(
     if ended {
         revoked(&state, None, Some(&handle)).await?;
     }
-    tracing::info!(session = %handle, ended, "session ended");
+    tracing::info!(session_hash = %session_hash(&handle), ended, "session ended");
     Ok(Json(EndSessionResponse { ended }))
 }
 

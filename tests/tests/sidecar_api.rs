@@ -21,7 +21,7 @@ fn every_call_is_authenticated_and_roles_are_separate() {
     let stack = Stack::start_backends(StackOptions::default());
     let create = stack.sidecar_url("/v1/sessions");
     let lookup = stack.sidecar_url("/v1/sessions/lookup");
-    let lookup_body = json!({"session_handle": "A".repeat(65)});
+    let lookup_body = json!({"session_handle": "A".repeat(65), "presented_jti": "j"});
 
     let none = stack.send("POST", &create, &[], Some(&create_body()));
     assert_eq!(
@@ -93,11 +93,31 @@ fn every_call_is_authenticated_and_roles_are_separate() {
         .as_str()
         .unwrap()
         .to_string();
+    let jti = portero_integration::claims_of(created.json()["access_token"].as_str().unwrap()).jti;
+    // A handle alone (the filter credential and a token's `sid`, say) reads
+    // nothing: the look-up must prove possession of the token.
+    for without_proof in [
+        json!({"session_handle": handle}),
+        json!({"session_handle": handle, "presented_jti": ""}),
+    ] {
+        let refused = stack.send(
+            "POST",
+            &lookup,
+            &[("authorization", &filter())],
+            Some(&without_proof),
+        );
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(
+            !refused.body.contains("access_token") && !refused.body.contains(".ey"),
+            "{}",
+            refused.body
+        );
+    }
     let found = stack.send(
         "POST",
         &lookup,
         &[("authorization", &filter())],
-        Some(&json!({"session_handle": handle})),
+        Some(&json!({"session_handle": handle, "presented_jti": jti})),
     );
     assert_eq!(found.status, 200);
     assert_eq!(found.json()["session"]["user_id"], "u-1");
@@ -122,7 +142,7 @@ fn every_call_is_authenticated_and_roles_are_separate() {
         "POST",
         &lookup,
         &[("authorization", &filter())],
-        Some(&json!({"session_handle": handle})),
+        Some(&json!({"session_handle": handle, "presented_jti": jti})),
     );
     assert_eq!(
         (gone.status, gone.json()["error"].clone()),
@@ -197,13 +217,20 @@ fn bad_input_gets_a_clear_error() {
         (
             &lookup,
             &as_filter,
-            json!({"session_handle": "has spaces and is long enough....."}),
+            json!({"session_handle": "has spaces and is long enough.....", "presented_jti": "j"}),
             404,
             "not a session",
         ),
         (&lookup, &as_filter, json!({"other": "x"}), 400, "other"),
         (&lookup, &as_filter, json!(42), 400, "invalid JSON"),
         (&lookup, &as_filter, json!({}), 400, "exactly one"),
+        (
+            &lookup,
+            &as_filter,
+            json!({"session_handle": "A".repeat(65)}),
+            400,
+            "presented_jti",
+        ),
         (
             &lookup,
             &as_filter,
@@ -284,7 +311,7 @@ fn bad_input_gets_a_clear_error() {
                 ("authorization", &auth_filter),
                 ("content-type", content_type),
             ],
-            br#"{"session_handle":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}"#,
+            br#"{"session_handle":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","presented_jti":"j"}"#,
         );
         let status = if status == 200 { 404 } else { status };
         assert_eq!(reply.status, status, "{content_type}: {}", reply.body);

@@ -339,7 +339,8 @@ fn wasm_filter(wasm: &str, config: &Value) -> Value {
     "config": {
         "name": "portero", "root_id": "portero", "failure_policy": "FAIL_CLOSED",
         "vm_config": {"vm_id": "portero", "runtime": "envoy.wasm.runtime.v8",
-                      "code": {"local": {"filename": wasm}}},
+                      "code": {"local": {"filename": wasm}},
+                      "environment_variables": portero_integration::wasm_environment()},
         "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                           "value": config.to_string()}
     }}})
@@ -685,6 +686,7 @@ fn main() {
     stack.envoy = Some(Proc::spawn(
         "envoy",
         Command::new(&envoy)
+            .envs(portero_integration::SECRET_ENV)
             .env(
                 "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
                 portero_integration::dynamic_module_dir(),
@@ -788,7 +790,9 @@ fn main() {
             vec![post_json(
                 portero_wire::LOOKUP_PATH,
                 &[("authorization", &format!("Bearer {FILTER_TOKEN}"))],
-                &json!({"session_handle": warm.handle}).to_string(),
+                &json!({"session_handle": warm.handle,
+                         "presented_jti": portero_integration::claims_of(&warm.token).jti})
+                .to_string(),
             )],
         ),
     ];

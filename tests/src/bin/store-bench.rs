@@ -79,8 +79,8 @@ fn sidecar(topology: &Topology, dir: &std::path::Path) -> (Proc, u16) {
     (proc, port)
 }
 
-/// Logs `n` sessions in (across `users` users); returns their handles.
-fn sessions(port: u16, n: usize, users: usize) -> Vec<String> {
+/// Logs `n` sessions in (across `users` users); returns a look-up body for each (its handle and token jti).
+fn sessions(port: u16, n: usize, users: usize) -> Vec<serde_json::Value> {
     let agent = agent();
     let url = format!("http://127.0.0.1:{port}/v1/sessions");
     (0..n)
@@ -94,13 +94,20 @@ fn sessions(port: u16, n: usize, users: usize) -> Vec<String> {
                         "client_ip": "127.0.0.1", "user_agent": "store-bench"}),
             );
             assert_eq!(status, 201, "login: {body}");
-            body["session_handle"].as_str().unwrap().to_string()
+            // A look-up by handle proves the token by its jti.
+            let jti = portero_integration::claims_of(body["access_token"].as_str().unwrap()).jti;
+            json!({"session_handle": body["session_handle"], "presented_jti": jti})
         })
         .collect()
 }
 
 /// Look-ups per second by `clients` threads for `seconds`.
-fn lookups_per_second(port: u16, handles: &[String], clients: usize, seconds: f64) -> f64 {
+fn lookups_per_second(
+    port: u16,
+    handles: &[serde_json::Value],
+    clients: usize,
+    seconds: f64,
+) -> f64 {
     let stop = Arc::new(AtomicBool::new(false));
     let done = Arc::new(AtomicU64::new(0));
     let handles = Arc::new(handles.to_vec());
@@ -113,12 +120,7 @@ fn lookups_per_second(port: u16, handles: &[String], clients: usize, seconds: f6
                 let mut i = c;
                 while !stop.load(Ordering::Relaxed) {
                     let handle = &handles[i % handles.len()];
-                    let (status, body) = post(
-                        &agent,
-                        &url,
-                        FILTER_TOKEN,
-                        &json!({"session_handle": handle}),
-                    );
+                    let (status, body) = post(&agent, &url, FILTER_TOKEN, handle);
                     assert_eq!(status, 200, "look-up: {body}");
                     done.fetch_add(1, Ordering::Relaxed);
                     i += clients;
