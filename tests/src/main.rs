@@ -76,10 +76,51 @@ fn compose_config() {
     );
 }
 
+const USAGE: &str = "\
+portero-stack: the demo stack of `make run` (Redis, redis-sidecar, Fastify,
+the web app, Envoy with portero), on fixed ports; Ctrl-C stops it.
+
+usage: portero-stack                 start the demo
+       portero-stack compose-config  write compose/ for docker-compose
+       portero-stack --help          this text
+
+environment (defaults in brackets):
+  PORTERO_PORT [8080]  PORTERO_HTTPS_PORT [8443]  PORTERO_ADMIN_PORT [9901]
+  PORTERO_SIDECAR_PORT [7070]  PORTERO_REDIS_PORT [6380]
+  PORTERO_UPSTREAM_PORT [3000]  PORTERO_WEB_PORT [8000]
+  PORTERO_ACCESS_TTL [900]         access-token lifetime, seconds (try 10
+                                   to watch refreshes happen)
+  PORTERO_IDLE_TIMEOUT [1800]      session idle timeout, seconds
+  PORTERO_ABSOLUTE_TIMEOUT [86400] session absolute lifetime, seconds
+";
+
+/// A number from the environment; a value that is not one stops the demo
+/// with its name rather than being quietly replaced by the default.
+fn setting<T: std::str::FromStr + Copy>(var: &str, default: T) -> T {
+    match std::env::var(var) {
+        Err(_) => default,
+        Ok(text) => text.trim().parse().unwrap_or_else(|_| {
+            eprintln!("portero-stack: {var}={text:?} is not a number");
+            std::process::exit(2);
+        }),
+    }
+}
+
 fn main() {
-    if std::env::args().nth(1).as_deref() == Some("compose-config") {
-        compose_config();
-        return;
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("compose-config") => {
+            compose_config();
+            return;
+        }
+        Some("-h" | "--help" | "help") => {
+            print!("{USAGE}");
+            return;
+        }
+        Some(other) => {
+            eprint!("portero-stack: unknown argument {other:?}\n\n{USAGE}");
+            std::process::exit(2);
+        }
     }
     let root = workspace_root();
     let run_dir = root.join(".run");
@@ -94,12 +135,8 @@ fn main() {
             .expect("redis-sidecar keygen");
         assert!(status.success(), "redis-sidecar keygen failed");
     }
-    let port = |var: &str, default: u16| -> u16 {
-        std::env::var(var)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(default)
-    };
+    let port = |var: &str, default: u16| -> u16 { setting(var, default) };
+    let defaults = StackOptions::default();
     let options = StackOptions {
         listen_port: port("PORTERO_PORT", 8080),
         admin_port: port("PORTERO_ADMIN_PORT", 9901),
@@ -113,7 +150,10 @@ fn main() {
         https_port: port("PORTERO_HTTPS_PORT", 8443),
         web_app: true,
         web_port: port("PORTERO_WEB_PORT", 8000),
-        ..StackOptions::default()
+        access_ttl: setting("PORTERO_ACCESS_TTL", defaults.access_ttl),
+        idle_timeout: setting("PORTERO_IDLE_TIMEOUT", defaults.idle_timeout),
+        absolute_timeout: setting("PORTERO_ABSOLUTE_TIMEOUT", defaults.absolute_timeout),
+        ..defaults
     };
 
     // Block the stop signals before any thread exists, then wait for one.

@@ -60,3 +60,31 @@ fn make_setup_installs_redis_on_a_machine_without_it() {
     );
     assert!(Path::new("/usr/bin/redis-server").exists());
 }
+
+/// `portero-stack --help` says how to use it and starts nothing; a word it
+/// does not know is refused with the same text; a setting that is not a
+/// number is named instead of being quietly replaced by its default.
+#[test]
+fn portero_stack_help_starts_nothing() {
+    let bin = workspace_root().join("target/release/portero-stack");
+    let help = Command::new(&bin)
+        .arg("--help")
+        .output()
+        .expect("portero-stack");
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(help.status.success(), "{text}");
+    assert!(text.contains("usage: portero-stack") && text.contains("PORTERO_ACCESS_TTL"));
+    let unknown = Command::new(&bin)
+        .arg("--bogus")
+        .output()
+        .expect("portero-stack");
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown argument"));
+    let bad = Command::new(&bin)
+        .env("PORTERO_ACCESS_TTL", "ten")
+        .env("PORTERO_PORT", "1")
+        .output()
+        .expect("portero-stack");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("PORTERO_ACCESS_TTL"));
+}
