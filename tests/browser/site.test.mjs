@@ -47,8 +47,16 @@ before(async () => {
   // A page of another origin that is the same site (localhost, another
   // port): SameSite=Strict lets the cookie go with its POST, so only the
   // filter's origin check stands between it and the user's session.
-  otherSite = createServer({ cert: CERT, key: KEY }, (_req, res) => {
+  otherSite = createServer({ cert: CERT, key: KEY }, (req, res) => {
     res.writeHead(200, { "content-type": "text/html" });
+    if (req.url === "/swap") {
+      // Login CSRF: the page signs the visitor in as the attacker, unasked.
+      res.end(`<!DOCTYPE html><title>News</title><h1>Loading news</h1>
+        <form id="swap" method="post" action="${BASE}/auth/login">
+        <input name="username" value="alan"><input name="password" value="turing"></form>
+        <script>document.getElementById("swap").submit()</script>`);
+      return;
+    }
     res.end(`<!DOCTYPE html><title>Prize</title><h1>You won a prize</h1>
       <form method="post" action="${BASE}/auth/logout"><button id="claim">Claim it</button></form>`);
   });
@@ -170,6 +178,25 @@ test("a form POST from another origin is refused with 403; the site's own form w
   ]);
   assert.equal(accepted.status(), 303);
   await page.waitForURL(`${BASE}/login?signed_out=1`);
+  await context.close();
+});
+
+test("a page of another site cannot sign the browser into another account", async () => {
+  const { context, page } = await newPage();
+  await page.goto(`${BASE}/login`);
+  await logIn(page, "ada", "lovelace");
+  const before = (await sessionCookie(context)).value;
+  const [swap] = await Promise.all([
+    page.waitForResponse((r) => r.url() === `${BASE}/auth/login`),
+    page.goto(`${otherOrigin}/swap`),
+  ]);
+  assert.equal(swap.status(), 403);
+  assert.equal(await swap.headerValue("set-cookie"), null, "no cookie from a cross-site login");
+  await page.waitForLoadState();
+  await shot(page, "10-cross-site-login-refused");
+  assert.equal((await sessionCookie(context)).value, before, "the session cookie is unchanged");
+  await page.goto(`${BASE}/`);
+  assert.equal(await page.textContent("#greeting"), "Hello, ada@example.com");
   await context.close();
 });
 

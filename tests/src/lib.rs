@@ -29,10 +29,11 @@ pub mod proc;
 pub mod stack;
 pub mod tls;
 pub mod topology;
+pub mod wire;
 
 pub use client::{claims_of, raw_exchange, raw_status, Reply, Rng};
 pub use proc::{envoy_binary, fixture, free_port, require, unix_now, workspace_root, Proc};
 pub use stack::{
-    dynamic_module_dir, plugin_config, render_envoy_config, skip_unless_wasm, with_more_sidecars,
-    Shell, Stack, StackOptions,
+    dynamic_module_dir, plugin_config, render_envoy_config, skip_unless_wasm, wasm_environment,
+    with_more_sidecars, Shell, Stack, StackOptions, SECRET_ENV,
 };

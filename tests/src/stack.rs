@@ -171,12 +171,27 @@ fn pick(port: u16) -> u16 {
     }
 }
 
+/// The secrets the plugin config names (`{"env": …}`), with their values:
+/// every Envoy (and forward-auth sidecar) the harness starts has them in its
+/// environment; the wasm filter gets them through `vm_config`'s
+/// `environment_variables.host_env_keys`.
+pub const SECRET_ENV: [(&str, &str); 2] = [
+    ("PORTERO_COOKIE_SECRET", COOKIE_SECRET),
+    ("PORTERO_FILTER_TOKEN", FILTER_TOKEN),
+];
+
+/// `vm_config.environment_variables` for a wasm filter of this config.
+pub fn wasm_environment() -> Value {
+    json!({"host_env_keys": SECRET_ENV.iter().map(|(name, _)| *name).collect::<Vec<_>>()})
+}
+
 /// The plugin configuration the stack gives the filter.
 pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
     json!({
         "cookie": {
             "name": COOKIE_NAME,
-            "keys": [{"id": 1, "secret": COOKIE_SECRET}],
+            // Secrets by name: Envoy's /config_dump shows this config in clear.
+            "keys": [{"id": 1, "secret": {"env": "PORTERO_COOKIE_SECRET"}}],
             "same_site": "Strict"
         },
         "jwt": {
@@ -188,7 +203,7 @@ pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
         "sidecar": {
             "cluster": sidecar_cluster,
             "authority": "redis-sidecar",
-            "token": FILTER_TOKEN,
+            "token": {"env": "PORTERO_FILTER_TOKEN"},
             "timeout_ms": 500
         },
         // HTML navigations without a session go to the web app's login page.
@@ -454,6 +469,7 @@ impl Stack {
             Proc::spawn(
                 "envoy",
                 Command::new(&envoy)
+                    .envs(SECRET_ENV)
                     .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dynamic_module_dir())
                     .arg("-c")
                     .arg(&envoy_yaml)
@@ -569,6 +585,8 @@ impl Stack {
             .env("PORTERO_SIGNING_KEY_FILE", &o.signing_key)
             .env("PORTERO_KEY_ID", &o.key_id)
             .env("PORTERO_FILTER_TOKEN", FILTER_TOKEN)
+            // Forward auth reads the plugin config's cookie secret by name.
+            .env("PORTERO_COOKIE_SECRET", COOKIE_SECRET)
             .env("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN)
             .env("PORTERO_SESSION_HASH_KEY", SESSION_HASH_KEY)
             .env("PORTERO_ISSUER", ISSUER)

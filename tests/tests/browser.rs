@@ -59,6 +59,7 @@ fn the_site_works_in_a_real_browser() {
         "07-back-after-logout",
         "08-admin-refused-without-role",
         "09-admin-with-role",
+        "10-cross-site-login-refused",
     ] {
         let png = artifacts.join(format!("{step}.png"));
         let bytes = std::fs::read(&png).unwrap_or_default();

@@ -61,7 +61,8 @@ fn discovery_response(version: u32, plugin_config: &Value, code: &Code) -> Value
                     "vm_config": {
                         "vm_id": format!("portero-{version}"),
                         "runtime": "envoy.wasm.runtime.v8",
-                        "code": code
+                        "code": code,
+                        "environment_variables": portero_integration::wasm_environment()
                     },
                     "configuration": {
                         "@type": "type.googleapis.com/google.protobuf.StringValue",

@@ -263,3 +263,91 @@ fn a_proxy_asking_with_forwarded_headers_gets_the_identity_in_the_answer() {
     }
     assert_eq!(ask(&[("cookie", &cookie), ("user-agent", UA)]).status, 200);
 }
+
+/// nginx (`$request_uri`), Traefik and Caddy name the *raw* request URI;
+/// the app behind them decodes and resolves it. The policy must be the one
+/// of the path the upstream will route, and a path with no single reading
+/// is refused, whichever header names it.
+#[test]
+fn forward_auth_decides_on_the_path_the_upstream_will_route() {
+    let stack = Stack::start_with(StackOptions {
+        forward_auth_port: free_port(),
+        ext_authz: true,
+        plugin_config_patch: Some(|config| {
+            let routes = config["routes"].as_array_mut().expect("routes");
+            routes.push(json!({"path_prefix": "/admin/", "roles": {"any_of": ["admin"]}}));
+            routes.push(json!({"path_prefix": "/public/", "policy": "off"}));
+        }),
+        ..StackOptions::default()
+    });
+    let dev = session_cookie(&stack, "alan", "turing");
+    let ask = |uri_header: &str, uri: &str, cookie: Option<&str>| {
+        let mut headers = vec![(uri_header, uri), ("user-agent", UA)];
+        if let Some(cookie) = cookie {
+            headers.push(("cookie", cookie));
+        }
+        let reply = stack.send(
+            "GET",
+            &format!("http://127.0.0.1:{}/", stack.options.forward_auth_port),
+            &headers,
+            None,
+        );
+        (
+            reply.status,
+            reply.header("x-portero-user-id").map(str::to_string),
+        )
+    };
+    let same_as = [
+        ("/%61dmin/overview", "/admin/overview", true),
+        ("//admin/overview", "/admin/overview", true),
+        ("/x/../admin/overview", "/admin/overview", true),
+        ("/./admin/overview", "/admin/overview", true),
+        ("/public/%2e%2e/admin/overview", "/admin/overview", true),
+        ("/public/../admin/overview", "/admin/overview", true),
+        ("/public/./../me", "/me", false),
+        ("/%70ublic/hello", "/public/hello", false),
+    ];
+    for uri_header in ["x-forwarded-uri", "x-original-uri"] {
+        for (raw, normalized, signed_in) in same_as {
+            let cookie = signed_in.then_some(dev.as_str());
+            let want = ask(uri_header, normalized, cookie);
+            assert_eq!(ask(uri_header, raw, cookie), want, "{uri_header}: {raw}");
+        }
+        for ambiguous in [
+            "/admin%2Foverview",
+            "/public/..%2Fadmin/overview",
+            "/public/..%5Cadmin/overview",
+            "/public\\..\\admin/overview",
+            "/public/%00/../admin/overview",
+            "/../admin/overview",
+            "/admin/%zz",
+        ] {
+            assert_eq!(
+                ask(uri_header, ambiguous, Some(&dev)),
+                (400, None),
+                "{uri_header}: {ambiguous}"
+            );
+        }
+    }
+    // The expected decisions themselves: the admin route refuses a dev,
+    // the off route lets anyone in, /me wants a session.
+    assert_eq!(ask("x-forwarded-uri", "/admin/overview", Some(&dev)).0, 403);
+    assert_eq!(ask("x-forwarded-uri", "/public/hello", None), (200, None));
+    assert_eq!(ask("x-forwarded-uri", "/me", None).0, 401);
+    // Bytes that are not text, raw on a socket.
+    let mut request =
+        b"GET / HTTP/1.1\r\nhost: a\r\nx-forwarded-uri: /public/\xff/../me\r\n".to_vec();
+    request.extend_from_slice(b"connection: close\r\n\r\n");
+    let answer = raw_exchange(
+        stack.options.forward_auth_port,
+        &request,
+        Duration::from_secs(5),
+    )
+    .unwrap_or_default();
+    assert_eq!(
+        raw_status(&answer),
+        Some(400),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}

@@ -1,0 +1,98 @@
+//! What an operator's tools give away: after a full run (web and app
+//! logins, requests, refreshes, a logout), Envoy's `/config_dump` and every
+//! process log of the stack hold no secret, no token, no cookie value and no
+//! session handle that grants access — on both shells. The plugin config
+//! names its secrets (`{"env": …}`); Envoy's dump shows only the names.
+
+use std::time::Duration;
+
+use portero_integration::{
+    claims_of, Stack, StackOptions, ADMIN_TOKEN, COOKIE_SECRET, FILTER_TOKEN, SESSION_HASH_KEY,
+};
+
+#[test]
+fn config_dump_and_logs_hold_nothing_that_grants_access() {
+    let stack = Stack::start_with(StackOptions {
+        access_ttl: 2,
+        ..StackOptions::default()
+    });
+    let cookie = stack.login_web("ada", "lovelace");
+    let token = stack.login_app("alan", "turing");
+    let mut tokens = vec![token.clone()];
+    assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+    assert_eq!(stack.me_with_token(&token).status, 200);
+    // Past the tokens' lifetime: both flows refresh.
+    std::thread::sleep(Duration::from_millis(3200));
+    assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+    let refreshed = stack.me_with_token(&token);
+    assert_eq!(refreshed.status, 200);
+    if let Some(new) = refreshed.header("x-portero-access-token") {
+        tokens.push(new.to_string());
+    }
+    let cookie_me = stack.me_with_cookie(&cookie).json();
+    if let Some(forwarded) = cookie_me["authorization"].as_str() {
+        tokens.push(forwarded.trim_start_matches("Bearer ").to_string());
+    }
+    let handle = claims_of(&token).sid;
+    // A refused credential is logged too: its value must not be.
+    assert_eq!(
+        stack
+            .me_with_cookie("forged-cookie-value-0123456789")
+            .status,
+        401
+    );
+
+    let dump = stack
+        .send(
+            "GET",
+            &format!(
+                "http://127.0.0.1:{}/config_dump?include_eds",
+                stack.options.admin_port
+            ),
+            &[],
+            None,
+        )
+        .body;
+    assert!(
+        dump.contains("PORTERO_COOKIE_SECRET"),
+        "the dump names the secret"
+    );
+    let mut logs = String::new();
+    for entry in std::fs::read_dir(&stack.dir).expect("stack dir").flatten() {
+        if entry.path().extension().is_some_and(|e| e == "log") {
+            logs.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+        }
+    }
+    assert!(
+        logs.contains("session"),
+        "the logs were read: {}",
+        logs.len()
+    );
+    let mut secrets: Vec<(&str, String)> = vec![
+        ("cookie secret", COOKIE_SECRET.to_string()),
+        ("filter credential", FILTER_TOKEN.to_string()),
+        ("admin credential", ADMIN_TOKEN.to_string()),
+        ("session hash key", SESSION_HASH_KEY.to_string()),
+        ("session cookie", cookie.clone()),
+        ("session handle", handle),
+        (
+            "refused cookie",
+            "forged-cookie-value-0123456789".to_string(),
+        ),
+    ];
+    for token in &tokens {
+        // The signature alone is enough to recognise a logged token.
+        let signature = token.rsplit('.').next().unwrap_or_default().to_string();
+        secrets.push(("access token", signature));
+    }
+    for (what, value) in &secrets {
+        assert!(
+            !dump.contains(value.as_str()),
+            "the config dump shows the {what}"
+        );
+        assert!(
+            !logs.contains(value.as_str()),
+            "a log shows the {what}: {value}"
+        );
+    }
+}
