@@ -9,7 +9,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+use redis::cluster_routing::{
+    MultipleNodeRoutingInfo, Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr,
+};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     Cmd, ConnectionAddr, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult,
@@ -383,6 +385,39 @@ impl Backend {
         Ok(u32::try_from(acknowledged.max(0)).unwrap_or(u32::MAX))
     }
 
+    /// `maxmemory-policy` of the primary (every primary, in a Cluster), by
+    /// node: `CONFIG GET maxmemory-policy`.
+    pub async fn maxmemory_policies(&self) -> RedisResult<Vec<(String, String)>> {
+        let mut config_get = redis::cmd("CONFIG");
+        config_get.arg("GET").arg("maxmemory-policy");
+        let mut conn = self.connection(Lane::Reads).await?;
+        match &mut conn {
+            Conn::Single(c) => {
+                let value: Value = config_get.query_async(c).await?;
+                Ok(vec![("primary".to_string(), maxmemory_policy_of(&value)?)])
+            }
+            Conn::Cluster(c) => {
+                // Without a response policy, a command sent to every primary
+                // answers a map of node address to that node's reply.
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let value = c.route_command(&config_get, routing).await?;
+                let Value::Map(by_node) = value else {
+                    return Err(RedisError::from((
+                        ErrorKind::TypeError,
+                        "CONFIG GET to every primary: not a map of replies",
+                    )));
+                };
+                by_node
+                    .iter()
+                    .map(|(node, reply)| {
+                        let node: String = redis::from_redis_value(node)?;
+                        Ok((node, maxmemory_policy_of(reply)?))
+                    })
+                    .collect()
+            }
+        }
+    }
+
     /// Takes note of a failed command: under Sentinel, a connection error or
     /// a `READONLY` reply (the node was demoted) means the primary may have
     /// moved, so the next call asks the sentinels again. A Cluster connection
@@ -421,6 +456,18 @@ pub fn hash_slot(key: &str) -> u16 {
         })
         .unwrap_or(bytes);
     crc16::State::<crc16::XMODEM>::calculate(hashed) % 16384
+}
+
+/// The value of `CONFIG GET maxmemory-policy`'s reply (a name/value list
+/// in RESP2, a map in RESP3).
+fn maxmemory_policy_of(value: &Value) -> RedisResult<String> {
+    let pairs: std::collections::HashMap<String, String> = redis::from_redis_value(value)?;
+    pairs.get("maxmemory-policy").cloned().ok_or_else(|| {
+        RedisError::from((
+            ErrorKind::TypeError,
+            "CONFIG GET maxmemory-policy: no value",
+        ))
+    })
 }
 
 async fn within<T>(

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! {prefix}:user:{<utag>}              HASH  user_id | status | roles | permissions | ver
+//!                                           | inc
 //! {prefix}:sessions:{<utag>}          ZSET  session handles, scored by absolute expiry
-//! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver
+//! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver | inc
 //!                                           | token | jti | exp | cur_seen | rotations
 //!                                           | prev_jti | prev_until | prev_max
 //! ```
@@ -18,6 +19,14 @@
 //! dump holds no live session id, hence no cookie. A session key's TTL is the
 //! smaller of the idle timeout and the time left to the absolute expiry,
 //! renewed by every look-up; the record's times are checked again on read.
+//!
+//! User records have no TTL: they go only by eviction or by hand, and a
+//! missing one is store trouble ([`StoreError::UserRecordMissing`]), never
+//! a verdict on its sessions. `inc`, the user record's incarnation, is a
+//! random value set when the record is made; a session keeps the `inc` it
+//! was made under, so a record lost and made again (its token version back
+//! at 0) revokes the older sessions instead of reviving ones a revoke-all
+//! had ended (see `lua/create.lua`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -72,6 +81,9 @@ pub enum StoreError {
     /// A write that must survive a failover reached fewer replicas than
     /// required in time (it is on the primary; the caller retries).
     NotReplicated { acknowledged: u32, wanted: u32 },
+    /// The session's user record is gone (evicted, or deleted by hand): the
+    /// session cannot be judged, so it is kept and the caller gets a 503.
+    UserRecordMissing,
 }
 
 impl std::fmt::Display for StoreError {
@@ -85,6 +97,11 @@ impl std::fmt::Display for StoreError {
             } => write!(
                 f,
                 "write acknowledged by {acknowledged} of {wanted} required replicas in time"
+            ),
+            StoreError::UserRecordMissing => write!(
+                f,
+                "the session's user record is missing from Redis (evicted, or deleted by hand; \
+                 check maxmemory-policy): the session is kept and refused until it is back"
             ),
         }
     }
@@ -135,6 +152,7 @@ struct Scripts {
     rotate: Script,
     create: Script,
     revoke_user: Script,
+    update_user: Script,
     end_session: Script,
     list_sessions: Script,
 }
@@ -146,6 +164,7 @@ impl Scripts {
             rotate: Script::new(include_str!("../lua/rotate.lua")),
             create: Script::new(include_str!("../lua/create.lua")),
             revoke_user: Script::new(include_str!("../lua/revoke_user.lua")),
+            update_user: Script::new(include_str!("../lua/update_user.lua")),
             end_session: Script::new(include_str!("../lua/end_session.lua")),
             list_sessions: Script::new(include_str!("../lua/list_sessions.lua")),
         }
@@ -157,6 +176,7 @@ impl Scripts {
 #[serde(tag = "status", rename_all = "snake_case")]
 enum LookupReply {
     Refused { verdict: SessionVerdict },
+    UserMissing,
     Found(FoundSession),
 }
 
@@ -184,6 +204,7 @@ enum RotateReply {
     Refused {
         verdict: SessionVerdict,
     },
+    UserMissing,
     Current {
         rotated: bool,
         token: String,
@@ -213,6 +234,14 @@ enum CreateReply {
 #[serde(tag = "status", rename_all = "snake_case")]
 enum RevokeUserReply {
     Revoked { ended: u64, ver: u64 },
+    UserTagCollision,
+}
+
+/// `update_user.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum UpdateUserReply {
+    Updated,
     UserTagCollision,
 }
 
@@ -583,6 +612,13 @@ impl Store {
         })
     }
 
+    /// `maxmemory-policy` of the primary (every primary, in a Cluster), by
+    /// node; the raw Redis error, to tell unreachable from refused (see
+    /// [`crate::eviction`]).
+    pub async fn maxmemory_policies(&self) -> RedisResult<Vec<(String, String)>> {
+        self.backend.maxmemory_policies().await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         let result = redis::cmd("PING").query_async::<String>(&mut conn).await;
@@ -685,7 +721,8 @@ impl Store {
             .arg(&record.user_id)
             .arg(roles)
             .arg(permissions)
-            .arg(handle);
+            .arg(handle)
+            .arg(random_token());
         match self.run_durable(invocation, &session_key).await? {
             CreateReply::Created { .. } => Ok(CreateOutcome::Created),
             CreateReply::Refused { verdict } => Ok(CreateOutcome::Refused(verdict)),
@@ -714,6 +751,7 @@ impl Store {
             .arg(rotation.grace);
         let found = match self.run(invocation).await? {
             LookupReply::Refused { verdict } => return Ok(Lookup::Refused(verdict)),
+            LookupReply::UserMissing => return Err(StoreError::UserRecordMissing),
             LookupReply::Found(found) => found,
         };
         let record: SessionRecord =
@@ -758,6 +796,7 @@ impl Store {
         let mut invocation = self.scripts.rotate.prepare_invoke();
         invocation
             .key(&session_key)
+            .key(self.user_key(Self::tag_of(&view.handle)))
             .arg(&view.access_jti)
             .arg(&new.token)
             .arg(&new.jti)
@@ -767,6 +806,7 @@ impl Store {
             .arg(presented_jti.unwrap_or(""));
         match self.run_durable(invocation, &session_key).await? {
             RotateReply::Refused { verdict } => Ok(Err(verdict)),
+            RotateReply::UserMissing => Err(StoreError::UserRecordMissing),
             RotateReply::Current {
                 rotated,
                 token,
@@ -811,7 +851,7 @@ impl Store {
         for (key, _) in &sessions {
             invocation.key(key);
         }
-        invocation.arg(user_id);
+        invocation.arg(user_id).arg(random_token());
         match self.run_durable(invocation, &user_key).await? {
             RevokeUserReply::Revoked { ended, ver } => Ok((ended, ver)),
             RevokeUserReply::UserTagCollision => Err(corrupt("user tag collision")),
@@ -862,49 +902,26 @@ impl Store {
     ) -> Result<Option<UserView>, StoreError> {
         let tag = self.user_tag(user_id);
         let key = self.user_key(&tag);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg("user_id")
+        let status = match status {
+            Some(UserStatus::Active) => "active",
+            Some(UserStatus::Banned) => "banned",
+            None => "",
+        };
+        let list = |names: Option<&[String]>| match names {
+            Some(names) => serde_json::to_string(names).map_err(|e| corrupt(&e.to_string())),
+            None => Ok(String::new()),
+        };
+        let mut invocation = self.scripts.update_user.prepare_invoke();
+        invocation
+            .key(&key)
             .arg(user_id)
-            .ignore();
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg("status")
-            .arg("active")
-            .ignore();
-        pipe.cmd("HSETNX").arg(&key).arg("roles").arg("[]").ignore();
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg("permissions")
-            .arg("[]")
-            .ignore();
-        pipe.cmd("HSETNX").arg(&key).arg("ver").arg(0).ignore();
-        if let Some(status) = status {
-            let value = match status {
-                UserStatus::Active => "active",
-                UserStatus::Banned => "banned",
-            };
-            pipe.cmd("HSET").arg(&key).arg("status").arg(value).ignore();
-        }
-        if let Some(roles) = roles {
-            let json = serde_json::to_string(roles).map_err(|e| corrupt(&e.to_string()))?;
-            pipe.cmd("HSET").arg(&key).arg("roles").arg(json).ignore();
-        }
-        if let Some(permissions) = permissions {
-            let json = serde_json::to_string(permissions).map_err(|e| corrupt(&e.to_string()))?;
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("permissions")
-                .arg(json)
-                .ignore();
-        }
-        {
-            let mut conn = self.durable_connection().await?;
-            let result = pipe.query_async::<()>(&mut conn).await;
-            self.check(result).await?;
-            self.replicated(&mut conn, &key).await?;
+            .arg(random_token())
+            .arg(status)
+            .arg(list(roles)?)
+            .arg(list(permissions)?);
+        match self.run_durable(invocation, &key).await? {
+            UpdateUserReply::Updated => {}
+            UpdateUserReply::UserTagCollision => return Err(corrupt("user tag collision")),
         }
         self.user(user_id).await
     }

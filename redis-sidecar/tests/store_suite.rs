@@ -513,6 +513,162 @@ async fn too_few_replicas_connected_is_accepted_and_counted(store: Store, target
     assert_eq!(store.under_replicated_writes.get(), 1);
 }
 
+/// `redis-cli` against the primary of `kind`'s topology (in a Cluster, any
+/// node, following redirects): the test's hand on Redis, as an operator's
+/// or eviction's would be.
+fn redis_cli(kind: Kind, args: &[&str]) -> String {
+    let topology = topology(kind).lock().unwrap_or_else(|e| e.into_inner());
+    match kind {
+        Kind::Standalone => portero_integration::topology::cli(topology.nodes[0].port, args),
+        Kind::Sentinel => {
+            let primary = topology.primary_port().expect("a primary");
+            portero_integration::topology::cli(primary, args)
+        }
+        Kind::Cluster => {
+            let node = topology.nodes.iter().find(|n| n.proc.is_some()).unwrap();
+            let mut follow = vec!["-c"];
+            follow.extend_from_slice(args);
+            portero_integration::topology::cli(node.port, &follow)
+        }
+    }
+}
+
+fn kind_of(target: &RedisTarget) -> Kind {
+    match target {
+        RedisTarget::Standalone { .. } => Kind::Standalone,
+        RedisTarget::Sentinel { .. } => Kind::Sentinel,
+        RedisTarget::Cluster { .. } => Kind::Cluster,
+    }
+}
+
+/// The keys of the layout in `store.rs` (prefix `portero`).
+fn user_key(store: &Store, user_id: &str) -> String {
+    format!("portero:user:{{{}}}", store.user_tag(user_id))
+}
+
+fn session_key(handle: &str) -> String {
+    format!("portero:session:{{{}}}:{handle}", &handle[..22])
+}
+
+fn index_key(store: &Store, user_id: &str) -> String {
+    format!("portero:sessions:{{{}}}", store.user_tag(user_id))
+}
+
+/// A user record gone (as eviction or a slip of an operator's hand would
+/// remove it) is store trouble: look-up and rotation fail without a
+/// verdict, the session stays in Redis, and once the record is back the
+/// session works again.
+async fn a_missing_user_record_is_store_trouble_never_a_logout(store: Store, target: RedisTarget) {
+    let kind = kind_of(&target);
+    let user_id = user();
+    let (_, handle, issued) = login(&store, &user_id, now() - 1).await;
+    let Lookup::Found { view, .. } = store
+        .lookup(&handle, Some(&issued.jti), &RULES)
+        .await
+        .unwrap()
+    else {
+        panic!("not found");
+    };
+    let user_key = user_key(&store, &user_id);
+    let fields = redis_cli(kind, &["HGETALL", &user_key]);
+    assert!(!fields.is_empty(), "the user record exists");
+    assert_eq!(redis_cli(kind, &["DEL", &user_key]), "1");
+
+    match store.lookup(&handle, Some(&issued.jti), &RULES).await {
+        Err(StoreError::UserRecordMissing) => {}
+        other => panic!("a look-up without its user record must be store trouble, got {other:?}"),
+    }
+    let mut rotating = view.as_ref().clone();
+    match store
+        .rotate(
+            &mut rotating,
+            &token(now() + 300),
+            Some(&issued.jti),
+            &RULES,
+        )
+        .await
+    {
+        Err(StoreError::UserRecordMissing) => {}
+        other => panic!("a rotation without its user record must be store trouble, got {other:?}"),
+    }
+    assert_eq!(
+        redis_cli(kind, &["EXISTS", &session_key(&handle)]),
+        "1",
+        "the session is kept"
+    );
+    assert!(
+        !redis_cli(kind, &["ZSCORE", &index_key(&store, &user_id), &handle]).is_empty(),
+        "and still indexed"
+    );
+
+    // The record restored (as from a backup): the session works again, and
+    // its expired token is rotated.
+    let mut restore = vec!["HSET", user_key.as_str()];
+    restore.extend(fields.lines());
+    redis_cli(kind, &restore);
+    let Lookup::Found {
+        view,
+        needs_rotation,
+        ..
+    } = store
+        .lookup(&handle, Some(&issued.jti), &RULES)
+        .await
+        .unwrap()
+    else {
+        panic!("not found after the user record came back");
+    };
+    assert!(needs_rotation);
+    let mut rotating = view.as_ref().clone();
+    assert_eq!(
+        store
+            .rotate(
+                &mut rotating,
+                &token(now() + 300),
+                Some(&issued.jti),
+                &RULES
+            )
+            .await
+            .unwrap(),
+        Ok(true)
+    );
+}
+
+/// Revoke-all, then the user record is lost, then the user logs in again:
+/// a session the revoke-all had ended must not come back. The session
+/// here is one a login racing the revoke-all made (not in the index the
+/// revoke read, so only the token version refuses it).
+async fn a_lost_user_record_never_revives_a_revoked_session(store: Store, target: RedisTarget) {
+    let kind = kind_of(&target);
+    let user_id = user();
+    let (_, raced, _) = login(&store, &user_id, now() + 300).await;
+    redis_cli(kind, &["ZREM", &index_key(&store, &user_id), &raced]);
+    let (ended, _) = store.revoke_user(&user_id).await.unwrap();
+    assert_eq!(ended, 0, "the revoke did not see the racing session");
+    assert_eq!(redis_cli(kind, &["DEL", &user_key(&store, &user_id)]), "1");
+    let (_, fresh, _) = login(&store, &user_id, now() + 300).await;
+    for _ in 0..2 {
+        match store.lookup(&raced, None, &RULES).await {
+            Ok(Lookup::Refused(_)) => {}
+            other => panic!("a revoked session came back: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.lookup(&fresh, None, &RULES).await.unwrap(),
+        Lookup::Found { .. }
+    ));
+    // The same through an admin's update or a revoke making the record.
+    let (_, older, _) = login(&store, &user_id, now() + 300).await;
+    assert_eq!(redis_cli(kind, &["DEL", &user_key(&store, &user_id)]), "1");
+    store
+        .update_user(&user_id, Some(UserStatus::Active), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(store.lookup(&older, None, &RULES).await.unwrap()),
+        SessionVerdict::SessionRevoked
+    );
+}
+
 macro_rules! suite {
     ($kind:ident: $($case:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -602,6 +758,8 @@ every_topology!(
     expired_sessions_are_gone,
     a_banned_user_is_refused_and_cannot_log_in,
     the_revocation_feed_reads_in_order_from_a_cursor,
+    a_missing_user_record_is_store_trouble_never_a_logout,
+    a_lost_user_record_never_revives_a_revoked_session,
 );
 
 /// TLS (`rediss://`, a CA of the test's own) and an ACL user with a
@@ -704,5 +862,117 @@ fn tls_and_an_acl_user_on_standalone_redis() {
             }
         });
     drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `redis-sidecar serve` (this package's binary) on a Redis at `port`,
+/// its log in `log`.
+fn sidecar(port: u16, extra: &[&str], log: std::path::PathBuf) -> portero_integration::Proc {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_redis-sidecar"));
+    command
+        .arg("serve")
+        .args(extra)
+        .env(
+            "PORTERO_SIDECAR_LISTEN",
+            format!("127.0.0.1:{}", portero_integration::free_port()),
+        )
+        .env("PORTERO_REDIS_URL", format!("redis://127.0.0.1:{port}"))
+        .env(
+            "PORTERO_SIGNING_KEY_FILE",
+            portero_integration::fixture("test-rsa.pem"),
+        )
+        .env("PORTERO_FILTER_TOKEN", portero_integration::FILTER_TOKEN)
+        .env("PORTERO_ADMIN_TOKEN", portero_integration::ADMIN_TOKEN)
+        .env(
+            "PORTERO_SESSION_HASH_KEY",
+            portero_integration::SESSION_HASH_KEY,
+        )
+        .env_remove("PORTERO_ALLOW_EVICTING_REDIS")
+        .env("PORTERO_LOG", "info");
+    portero_integration::Proc::spawn_tied("sidecar", command, log)
+}
+
+/// Waits until `proc`'s log has `text` (or it exited, when `or_exit`).
+fn wait_for_log(proc: &mut portero_integration::Proc, text: &str, or_exit: bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(&proc.log)
+            .unwrap_or_default()
+            .contains(text)
+        {
+            return true;
+        }
+        if or_exit && proc.exited() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A Redis whose maxmemory-policy may evict user records: the sidecar
+/// refuses to start, naming the setting and the fix; with
+/// `--allow-evicting-redis` it starts, warning.
+#[test]
+fn an_evicting_redis_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("portero-evicting-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = portero_integration::free_port();
+    let mut command = std::process::Command::new("redis-server");
+    command.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let _redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while portero_integration::topology::cli(port, &["PING"]) != "PONG" {
+        assert!(std::time::Instant::now() < deadline, "redis did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut refused = sidecar(port, &[], dir.join("refused.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !refused.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar kept running on an allkeys-lru Redis:\n{}",
+            refused.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&refused.log).unwrap();
+    for needed in [
+        "maxmemory-policy allkeys-lru",
+        "maxmemory-policy noeviction",
+        "--allow-evicting-redis",
+    ] {
+        assert!(log.contains(needed), "{needed:?} not in:\n{log}");
+    }
+    assert!(!log.contains("redis-sidecar serving"), "{log}");
+
+    let mut allowed = sidecar(port, &["--allow-evicting-redis"], dir.join("allowed.log"));
+    assert!(
+        wait_for_log(&mut allowed, "redis-sidecar serving", true),
+        "with --allow-evicting-redis it serves:\n{}",
+        allowed.log_tail(20)
+    );
+    let log = std::fs::read_to_string(&allowed.log).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("maxmemory-policy allkeys-lru"),
+        "a loud warning:\n{log}"
+    );
+    drop(allowed);
+    drop(refused);
     let _ = std::fs::remove_dir_all(&dir);
 }
