@@ -103,7 +103,9 @@ struct ServeArgs {
     /// Replicas that must acknowledge each write that matters (login,
     /// rotation, end, revoke-all, user changes) before it is answered
     /// (Redis WAIT). Default: 1 in sentinel and cluster modes, 0 (no wait)
-    /// standalone. A write not acknowledged in time is a 503 to its caller.
+    /// standalone. A write not acknowledged in time by connected replicas is
+    /// a 503 to its caller; with fewer connected than this, a write waits
+    /// only for those (none: no wait) and is counted as under-replicated.
     #[arg(long, env = "PORTERO_REDIS_WAIT_REPLICAS")]
     redis_wait_replicas: Option<u32>,
     /// How long a write waits for those replicas, in milliseconds (shorter

@@ -669,6 +669,113 @@ async fn a_lost_user_record_never_revives_a_revoked_session(store: Store, target
     );
 }
 
+/// Concurrent durable writes: logins of `users` (one each) all at once,
+/// then rotations of those sessions all at once. Every one must be
+/// accepted; returns the wall time of both bursts.
+async fn durable_burst(store: &std::sync::Arc<Store>, users: &[String]) -> Duration {
+    let started = std::time::Instant::now();
+    let mut logins = tokio::task::JoinSet::new();
+    for user_id in users {
+        let (store, user_id) = (store.clone(), user_id.clone());
+        logins.spawn(async move {
+            let id = store.new_session_id(&user_id);
+            let handle = store.handle_of(&id);
+            let record = SessionRecord {
+                user_id: user_id.clone(),
+                email: String::new(),
+                created_at: now(),
+                expires_at: now() + 600,
+                client_ip: String::new(),
+                user_agent: String::new(),
+            };
+            let result = store
+                .create(
+                    &handle,
+                    &record,
+                    &[],
+                    None,
+                    &token(now() + 60),
+                    LIFETIMES,
+                    now(),
+                )
+                .await;
+            (handle, result)
+        });
+    }
+    let mut handles = Vec::new();
+    while let Some(joined) = logins.join_next().await {
+        let (handle, result) = joined.unwrap();
+        match result {
+            Ok(CreateOutcome::Created) => handles.push(handle),
+            other => panic!("a login under a degraded topology: {other:?}"),
+        }
+    }
+    let logged_in = started.elapsed();
+    // The views to rotate (look-ups are not durable writes: not timed).
+    let mut views = Vec::new();
+    for handle in &handles {
+        let Lookup::Found { view, .. } = store.lookup(handle, None, &RULES).await.unwrap() else {
+            panic!("not found");
+        };
+        views.push(*view);
+    }
+    let started = std::time::Instant::now();
+    let mut rotations = tokio::task::JoinSet::new();
+    for mut view in views {
+        let store = store.clone();
+        rotations.spawn(async move {
+            store
+                .rotate(&mut view, &token(now() + 300), None, &RULES)
+                .await
+        });
+    }
+    while let Some(joined) = rotations.join_next().await {
+        match joined.unwrap() {
+            Ok(Ok(true)) => {}
+            other => panic!("a rotation under a degraded topology: {other:?}"),
+        }
+    }
+    logged_in + started.elapsed()
+}
+
+/// Writes that want more replicas than are connected (`durable`) against
+/// the same writes without durability (`baseline`): 50 logins and 50
+/// rotations at once, three rounds each, alternating. Every write is
+/// accepted and counted as under-replicated, and the durable bursts take
+/// no more than a small multiple of the plain ones (best round of each,
+/// against the noise of a shared machine): no write waits behind another's
+/// `WAIT`.
+async fn under_replicated_bursts(
+    topology: &str,
+    durable: Store,
+    baseline: Store,
+    mut fresh_user: impl FnMut() -> String,
+) {
+    const WRITERS: usize = 50;
+    const ROUNDS: usize = 3;
+    let (durable, baseline) = (std::sync::Arc::new(durable), std::sync::Arc::new(baseline));
+    let (mut best_durable, mut best_baseline) = (Duration::MAX, Duration::MAX);
+    for _ in 0..ROUNDS {
+        let users: Vec<String> = (0..WRITERS).map(|_| fresh_user()).collect();
+        best_baseline = best_baseline.min(durable_burst(&baseline, &users).await);
+        let users: Vec<String> = (0..WRITERS).map(|_| fresh_user()).collect();
+        best_durable = best_durable.min(durable_burst(&durable, &users).await);
+    }
+    assert_eq!(
+        durable.under_replicated_writes.get(),
+        (2 * WRITERS * ROUNDS) as u64,
+        "every write accepted under-replicated is counted"
+    );
+    let ratio = best_durable.as_secs_f64() / best_baseline.as_secs_f64().max(1e-6);
+    eprintln!(
+        "{topology}: under-replicated bursts {best_durable:?}, without durability {best_baseline:?}, ratio {ratio:.2}"
+    );
+    assert!(
+        ratio < 10.0,
+        "durable writes took {ratio:.1}x the time of plain ones ({best_durable:?} against {best_baseline:?})"
+    );
+}
+
 macro_rules! suite {
     ($kind:ident: $($case:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -712,6 +819,115 @@ mod replicated {
             Kind::Cluster,
             super::too_few_replicas_connected_is_accepted_and_counted,
         );
+    }
+
+    /// Sentinel with two replicas connected and `--redis-wait-replicas 3`:
+    /// 50 concurrent logins, then 50 rotations, are all accepted (after both
+    /// replicas have them), counted, and about as fast as without WAIT.
+    #[test]
+    fn sentinel_concurrent_writes_with_too_few_replicas_are_accepted_quickly() {
+        let target = {
+            let topology = super::topology(Kind::Sentinel)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            super::target(&topology)
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(super::under_replicated_bursts(
+                "sentinel, 3 wanted, 2 connected",
+                super::demanding(&target, 3),
+                super::demanding(&target, 0),
+                super::user,
+            ));
+    }
+
+    /// A Cluster shard whose replica is down (as after a failover, until the
+    /// old primary rejoins), with `--redis-wait-replicas 1`: 50 concurrent
+    /// logins, then 50 rotations, of users on that shard are all accepted
+    /// without waiting, counted, and about as fast as without durability.
+    #[test]
+    fn cluster_concurrent_writes_on_a_shard_without_replicas_are_accepted_quickly() {
+        use portero_integration::topology::cli;
+
+        let mut topology = super::topology(Kind::Cluster)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let target = super::target(&topology);
+        let probe = super::demanding(&target, 0);
+        let user_key = |user_id: &str| super::user_key(&probe, user_id);
+        // The shard of a first user: its primary, slots and replica.
+        let primary = topology.cluster_primary_of(&user_key("probe")).unwrap();
+        let nodes = cli(primary, &["CLUSTER", "NODES"]);
+        let lines: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let port_of = |fields: &Vec<&str>| -> u16 {
+            let addr = fields[1].split('@').next().unwrap();
+            addr.rsplit_once(':').unwrap().1.parse().unwrap()
+        };
+        let primary_line = lines.iter().find(|f| port_of(f) == primary).unwrap();
+        let primary_id = primary_line[0].to_string();
+        let slots: Vec<(u16, u16)> = primary_line[8..]
+            .iter()
+            .filter(|r| !r.starts_with('['))
+            .map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect();
+        let replica = port_of(
+            lines
+                .iter()
+                .find(|f| f[2].contains("slave") && f[3] == primary_id)
+                .expect("the shard's replica"),
+        );
+        let on_shard = |user_id: &str| {
+            let slot = redis_sidecar::backend::hash_slot(&user_key(user_id));
+            slots.iter().any(|(a, b)| *a <= slot && slot <= *b)
+        };
+        let fresh_user = || loop {
+            let candidate = super::user();
+            if on_shard(&candidate) {
+                return candidate;
+            }
+        };
+
+        topology.node_mut(replica).kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cli(primary, &["INFO", "replication"]).contains("connected_slaves:0") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica still connected"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(super::under_replicated_bursts(
+                    "cluster shard without replicas, 1 wanted",
+                    super::demanding(&target, 1),
+                    super::demanding(&target, 0),
+                    fresh_user,
+                ));
+        }));
+        // The replica back, synced, for the other tests.
+        topology.node_mut(replica).restart();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cli(primary, &["INFO", "replication"]).contains("connected_slaves:1") {
+            assert!(std::time::Instant::now() < deadline, "replica not back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        topology.wait_cluster_ok();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     /// A replica that is connected but frozen (SIGSTOP) cannot acknowledge:
