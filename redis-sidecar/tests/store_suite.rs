@@ -1192,3 +1192,154 @@ fn an_evicting_redis_is_refused_at_start() {
     drop(refused);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A real eviction: Redis under `maxmemory` with an `allkeys-*` policy (as
+/// with `--allow-evicting-redis`) evicts a user record while its session
+/// is kept. The look-up is store trouble (a 503), never a logout, and the
+/// session is still there. `allkeys-lfu` with a log factor of 0 (every
+/// access counts) and no decay makes the order of eviction deterministic:
+/// the user record (touched at login only) goes before the padding keys
+/// (read a few times) and long before the session (read often).
+#[test]
+fn a_user_record_evicted_under_memory_pressure_is_store_trouble() {
+    let dir = std::env::temp_dir().join(format!("portero-eviction-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = portero_integration::free_port();
+    let mut command = std::process::Command::new("redis-server");
+    command.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "allkeys-lfu",
+        "--lfu-log-factor",
+        "0",
+        "--lfu-decay-time",
+        "0",
+    ]);
+    let _redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while portero_integration::topology::cli(port, &["PING"]) != "PONG" {
+        assert!(std::time::Instant::now() < deadline, "redis did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let key = format!("suite-hash-key-{}", "k".repeat(32));
+    let store = Store::new(
+        &RedisTarget::Standalone { url: url.clone() }.into(),
+        "portero",
+        key.as_bytes(),
+        Duration::from_secs(2),
+        Durability::NONE,
+    )
+    .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut redis = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let user_id = user();
+            let (_, handle, _) = login(&store, &user_id, now() + 300).await;
+            let (user_key, session_key) = (user_key(&store, &user_id), session_key(&handle));
+            for _ in 0..50 {
+                let _: Option<String> = redis::cmd("HGET")
+                    .arg(&session_key)
+                    .arg("abs")
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+            }
+            for i in 0..64 {
+                let padding = format!("padding:{i}");
+                let _: () = redis::cmd("SET")
+                    .arg(&padding)
+                    .arg("x".repeat(8 * 1024))
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                for _ in 0..5 {
+                    let _: usize = redis::cmd("STRLEN")
+                        .arg(&padding)
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap();
+                }
+            }
+            // Memory pressure: the limit lowered below what is used, step by
+            // step, until the user record is evicted.
+            let mut evicted = false;
+            for _ in 0..200 {
+                let info: String = redis::cmd("INFO")
+                    .arg("memory")
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                let used: u64 = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("used_memory:"))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                let _: () = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("maxmemory")
+                    .arg(used - 16 * 1024)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                // Eviction runs before a command once memory is over the limit.
+                let _: Result<(), _> = redis::cmd("SET")
+                    .arg("pressure")
+                    .arg("1")
+                    .query_async::<()>(&mut redis)
+                    .await;
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(&user_key)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                if !exists {
+                    evicted = true;
+                    break;
+                }
+            }
+            assert!(evicted, "the user record was never evicted");
+            let kept: bool = redis::cmd("EXISTS")
+                .arg(&session_key)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(kept, "the session is read often: evicted last");
+            // The pressure off: the look-up's own writes must evict nothing more.
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(0)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            match store.lookup(&handle, None, &RULES).await {
+                Err(StoreError::UserRecordMissing) => {}
+                other => panic!("an evicted user record must be store trouble, got {other:?}"),
+            }
+            let kept: bool = redis::cmd("EXISTS")
+                .arg(&session_key)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(kept, "the look-up kept the session");
+        });
+    let _ = std::fs::remove_dir_all(&dir);
+}
