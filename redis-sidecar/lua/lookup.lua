@@ -7,6 +7,13 @@
 -- (cur_seen), bounded by prev_max; after that it is a replay, except within
 -- `grace` seconds of the successor's first use (requests already in flight).
 --
+-- A missing user record is store trouble, never a verdict: user records have
+-- no TTL, so only eviction or a hand-made deletion removes one, and the
+-- record is what says whether the session was revoked. The session is kept
+-- and the caller answers 503 until the record is back. A session made under
+-- an earlier incarnation of the user record (`inc`: the record was lost and
+-- made again since, so its revocations are lost too) is revoked.
+--
 -- KEYS[1]  the session hash        KEYS[2]  the user hash
 -- KEYS[3]  the user's session index (a sorted set of handles)
 -- ARGV[1]  the session's handle    ARGV[2]  presented jti ('' for none)
@@ -15,12 +22,13 @@
 --
 -- Reply, JSON:
 --   {"status":"refused","verdict":<SessionVerdict code>}
+--   {"status":"user_missing"}
 --   {"status":"found","record":<record JSON>,"idle_expires_at":n,
 --    "roles":<JSON list>,"permissions":<JSON list>,"token":s,"jti":s,"exp":n,
 --    "rotations":n,"ver":n,"now":n,"token_presented":bool}
 local now = tonumber(redis.call('TIME')[1])
 local s = redis.call('HMGET', KEYS[1], 'record', 'abs', 'idle', 'ver', 'token', 'jti', 'exp',
-  'prev_jti', 'prev_until', 'rotations', 'cur_seen', 'prev_max')
+  'prev_jti', 'prev_until', 'rotations', 'cur_seen', 'prev_max', 'inc')
 local function refused(verdict)
   return cjson.encode({status = 'refused', verdict = verdict})
 end
@@ -38,8 +46,11 @@ if not abs or not idle or abs <= now then
   drop()
   return refused('session_not_found')
 end
-local u = redis.call('HMGET', KEYS[2], 'status', 'roles', 'permissions', 'ver')
-if not u[1] or (tonumber(s[4]) or 0) < (tonumber(u[4]) or 0) then
+local u = redis.call('HMGET', KEYS[2], 'status', 'roles', 'permissions', 'ver', 'inc')
+if not u[1] then
+  return cjson.encode({status = 'user_missing'})
+end
+if (tonumber(s[4]) or 0) < (tonumber(u[4]) or 0) or (s[13] or '') ~= (u[5] or '') then
   drop()
   return refused('session_revoked')
 end

@@ -11,19 +11,34 @@
 -- client leaves the old token only the short grace, as the cookie client
 -- never holds it (the upstream got it).
 --
--- KEYS[1]  the session hash
+-- The user record is checked as look-ups check it (a session rotated
+-- after a revoke-all or a ban raced the look-up is refused): a missing one
+-- is store trouble, and the session is kept (see lookup.lua).
+--
+-- KEYS[1]  the session hash        KEYS[2]  the user hash
 -- ARGV[1]  the jti the caller saw     ARGV[2]  new token
 -- ARGV[3]  new jti                    ARGV[4]  new token's expiry
 -- ARGV[5]  grace, seconds             ARGV[6]  exchange maximum, seconds
 -- ARGV[7]  presented jti ('' for none)
 --
 -- Reply, JSON:
---   {"status":"refused","verdict":"session_not_found"}
+--   {"status":"refused","verdict":"session_not_found"|"session_revoked"|"user_banned"}
+--   {"status":"user_missing"}
 --   {"status":"current","rotated":bool,"token":s,"jti":s,"exp":n,"rotations":n}
 local now = tonumber(redis.call('TIME')[1])
-local s = redis.call('HMGET', KEYS[1], 'jti', 'cur_seen', 'prev_jti')
+local s = redis.call('HMGET', KEYS[1], 'jti', 'cur_seen', 'prev_jti', 'ver', 'inc')
 if not s[1] then
   return cjson.encode({status = 'refused', verdict = 'session_not_found'})
+end
+local u = redis.call('HMGET', KEYS[2], 'status', 'ver', 'inc')
+if not u[1] then
+  return cjson.encode({status = 'user_missing'})
+end
+if (tonumber(s[4]) or 0) < (tonumber(u[2]) or 0) or (s[5] or '') ~= (u[3] or '') then
+  return cjson.encode({status = 'refused', verdict = 'session_revoked'})
+end
+if u[1] == 'banned' then
+  return cjson.encode({status = 'refused', verdict = 'user_banned'})
 end
 local rotated = false
 if s[1] == ARGV[1] then

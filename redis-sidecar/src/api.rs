@@ -118,7 +118,9 @@ impl From<StoreError> for ApiError {
         // store trouble (never a logout).
         let code = match e {
             StoreError::NotReplicated { .. } => "store_not_replicated",
-            StoreError::Unavailable(_) | StoreError::Corrupt(_) => "store_unavailable",
+            StoreError::Unavailable(_) | StoreError::Corrupt(_) | StoreError::UserRecordMissing => {
+                "store_unavailable"
+            }
         };
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, e.to_string())
     }

@@ -9,6 +9,7 @@
 
 pub mod api;
 pub mod backend;
+pub mod eviction;
 pub mod forward_auth;
 pub mod keys;
 pub mod metrics;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use redis_sidecar::backend::{RedisConnect, RedisTarget};
-use redis_sidecar::{api, forward_auth, keys, metrics, store};
+use redis_sidecar::{api, eviction, forward_auth, keys, metrics, store};
 
 #[derive(Parser)]
 #[command(
@@ -103,13 +103,20 @@ struct ServeArgs {
     /// Replicas that must acknowledge each write that matters (login,
     /// rotation, end, revoke-all, user changes) before it is answered
     /// (Redis WAIT). Default: 1 in sentinel and cluster modes, 0 (no wait)
-    /// standalone. A write not acknowledged in time is a 503 to its caller.
+    /// standalone. A write not acknowledged in time by connected replicas is
+    /// a 503 to its caller; with fewer connected than this, a write waits
+    /// only for those (none: no wait) and is counted as under-replicated.
     #[arg(long, env = "PORTERO_REDIS_WAIT_REPLICAS")]
     redis_wait_replicas: Option<u32>,
     /// How long a write waits for those replicas, in milliseconds (shorter
     /// than --redis-timeout-ms).
     #[arg(long, env = "PORTERO_REDIS_WAIT_TIMEOUT_MS", default_value_t = 100)]
     redis_wait_timeout_ms: u64,
+    /// Start even if Redis's maxmemory-policy may evict user records
+    /// (allkeys-*): sessions of an evicted user answer 503 until the record
+    /// is back. Without it, such a policy stops the start with an error.
+    #[arg(long, env = "PORTERO_ALLOW_EVICTING_REDIS")]
+    allow_evicting_redis: bool,
     /// Prefix of every Redis key.
     #[arg(long, env = "PORTERO_KEY_PREFIX", default_value = "portero")]
     key_prefix: String,
@@ -299,8 +306,64 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
+/// Whether the start-up check of `maxmemory-policy` got an answer.
+enum PolicyCheck {
+    Done,
+    /// Redis could not be reached: ask again later.
+    Unreachable(String),
+}
+
+/// Reads and judges Redis's `maxmemory-policy` (see [`eviction`]): `Err`
+/// with the reason to refuse to run.
+async fn check_maxmemory_policy(
+    state: &api::AppState,
+    redis: &str,
+    allow_evicting: bool,
+) -> Result<PolicyCheck, String> {
+    match state.store.maxmemory_policies().await {
+        Ok(policies) => {
+            for warning in
+                eviction::judge(&policies, allow_evicting).map_err(|e| format!("{redis}: {e}"))?
+            {
+                tracing::warn!(redis = %redis, "{warning}");
+            }
+            Ok(PolicyCheck::Done)
+        }
+        Err(e) if eviction::is_unreachable(&e) => Ok(PolicyCheck::Unreachable(e.to_string())),
+        Err(e) => {
+            tracing::warn!(redis = %redis, error = %e, "could not read Redis's maxmemory-policy (CONFIG refused: an ACL, or a managed Redis); make sure it is noeviction, or volatile-*: an allkeys-* policy may evict user records");
+            Ok(PolicyCheck::Done)
+        }
+    }
+}
+
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let state = Arc::new(build_state(&args)?);
+    // Refused at start, or later if Redis was down at start (then the
+    // sidecar stops with the reason, as it would have refused to start).
+    let (refusal_tx, refusal_rx) = tokio::sync::watch::channel(None::<String>);
+    let redis = args.redis_target().describe();
+    let allow_evicting = args.allow_evicting_redis;
+    if let PolicyCheck::Unreachable(e) =
+        check_maxmemory_policy(&state, &redis, allow_evicting).await?
+    {
+        tracing::warn!(error = %e, "Redis unreachable at start: its maxmemory-policy is checked once it answers");
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                ticks.tick().await;
+                match check_maxmemory_policy(&state, &redis, allow_evicting).await {
+                    Ok(PolicyCheck::Done) => break,
+                    Ok(PolicyCheck::Unreachable(_)) => {}
+                    Err(refusal) => {
+                        let _ = refusal_tx.send(Some(refusal));
+                        break;
+                    }
+                }
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("--listen {}: {e}", args.listen))?;
@@ -344,10 +407,26 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
+    let mut refused = refusal_rx.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown_signal() => {},
+            _ = async {
+                // A check that ended without refusing closes the channel:
+                // nothing to wait for then.
+                if refused.wait_for(Option::is_some).await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            } => {},
+        }
+    };
     axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(stop)
         .await
         .map_err(|e| e.to_string())?;
+    if let Some(refusal) = refusal_rx.borrow().clone() {
+        return Err(refusal);
+    }
     tracing::info!("redis-sidecar stopped");
     Ok(())
 }

@@ -6,8 +6,9 @@
 //!
 //! ```text
 //! {prefix}:user:{<utag>}              HASH  user_id | status | roles | permissions | ver
+//!                                           | inc
 //! {prefix}:sessions:{<utag>}          ZSET  session handles, scored by absolute expiry
-//! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver
+//! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver | inc
 //!                                           | token | jti | exp | cur_seen | rotations
 //!                                           | prev_jti | prev_until | prev_max
 //! ```
@@ -18,6 +19,14 @@
 //! dump holds no live session id, hence no cookie. A session key's TTL is the
 //! smaller of the idle timeout and the time left to the absolute expiry,
 //! renewed by every look-up; the record's times are checked again on read.
+//!
+//! User records have no TTL: they go only by eviction or by hand, and a
+//! missing one is store trouble ([`StoreError::UserRecordMissing`]), never
+//! a verdict on its sessions. `inc`, the user record's incarnation, is a
+//! random value set when the record is made; a session keeps the `inc` it
+//! was made under, so a record lost and made again (its token version back
+//! at 0) revokes the older sessions instead of reviving ones a revoke-all
+//! had ended (see `lua/create.lua`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -34,7 +43,7 @@ use redis::{RedisResult, Script, ScriptInvocation};
 
 #[cfg(test)]
 use crate::backend::RedisTarget;
-use crate::backend::{Backend, Conn, Lane, RedisConnect};
+use crate::backend::{Backend, Conn, DurableConn, RedisConnect};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
@@ -72,6 +81,9 @@ pub enum StoreError {
     /// A write that must survive a failover reached fewer replicas than
     /// required in time (it is on the primary; the caller retries).
     NotReplicated { acknowledged: u32, wanted: u32 },
+    /// The session's user record is gone (evicted, or deleted by hand): the
+    /// session cannot be judged, so it is kept and the caller gets a 503.
+    UserRecordMissing,
 }
 
 impl std::fmt::Display for StoreError {
@@ -85,6 +97,11 @@ impl std::fmt::Display for StoreError {
             } => write!(
                 f,
                 "write acknowledged by {acknowledged} of {wanted} required replicas in time"
+            ),
+            StoreError::UserRecordMissing => write!(
+                f,
+                "the session's user record is missing from Redis (evicted, or deleted by hand; \
+                 check maxmemory-policy): the session is kept and refused until it is back"
             ),
         }
     }
@@ -135,6 +152,7 @@ struct Scripts {
     rotate: Script,
     create: Script,
     revoke_user: Script,
+    update_user: Script,
     end_session: Script,
     list_sessions: Script,
 }
@@ -146,6 +164,7 @@ impl Scripts {
             rotate: Script::new(include_str!("../lua/rotate.lua")),
             create: Script::new(include_str!("../lua/create.lua")),
             revoke_user: Script::new(include_str!("../lua/revoke_user.lua")),
+            update_user: Script::new(include_str!("../lua/update_user.lua")),
             end_session: Script::new(include_str!("../lua/end_session.lua")),
             list_sessions: Script::new(include_str!("../lua/list_sessions.lua")),
         }
@@ -157,6 +176,7 @@ impl Scripts {
 #[serde(tag = "status", rename_all = "snake_case")]
 enum LookupReply {
     Refused { verdict: SessionVerdict },
+    UserMissing,
     Found(FoundSession),
 }
 
@@ -184,6 +204,7 @@ enum RotateReply {
     Refused {
         verdict: SessionVerdict,
     },
+    UserMissing,
     Current {
         rotated: bool,
         token: String,
@@ -213,6 +234,14 @@ enum CreateReply {
 #[serde(tag = "status", rename_all = "snake_case")]
 enum RevokeUserReply {
     Revoked { ended: u64, ver: u64 },
+    UserTagCollision,
+}
+
+/// `update_user.lua`'s reply.
+#[derive(Debug, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+enum UpdateUserReply {
+    Updated,
     UserTagCollision,
 }
 
@@ -253,6 +282,44 @@ pub struct Store {
     /// Writes accepted with fewer replicas than required, because fewer
     /// were connected (see [`Store::replicated`]); exported as a metric.
     pub under_replicated_writes: prometheus_client::metrics::counter::Counter,
+    /// Unix second of the last under-replicated write logged.
+    under_replicated_logged_at: std::sync::atomic::AtomicU64,
+}
+
+/// A write that must survive a failover, under way.
+struct DurableWrite {
+    conn: WriteConn,
+    plan: ReplicaPlan,
+}
+
+enum WriteConn {
+    /// No `WAIT` will follow: the shared connection will do.
+    Shared(Conn),
+    /// `WAIT` will follow: a connection of its own.
+    Own(DurableConn),
+}
+
+#[derive(Clone, Copy)]
+enum ReplicaPlan {
+    /// No replica wanted, or none connected (then the write is counted).
+    NoWait { under_replicated: bool },
+    /// `WAIT` for this many (the connected ones, at most as many as wanted).
+    Wait(u32),
+}
+
+impl DurableWrite {
+    fn conn(&mut self) -> &mut Conn {
+        match &mut self.conn {
+            WriteConn::Shared(conn) => conn,
+            WriteConn::Own(conn) => conn.conn(),
+        }
+    }
+
+    fn discard(&mut self) {
+        if let WriteConn::Own(conn) = &mut self.conn {
+            conn.discard();
+        }
+    }
 }
 
 /// How the writes that matter (login, rotation, end, revoke-all, user
@@ -344,61 +411,137 @@ impl Store {
             scripts: Scripts::load(),
             durability,
             under_replicated_writes: Default::default(),
+            under_replicated_logged_at: Default::default(),
         })
     }
 
-    /// A connection for look-ups and reads.
+    /// The shared connection: look-ups, reads, and writes that wait for no
+    /// replica.
     async fn connection(&self) -> Result<Conn, StoreError> {
-        let result = self.backend.connection(Lane::Reads).await;
+        let result = self.backend.connection().await;
         self.check(result).await
     }
 
-    /// A connection for the writes that must reach a replica (see
-    /// [`Store::replicated`]).
-    async fn durable_connection(&self) -> Result<Conn, StoreError> {
-        let result = self.backend.connection(Lane::Durable).await;
-        self.check(result).await
-    }
-
-    /// After a write to `key` on `conn` (a durable connection): waits until
-    /// [`Durability::replicas`] replicas have it, so a failover cannot lose
-    /// it. Replicas that are connected but do not acknowledge in time make
-    /// it [`StoreError::NotReplicated`]: the caller gets a 503 and retries
-    /// (every such write is idempotent or safe to redo; it stays on the
-    /// primary). When the primary has fewer replicas connected than required
-    /// (after a failover, until the old primary rejoins), the write is
-    /// accepted once every connected replica has it, and counted and logged
-    /// as under-replicated: refusing every login then would turn one lost
-    /// node into an outage.
-    async fn replicated(&self, conn: &mut Conn, key: &str) -> Result<(), StoreError> {
-        let Durability { replicas, timeout } = self.durability;
-        if replicas == 0 {
-            return Ok(());
+    /// Starts a write to `key` that must survive a failover: decides, from
+    /// the connected replica count the backend keeps (never asking Redis
+    /// per write), how many replicas to `WAIT` for, and the connection to
+    /// write on — one of its own when it will `WAIT`, since `WAIT` blocks
+    /// its connection. See [`Store::finish_durable`].
+    async fn begin_durable(&self, key: &str) -> Result<DurableWrite, StoreError> {
+        let wanted = self.durability.replicas;
+        if wanted == 0 {
+            return Ok(DurableWrite {
+                conn: WriteConn::Shared(self.connection().await?),
+                plan: ReplicaPlan::NoWait {
+                    under_replicated: false,
+                },
+            });
         }
+        let wait_for = match self.backend.known_connected_replicas(key).await {
+            Some(0) => {
+                return Ok(DurableWrite {
+                    conn: WriteConn::Shared(self.connection().await?),
+                    plan: ReplicaPlan::NoWait {
+                        under_replicated: true,
+                    },
+                })
+            }
+            Some(connected) => connected.min(wanted),
+            None => wanted,
+        };
+        let result = self.backend.durable_connection().await;
+        Ok(DurableWrite {
+            conn: WriteConn::Own(self.check(result).await?),
+            plan: ReplicaPlan::Wait(wait_for),
+        })
+    }
+
+    /// A step of a durable write: an error makes its connection unusable
+    /// for the next write (see [`DurableConn::discard`]).
+    async fn step<T>(
+        &self,
+        write: &mut DurableWrite,
+        result: RedisResult<T>,
+    ) -> Result<T, StoreError> {
+        if result.is_err() {
+            write.discard();
+        }
+        self.check(result).await
+    }
+
+    /// After a write to `key` begun with [`Store::begin_durable`]: waits
+    /// until [`Durability::replicas`] replicas have it, so a failover cannot
+    /// lose it. Replicas that are connected but do not acknowledge in time
+    /// make it [`StoreError::NotReplicated`]: the caller gets a 503 and
+    /// retries (every such write is idempotent or safe to redo; it stays on
+    /// the primary). When the primary has fewer replicas connected than
+    /// required (after a failover, until the old primary rejoins), the write
+    /// is accepted once every connected replica has it — at once when none
+    /// is — and counted and logged as under-replicated: refusing every login
+    /// then would turn one lost node into an outage, and waiting for
+    /// replicas that are not there would turn it into timeouts.
+    async fn finish_durable(&self, write: &mut DurableWrite, key: &str) -> Result<(), StoreError> {
+        let Durability {
+            replicas: wanted,
+            timeout,
+        } = self.durability;
+        let wait_for = match write.plan {
+            ReplicaPlan::NoWait { under_replicated } => {
+                if under_replicated {
+                    self.under_replicated(0, 0, wanted);
+                }
+                return Ok(());
+            }
+            ReplicaPlan::Wait(wait_for) => wait_for,
+        };
         let result = self
             .backend
-            .wait_for_replicas(conn, key, replicas, timeout)
+            .wait_for_replicas(write.conn(), key, wait_for, timeout)
             .await;
-        let acknowledged = self.check(result).await?;
-        if acknowledged >= replicas {
+        let acknowledged = self.step(write, result).await?;
+        if acknowledged >= wanted {
             return Ok(());
         }
-        let result = self.backend.connected_replicas(conn, key).await;
-        let connected = self.check(result).await?;
-        if connected < replicas && acknowledged >= connected {
-            self.under_replicated_writes.inc();
-            tracing::warn!(
-                acknowledged,
-                connected,
-                wanted = replicas,
-                "write accepted with fewer replicas than required: too few are connected"
-            );
+        if acknowledged >= wait_for {
+            // Fewer were connected than wanted, and all of them have it.
+            self.under_replicated(acknowledged, wait_for, wanted);
+            return Ok(());
+        }
+        // Fewer acknowledged than the count said were connected: the count
+        // may be out of date (a replica gone since). Ask the primary now.
+        self.backend.forget_replica_counts();
+        let result = self.backend.connected_replicas(write.conn(), key).await;
+        let connected = self.step(write, result).await?;
+        if connected < wanted && acknowledged >= connected {
+            self.under_replicated(acknowledged, connected, wanted);
             return Ok(());
         }
         Err(StoreError::NotReplicated {
             acknowledged,
-            wanted: replicas,
+            wanted,
         })
+    }
+
+    /// Counts a write accepted with fewer replicas than wanted; logs it at
+    /// most once a second (a degraded topology may last hours, at every
+    /// write).
+    fn under_replicated(&self, acknowledged: u32, connected: u32, wanted: u32) {
+        self.under_replicated_writes.inc();
+        let second = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let logged = self
+            .under_replicated_logged_at
+            .swap(second, std::sync::atomic::Ordering::Relaxed);
+        if logged != second {
+            tracing::warn!(
+                acknowledged,
+                connected,
+                wanted,
+                total = self.under_replicated_writes.get(),
+                "write accepted with fewer replicas than required: too few are connected"
+            );
+        }
     }
 
     /// Passes a Redis result on, telling the backend of a failure (under
@@ -478,10 +621,11 @@ impl Store {
         if let Some(handle) = &event.session_handle {
             cmd.arg("session").arg(handle);
         }
-        let mut conn = self.durable_connection().await?;
-        let result = cmd.query_async::<String>(&mut conn).await;
-        self.check(result).await?;
-        self.replicated(&mut conn, &self.revocations_key()).await
+        let key = self.revocations_key();
+        let mut write = self.begin_durable(&key).await?;
+        let result = cmd.query_async::<String>(write.conn()).await;
+        self.step(&mut write, result).await?;
+        self.finish_durable(&mut write, &key).await
     }
 
     /// Reads the feed after `after` (see [`RevocationFeed`]).
@@ -583,6 +727,13 @@ impl Store {
         })
     }
 
+    /// `maxmemory-policy` of the primary (every primary, in a Cluster), by
+    /// node; the raw Redis error, to tell unreachable from refused (see
+    /// [`crate::eviction`]).
+    pub async fn maxmemory_policies(&self) -> RedisResult<Vec<(String, String)>> {
+        self.backend.maxmemory_policies().await
+    }
+
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut conn = self.connection().await?;
         let result = redis::cmd("PING").query_async::<String>(&mut conn).await;
@@ -604,18 +755,18 @@ impl Store {
         Ok(ver.unwrap_or(0))
     }
 
-    /// Runs a script that writes what must survive a failover: on the
-    /// durable connection, then [`Store::replicated`] for `key`.
+    /// Runs a script that writes what must survive a failover (see
+    /// [`Store::begin_durable`], [`Store::finish_durable`]).
     async fn run_durable<T: DeserializeOwned>(
         &self,
         invocation: ScriptInvocation<'_>,
         key: &str,
     ) -> Result<T, StoreError> {
-        let mut conn = self.durable_connection().await?;
-        let result = invocation.invoke_async::<String>(&mut conn).await;
-        let json = self.check(result).await?;
+        let mut write = self.begin_durable(key).await?;
+        let result = invocation.invoke_async::<String>(write.conn()).await;
+        let json = self.step(&mut write, result).await?;
         let reply = read_reply(&json)?;
-        self.replicated(&mut conn, key).await?;
+        self.finish_durable(&mut write, key).await?;
         Ok(reply)
     }
 
@@ -685,7 +836,8 @@ impl Store {
             .arg(&record.user_id)
             .arg(roles)
             .arg(permissions)
-            .arg(handle);
+            .arg(handle)
+            .arg(random_token());
         match self.run_durable(invocation, &session_key).await? {
             CreateReply::Created { .. } => Ok(CreateOutcome::Created),
             CreateReply::Refused { verdict } => Ok(CreateOutcome::Refused(verdict)),
@@ -714,6 +866,7 @@ impl Store {
             .arg(rotation.grace);
         let found = match self.run(invocation).await? {
             LookupReply::Refused { verdict } => return Ok(Lookup::Refused(verdict)),
+            LookupReply::UserMissing => return Err(StoreError::UserRecordMissing),
             LookupReply::Found(found) => found,
         };
         let record: SessionRecord =
@@ -758,6 +911,7 @@ impl Store {
         let mut invocation = self.scripts.rotate.prepare_invoke();
         invocation
             .key(&session_key)
+            .key(self.user_key(Self::tag_of(&view.handle)))
             .arg(&view.access_jti)
             .arg(&new.token)
             .arg(&new.jti)
@@ -767,6 +921,7 @@ impl Store {
             .arg(presented_jti.unwrap_or(""));
         match self.run_durable(invocation, &session_key).await? {
             RotateReply::Refused { verdict } => Ok(Err(verdict)),
+            RotateReply::UserMissing => Err(StoreError::UserRecordMissing),
             RotateReply::Current {
                 rotated,
                 token,
@@ -811,7 +966,7 @@ impl Store {
         for (key, _) in &sessions {
             invocation.key(key);
         }
-        invocation.arg(user_id);
+        invocation.arg(user_id).arg(random_token());
         match self.run_durable(invocation, &user_key).await? {
             RevokeUserReply::Revoked { ended, ver } => Ok((ended, ver)),
             RevokeUserReply::UserTagCollision => Err(corrupt("user tag collision")),
@@ -862,49 +1017,26 @@ impl Store {
     ) -> Result<Option<UserView>, StoreError> {
         let tag = self.user_tag(user_id);
         let key = self.user_key(&tag);
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg("user_id")
+        let status = match status {
+            Some(UserStatus::Active) => "active",
+            Some(UserStatus::Banned) => "banned",
+            None => "",
+        };
+        let list = |names: Option<&[String]>| match names {
+            Some(names) => serde_json::to_string(names).map_err(|e| corrupt(&e.to_string())),
+            None => Ok(String::new()),
+        };
+        let mut invocation = self.scripts.update_user.prepare_invoke();
+        invocation
+            .key(&key)
             .arg(user_id)
-            .ignore();
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg("status")
-            .arg("active")
-            .ignore();
-        pipe.cmd("HSETNX").arg(&key).arg("roles").arg("[]").ignore();
-        pipe.cmd("HSETNX")
-            .arg(&key)
-            .arg("permissions")
-            .arg("[]")
-            .ignore();
-        pipe.cmd("HSETNX").arg(&key).arg("ver").arg(0).ignore();
-        if let Some(status) = status {
-            let value = match status {
-                UserStatus::Active => "active",
-                UserStatus::Banned => "banned",
-            };
-            pipe.cmd("HSET").arg(&key).arg("status").arg(value).ignore();
-        }
-        if let Some(roles) = roles {
-            let json = serde_json::to_string(roles).map_err(|e| corrupt(&e.to_string()))?;
-            pipe.cmd("HSET").arg(&key).arg("roles").arg(json).ignore();
-        }
-        if let Some(permissions) = permissions {
-            let json = serde_json::to_string(permissions).map_err(|e| corrupt(&e.to_string()))?;
-            pipe.cmd("HSET")
-                .arg(&key)
-                .arg("permissions")
-                .arg(json)
-                .ignore();
-        }
-        {
-            let mut conn = self.durable_connection().await?;
-            let result = pipe.query_async::<()>(&mut conn).await;
-            self.check(result).await?;
-            self.replicated(&mut conn, &key).await?;
+            .arg(random_token())
+            .arg(status)
+            .arg(list(roles)?)
+            .arg(list(permissions)?);
+        match self.run_durable(invocation, &key).await? {
+            UpdateUserReply::Updated => {}
+            UpdateUserReply::UserTagCollision => return Err(corrupt("user tag collision")),
         }
         self.user(user_id).await
     }

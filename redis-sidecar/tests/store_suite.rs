@@ -513,6 +513,269 @@ async fn too_few_replicas_connected_is_accepted_and_counted(store: Store, target
     assert_eq!(store.under_replicated_writes.get(), 1);
 }
 
+/// `redis-cli` against the primary of `kind`'s topology (in a Cluster, any
+/// node, following redirects): the test's hand on Redis, as an operator's
+/// or eviction's would be.
+fn redis_cli(kind: Kind, args: &[&str]) -> String {
+    let topology = topology(kind).lock().unwrap_or_else(|e| e.into_inner());
+    match kind {
+        Kind::Standalone => portero_integration::topology::cli(topology.nodes[0].port, args),
+        Kind::Sentinel => {
+            let primary = topology.primary_port().expect("a primary");
+            portero_integration::topology::cli(primary, args)
+        }
+        Kind::Cluster => {
+            let node = topology.nodes.iter().find(|n| n.proc.is_some()).unwrap();
+            let mut follow = vec!["-c"];
+            follow.extend_from_slice(args);
+            portero_integration::topology::cli(node.port, &follow)
+        }
+    }
+}
+
+fn kind_of(target: &RedisTarget) -> Kind {
+    match target {
+        RedisTarget::Standalone { .. } => Kind::Standalone,
+        RedisTarget::Sentinel { .. } => Kind::Sentinel,
+        RedisTarget::Cluster { .. } => Kind::Cluster,
+    }
+}
+
+/// The keys of the layout in `store.rs` (prefix `portero`).
+fn user_key(store: &Store, user_id: &str) -> String {
+    format!("portero:user:{{{}}}", store.user_tag(user_id))
+}
+
+fn session_key(handle: &str) -> String {
+    format!("portero:session:{{{}}}:{handle}", &handle[..22])
+}
+
+fn index_key(store: &Store, user_id: &str) -> String {
+    format!("portero:sessions:{{{}}}", store.user_tag(user_id))
+}
+
+/// A user record gone (as eviction or a slip of an operator's hand would
+/// remove it) is store trouble: look-up and rotation fail without a
+/// verdict, the session stays in Redis, and once the record is back the
+/// session works again.
+async fn a_missing_user_record_is_store_trouble_never_a_logout(store: Store, target: RedisTarget) {
+    let kind = kind_of(&target);
+    let user_id = user();
+    let (_, handle, issued) = login(&store, &user_id, now() - 1).await;
+    let Lookup::Found { view, .. } = store
+        .lookup(&handle, Some(&issued.jti), &RULES)
+        .await
+        .unwrap()
+    else {
+        panic!("not found");
+    };
+    let user_key = user_key(&store, &user_id);
+    let fields = redis_cli(kind, &["HGETALL", &user_key]);
+    assert!(!fields.is_empty(), "the user record exists");
+    assert_eq!(redis_cli(kind, &["DEL", &user_key]), "1");
+
+    match store.lookup(&handle, Some(&issued.jti), &RULES).await {
+        Err(StoreError::UserRecordMissing) => {}
+        other => panic!("a look-up without its user record must be store trouble, got {other:?}"),
+    }
+    let mut rotating = view.as_ref().clone();
+    match store
+        .rotate(
+            &mut rotating,
+            &token(now() + 300),
+            Some(&issued.jti),
+            &RULES,
+        )
+        .await
+    {
+        Err(StoreError::UserRecordMissing) => {}
+        other => panic!("a rotation without its user record must be store trouble, got {other:?}"),
+    }
+    assert_eq!(
+        redis_cli(kind, &["EXISTS", &session_key(&handle)]),
+        "1",
+        "the session is kept"
+    );
+    assert!(
+        !redis_cli(kind, &["ZSCORE", &index_key(&store, &user_id), &handle]).is_empty(),
+        "and still indexed"
+    );
+
+    // The record restored (as from a backup): the session works again, and
+    // its expired token is rotated.
+    let mut restore = vec!["HSET", user_key.as_str()];
+    restore.extend(fields.lines());
+    redis_cli(kind, &restore);
+    let Lookup::Found {
+        view,
+        needs_rotation,
+        ..
+    } = store
+        .lookup(&handle, Some(&issued.jti), &RULES)
+        .await
+        .unwrap()
+    else {
+        panic!("not found after the user record came back");
+    };
+    assert!(needs_rotation);
+    let mut rotating = view.as_ref().clone();
+    assert_eq!(
+        store
+            .rotate(
+                &mut rotating,
+                &token(now() + 300),
+                Some(&issued.jti),
+                &RULES
+            )
+            .await
+            .unwrap(),
+        Ok(true)
+    );
+}
+
+/// Revoke-all, then the user record is lost, then the user logs in again:
+/// a session the revoke-all had ended must not come back. The session
+/// here is one a login racing the revoke-all made (not in the index the
+/// revoke read, so only the token version refuses it).
+async fn a_lost_user_record_never_revives_a_revoked_session(store: Store, target: RedisTarget) {
+    let kind = kind_of(&target);
+    let user_id = user();
+    let (_, raced, _) = login(&store, &user_id, now() + 300).await;
+    redis_cli(kind, &["ZREM", &index_key(&store, &user_id), &raced]);
+    let (ended, _) = store.revoke_user(&user_id).await.unwrap();
+    assert_eq!(ended, 0, "the revoke did not see the racing session");
+    assert_eq!(redis_cli(kind, &["DEL", &user_key(&store, &user_id)]), "1");
+    let (_, fresh, _) = login(&store, &user_id, now() + 300).await;
+    for _ in 0..2 {
+        match store.lookup(&raced, None, &RULES).await {
+            Ok(Lookup::Refused(_)) => {}
+            other => panic!("a revoked session came back: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        store.lookup(&fresh, None, &RULES).await.unwrap(),
+        Lookup::Found { .. }
+    ));
+    // The same through an admin's update or a revoke making the record.
+    let (_, older, _) = login(&store, &user_id, now() + 300).await;
+    assert_eq!(redis_cli(kind, &["DEL", &user_key(&store, &user_id)]), "1");
+    store
+        .update_user(&user_id, Some(UserStatus::Active), None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused(store.lookup(&older, None, &RULES).await.unwrap()),
+        SessionVerdict::SessionRevoked
+    );
+}
+
+/// Concurrent durable writes: logins of `users` (one each) all at once,
+/// then rotations of those sessions all at once. Every one must be
+/// accepted; returns the wall time of both bursts.
+async fn durable_burst(store: &std::sync::Arc<Store>, users: &[String]) -> Duration {
+    let started = std::time::Instant::now();
+    let mut logins = tokio::task::JoinSet::new();
+    for user_id in users {
+        let (store, user_id) = (store.clone(), user_id.clone());
+        logins.spawn(async move {
+            let id = store.new_session_id(&user_id);
+            let handle = store.handle_of(&id);
+            let record = SessionRecord {
+                user_id: user_id.clone(),
+                email: String::new(),
+                created_at: now(),
+                expires_at: now() + 600,
+                client_ip: String::new(),
+                user_agent: String::new(),
+            };
+            let result = store
+                .create(
+                    &handle,
+                    &record,
+                    &[],
+                    None,
+                    &token(now() + 60),
+                    LIFETIMES,
+                    now(),
+                )
+                .await;
+            (handle, result)
+        });
+    }
+    let mut handles = Vec::new();
+    while let Some(joined) = logins.join_next().await {
+        let (handle, result) = joined.unwrap();
+        match result {
+            Ok(CreateOutcome::Created) => handles.push(handle),
+            other => panic!("a login under a degraded topology: {other:?}"),
+        }
+    }
+    let logged_in = started.elapsed();
+    // The views to rotate (look-ups are not durable writes: not timed).
+    let mut views = Vec::new();
+    for handle in &handles {
+        let Lookup::Found { view, .. } = store.lookup(handle, None, &RULES).await.unwrap() else {
+            panic!("not found");
+        };
+        views.push(*view);
+    }
+    let started = std::time::Instant::now();
+    let mut rotations = tokio::task::JoinSet::new();
+    for mut view in views {
+        let store = store.clone();
+        rotations.spawn(async move {
+            store
+                .rotate(&mut view, &token(now() + 300), None, &RULES)
+                .await
+        });
+    }
+    while let Some(joined) = rotations.join_next().await {
+        match joined.unwrap() {
+            Ok(Ok(true)) => {}
+            other => panic!("a rotation under a degraded topology: {other:?}"),
+        }
+    }
+    logged_in + started.elapsed()
+}
+
+/// Writes that want more replicas than are connected (`durable`) against
+/// the same writes without durability (`baseline`): 50 logins and 50
+/// rotations at once, three rounds each, alternating. Every write is
+/// accepted and counted as under-replicated, and the durable bursts take
+/// no more than a small multiple of the plain ones (best round of each,
+/// against the noise of a shared machine): no write waits behind another's
+/// `WAIT`.
+async fn under_replicated_bursts(
+    topology: &str,
+    durable: Store,
+    baseline: Store,
+    mut fresh_user: impl FnMut() -> String,
+) {
+    const WRITERS: usize = 50;
+    const ROUNDS: usize = 3;
+    let (durable, baseline) = (std::sync::Arc::new(durable), std::sync::Arc::new(baseline));
+    let (mut best_durable, mut best_baseline) = (Duration::MAX, Duration::MAX);
+    for _ in 0..ROUNDS {
+        let users: Vec<String> = (0..WRITERS).map(|_| fresh_user()).collect();
+        best_baseline = best_baseline.min(durable_burst(&baseline, &users).await);
+        let users: Vec<String> = (0..WRITERS).map(|_| fresh_user()).collect();
+        best_durable = best_durable.min(durable_burst(&durable, &users).await);
+    }
+    assert_eq!(
+        durable.under_replicated_writes.get(),
+        (2 * WRITERS * ROUNDS) as u64,
+        "every write accepted under-replicated is counted"
+    );
+    let ratio = best_durable.as_secs_f64() / best_baseline.as_secs_f64().max(1e-6);
+    eprintln!(
+        "{topology}: under-replicated bursts {best_durable:?}, without durability {best_baseline:?}, ratio {ratio:.2}"
+    );
+    assert!(
+        ratio < 10.0,
+        "durable writes took {ratio:.1}x the time of plain ones ({best_durable:?} against {best_baseline:?})"
+    );
+}
+
 macro_rules! suite {
     ($kind:ident: $($case:ident),* $(,)?) => {
         #[allow(non_snake_case)]
@@ -556,6 +819,115 @@ mod replicated {
             Kind::Cluster,
             super::too_few_replicas_connected_is_accepted_and_counted,
         );
+    }
+
+    /// Sentinel with two replicas connected and `--redis-wait-replicas 3`:
+    /// 50 concurrent logins, then 50 rotations, are all accepted (after both
+    /// replicas have them), counted, and about as fast as without WAIT.
+    #[test]
+    fn sentinel_concurrent_writes_with_too_few_replicas_are_accepted_quickly() {
+        let target = {
+            let topology = super::topology(Kind::Sentinel)
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            super::target(&topology)
+        };
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(super::under_replicated_bursts(
+                "sentinel, 3 wanted, 2 connected",
+                super::demanding(&target, 3),
+                super::demanding(&target, 0),
+                super::user,
+            ));
+    }
+
+    /// A Cluster shard whose replica is down (as after a failover, until the
+    /// old primary rejoins), with `--redis-wait-replicas 1`: 50 concurrent
+    /// logins, then 50 rotations, of users on that shard are all accepted
+    /// without waiting, counted, and about as fast as without durability.
+    #[test]
+    fn cluster_concurrent_writes_on_a_shard_without_replicas_are_accepted_quickly() {
+        use portero_integration::topology::cli;
+
+        let mut topology = super::topology(Kind::Cluster)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let target = super::target(&topology);
+        let probe = super::demanding(&target, 0);
+        let user_key = |user_id: &str| super::user_key(&probe, user_id);
+        // The shard of a first user: its primary, slots and replica.
+        let primary = topology.cluster_primary_of(&user_key("probe")).unwrap();
+        let nodes = cli(primary, &["CLUSTER", "NODES"]);
+        let lines: Vec<Vec<&str>> = nodes
+            .lines()
+            .map(|l| l.split_whitespace().collect())
+            .collect();
+        let port_of = |fields: &Vec<&str>| -> u16 {
+            let addr = fields[1].split('@').next().unwrap();
+            addr.rsplit_once(':').unwrap().1.parse().unwrap()
+        };
+        let primary_line = lines.iter().find(|f| port_of(f) == primary).unwrap();
+        let primary_id = primary_line[0].to_string();
+        let slots: Vec<(u16, u16)> = primary_line[8..]
+            .iter()
+            .filter(|r| !r.starts_with('['))
+            .map(|r| {
+                let (a, b) = r.split_once('-').unwrap_or((r, r));
+                (a.parse().unwrap(), b.parse().unwrap())
+            })
+            .collect();
+        let replica = port_of(
+            lines
+                .iter()
+                .find(|f| f[2].contains("slave") && f[3] == primary_id)
+                .expect("the shard's replica"),
+        );
+        let on_shard = |user_id: &str| {
+            let slot = redis_sidecar::backend::hash_slot(&user_key(user_id));
+            slots.iter().any(|(a, b)| *a <= slot && slot <= *b)
+        };
+        let fresh_user = || loop {
+            let candidate = super::user();
+            if on_shard(&candidate) {
+                return candidate;
+            }
+        };
+
+        topology.node_mut(replica).kill();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !cli(primary, &["INFO", "replication"]).contains("connected_slaves:0") {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "replica still connected"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(super::under_replicated_bursts(
+                    "cluster shard without replicas, 1 wanted",
+                    super::demanding(&target, 1),
+                    super::demanding(&target, 0),
+                    fresh_user,
+                ));
+        }));
+        // The replica back, synced, for the other tests.
+        topology.node_mut(replica).restart();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !cli(primary, &["INFO", "replication"]).contains("connected_slaves:1") {
+            assert!(std::time::Instant::now() < deadline, "replica not back");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        topology.wait_cluster_ok();
+        if let Err(panic) = outcome {
+            std::panic::resume_unwind(panic);
+        }
     }
 
     /// A replica that is connected but frozen (SIGSTOP) cannot acknowledge:
@@ -602,6 +974,8 @@ every_topology!(
     expired_sessions_are_gone,
     a_banned_user_is_refused_and_cannot_log_in,
     the_revocation_feed_reads_in_order_from_a_cursor,
+    a_missing_user_record_is_store_trouble_never_a_logout,
+    a_lost_user_record_never_revives_a_revoked_session,
 );
 
 /// TLS (`rediss://`, a CA of the test's own) and an ACL user with a
@@ -704,5 +1078,268 @@ fn tls_and_an_acl_user_on_standalone_redis() {
             }
         });
     drop(redis);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `redis-sidecar serve` (this package's binary) on a Redis at `port`,
+/// its log in `log`.
+fn sidecar(port: u16, extra: &[&str], log: std::path::PathBuf) -> portero_integration::Proc {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_redis-sidecar"));
+    command
+        .arg("serve")
+        .args(extra)
+        .env(
+            "PORTERO_SIDECAR_LISTEN",
+            format!("127.0.0.1:{}", portero_integration::free_port()),
+        )
+        .env("PORTERO_REDIS_URL", format!("redis://127.0.0.1:{port}"))
+        .env(
+            "PORTERO_SIGNING_KEY_FILE",
+            portero_integration::fixture("test-rsa.pem"),
+        )
+        .env("PORTERO_FILTER_TOKEN", portero_integration::FILTER_TOKEN)
+        .env("PORTERO_ADMIN_TOKEN", portero_integration::ADMIN_TOKEN)
+        .env(
+            "PORTERO_SESSION_HASH_KEY",
+            portero_integration::SESSION_HASH_KEY,
+        )
+        .env_remove("PORTERO_ALLOW_EVICTING_REDIS")
+        .env("PORTERO_LOG", "info");
+    portero_integration::Proc::spawn_tied("sidecar", command, log)
+}
+
+/// Waits until `proc`'s log has `text` (or it exited, when `or_exit`).
+fn wait_for_log(proc: &mut portero_integration::Proc, text: &str, or_exit: bool) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < deadline {
+        if std::fs::read_to_string(&proc.log)
+            .unwrap_or_default()
+            .contains(text)
+        {
+            return true;
+        }
+        if or_exit && proc.exited() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+/// A Redis whose maxmemory-policy may evict user records: the sidecar
+/// refuses to start, naming the setting and the fix; with
+/// `--allow-evicting-redis` it starts, warning.
+#[test]
+fn an_evicting_redis_is_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("portero-evicting-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = portero_integration::free_port();
+    let mut command = std::process::Command::new("redis-server");
+    command.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory",
+        "64mb",
+        "--maxmemory-policy",
+        "allkeys-lru",
+    ]);
+    let _redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while portero_integration::topology::cli(port, &["PING"]) != "PONG" {
+        assert!(std::time::Instant::now() < deadline, "redis did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let mut refused = sidecar(port, &[], dir.join("refused.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !refused.exited() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sidecar kept running on an allkeys-lru Redis:\n{}",
+            refused.log_tail(20)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let log = std::fs::read_to_string(&refused.log).unwrap();
+    for needed in [
+        "maxmemory-policy allkeys-lru",
+        "maxmemory-policy noeviction",
+        "--allow-evicting-redis",
+    ] {
+        assert!(log.contains(needed), "{needed:?} not in:\n{log}");
+    }
+    assert!(!log.contains("redis-sidecar serving"), "{log}");
+
+    let mut allowed = sidecar(port, &["--allow-evicting-redis"], dir.join("allowed.log"));
+    assert!(
+        wait_for_log(&mut allowed, "redis-sidecar serving", true),
+        "with --allow-evicting-redis it serves:\n{}",
+        allowed.log_tail(20)
+    );
+    let log = std::fs::read_to_string(&allowed.log).unwrap();
+    assert!(
+        log.contains("WARN") && log.contains("maxmemory-policy allkeys-lru"),
+        "a loud warning:\n{log}"
+    );
+    drop(allowed);
+    drop(refused);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A real eviction: Redis under `maxmemory` with an `allkeys-*` policy (as
+/// with `--allow-evicting-redis`) evicts a user record while its session
+/// is kept. The look-up is store trouble (a 503), never a logout, and the
+/// session is still there. `allkeys-lfu` with a log factor of 0 (every
+/// access counts) and no decay makes the order of eviction deterministic:
+/// the user record (touched at login only) goes before the padding keys
+/// (read a few times) and long before the session (read often).
+#[test]
+fn a_user_record_evicted_under_memory_pressure_is_store_trouble() {
+    let dir = std::env::temp_dir().join(format!("portero-eviction-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = portero_integration::free_port();
+    let mut command = std::process::Command::new("redis-server");
+    command.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--maxmemory-policy",
+        "allkeys-lfu",
+        "--lfu-log-factor",
+        "0",
+        "--lfu-decay-time",
+        "0",
+    ]);
+    let _redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while portero_integration::topology::cli(port, &["PING"]) != "PONG" {
+        assert!(std::time::Instant::now() < deadline, "redis did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let url = format!("redis://127.0.0.1:{port}");
+    let key = format!("suite-hash-key-{}", "k".repeat(32));
+    let store = Store::new(
+        &RedisTarget::Standalone { url: url.clone() }.into(),
+        "portero",
+        key.as_bytes(),
+        Duration::from_secs(2),
+        Durability::NONE,
+    )
+    .unwrap();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let mut redis = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let user_id = user();
+            let (_, handle, _) = login(&store, &user_id, now() + 300).await;
+            let (user_key, session_key) = (user_key(&store, &user_id), session_key(&handle));
+            for _ in 0..50 {
+                let _: Option<String> = redis::cmd("HGET")
+                    .arg(&session_key)
+                    .arg("abs")
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+            }
+            for i in 0..64 {
+                let padding = format!("padding:{i}");
+                let _: () = redis::cmd("SET")
+                    .arg(&padding)
+                    .arg("x".repeat(8 * 1024))
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                for _ in 0..5 {
+                    let _: usize = redis::cmd("STRLEN")
+                        .arg(&padding)
+                        .query_async(&mut redis)
+                        .await
+                        .unwrap();
+                }
+            }
+            // Memory pressure: the limit lowered below what is used, step by
+            // step, until the user record is evicted.
+            let mut evicted = false;
+            for _ in 0..200 {
+                let info: String = redis::cmd("INFO")
+                    .arg("memory")
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                let used: u64 = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("used_memory:"))
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
+                let _: () = redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("maxmemory")
+                    .arg(used - 16 * 1024)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                // Eviction runs before a command once memory is over the limit.
+                let _: Result<(), _> = redis::cmd("SET")
+                    .arg("pressure")
+                    .arg("1")
+                    .query_async::<()>(&mut redis)
+                    .await;
+                let exists: bool = redis::cmd("EXISTS")
+                    .arg(&user_key)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap();
+                if !exists {
+                    evicted = true;
+                    break;
+                }
+            }
+            assert!(evicted, "the user record was never evicted");
+            let kept: bool = redis::cmd("EXISTS")
+                .arg(&session_key)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(kept, "the session is read often: evicted last");
+            // The pressure off: the look-up's own writes must evict nothing more.
+            let _: () = redis::cmd("CONFIG")
+                .arg("SET")
+                .arg("maxmemory")
+                .arg(0)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            match store.lookup(&handle, None, &RULES).await {
+                Err(StoreError::UserRecordMissing) => {}
+                other => panic!("an evicted user record must be store trouble, got {other:?}"),
+            }
+            let kept: bool = redis::cmd("EXISTS")
+                .arg(&session_key)
+                .query_async(&mut redis)
+                .await
+                .unwrap();
+            assert!(kept, "the look-up kept the session");
+        });
     let _ = std::fs::remove_dir_all(&dir);
 }
