@@ -20,6 +20,12 @@
 //! smaller of the idle timeout and the time left to the absolute expiry,
 //! renewed by every look-up; the record's times are checked again on read.
 //!
+//! `token` (the session's current access JWT) is sealed with AES-256-GCM
+//! under a key derived from the session hash key, which Redis never sees,
+//! the handle bound as associated data: a dump, the AOF or a replica's disk
+//! yields no token the edge accepts. A value without the `s1.` prefix is a
+//! token stored before sealing (read as it is, until its session rotates).
+//!
 //! User records have no TTL: they go only by eviction or by hand, and a
 //! missing one is store trouble ([`StoreError::UserRecordMissing`]), never
 //! a verdict on its sessions. `inc`, the user record's incarnation, is a
@@ -47,6 +53,21 @@ use crate::backend::{Backend, Conn, DurableConn, RedisConnect};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
+
+/// A sealed access token: this prefix, then base64url(nonce ‖ AES-GCM).
+const SEALED_TOKEN_PREFIX: &str = "s1.";
+const TOKEN_NONCE_LEN: usize = 12;
+
+/// The cipher that seals access tokens at rest: its key is
+/// HMAC-SHA256(session hash key, "portero access-token seal v1"), so Redis,
+/// which never sees the hash key, cannot open them.
+fn token_seal_cipher(hash_key: &Hmac<Sha256>) -> aes_gcm::Aes256Gcm {
+    use aes_gcm::KeyInit;
+    let mut mac = hash_key.clone();
+    mac.update(b"portero access-token seal v1");
+    let key = mac.finalize().into_bytes();
+    aes_gcm::Aes256Gcm::new(&key)
+}
 
 /// Length of the user tag at the start of ids and handles.
 pub const USER_TAG_LEN: usize = 22;
@@ -277,6 +298,7 @@ pub struct Store {
     backend: Backend,
     prefix: String,
     hash_key: Hmac<Sha256>,
+    token_seal: aes_gcm::Aes256Gcm,
     scripts: Scripts,
     durability: Durability,
     /// Writes accepted with fewer replicas than required, because fewer
@@ -404,10 +426,12 @@ impl Store {
         }
         let backend = Backend::new(connect, timeout)?;
         let hash_key = Hmac::<Sha256>::new_from_slice(hash_key).map_err(|e| e.to_string())?;
+        let token_seal = token_seal_cipher(&hash_key);
         Ok(Self {
             backend,
             prefix: prefix.to_string(),
             hash_key,
+            token_seal,
             scripts: Scripts::load(),
             durability,
             under_replicated_writes: Default::default(),
@@ -577,6 +601,53 @@ impl Store {
     }
 
     /// The public handle of a session id (the caller checked its shape).
+    /// `token` sealed for storage under session `handle`.
+    fn seal_token(&self, handle: &str, token: &str) -> Result<String, StoreError> {
+        use aes_gcm::aead::{Aead, Payload};
+        let mut nonce = [0u8; TOKEN_NONCE_LEN];
+        rand::thread_rng().fill_bytes(&mut nonce);
+        let payload = Payload {
+            msg: token.as_bytes(),
+            aad: handle.as_bytes(),
+        };
+        let sealed = self
+            .token_seal
+            .encrypt(&nonce.into(), payload)
+            .map_err(|_| corrupt("access token could not be sealed"))?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        Ok(format!(
+            "{SEALED_TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(bytes)
+        ))
+    }
+
+    /// The access token stored under session `handle`; one stored before
+    /// tokens were sealed is read as it is.
+    fn open_token(&self, handle: &str, stored: &str) -> Result<String, StoreError> {
+        use aes_gcm::aead::{Aead, Payload};
+        let Some(sealed) = stored.strip_prefix(SEALED_TOKEN_PREFIX) else {
+            return Ok(stored.to_string());
+        };
+        let bytes = URL_SAFE_NO_PAD
+            .decode(sealed)
+            .map_err(|_| corrupt("sealed access token is not base64url"))?;
+        if bytes.len() < TOKEN_NONCE_LEN {
+            return Err(corrupt("sealed access token too short"));
+        }
+        let (nonce, ciphertext) = bytes.split_at(TOKEN_NONCE_LEN);
+        let payload = Payload {
+            msg: ciphertext,
+            aad: handle.as_bytes(),
+        };
+        let nonce = aes_gcm::Nonce::from_slice(nonce);
+        let token = self
+            .token_seal
+            .decrypt(nonce, payload)
+            .map_err(|_| corrupt("sealed access token does not open"))?;
+        String::from_utf8(token).map_err(|_| corrupt("sealed access token is not text"))
+    }
+
     pub fn handle_of(&self, session_id: &str) -> String {
         let tag = session_id.get(..USER_TAG_LEN).unwrap_or_default();
         format!("{tag}{}", self.mac(&[session_id.as_bytes()]))
@@ -830,7 +901,7 @@ impl Store {
             .arg(lifetimes.idle)
             .arg(now)
             .arg(ttl)
-            .arg(&token.token)
+            .arg(self.seal_token(handle, &token.token)?)
             .arg(&token.jti)
             .arg(token.expires_at)
             .arg(&record.user_id)
@@ -883,7 +954,7 @@ impl Store {
             idle_expires_at: found.idle_expires_at,
             client_ip: record.client_ip,
             user_agent: record.user_agent,
-            access_token: found.token,
+            access_token: self.open_token(handle, &found.token)?,
             access_jti: found.jti,
             access_expires_at: found.exp,
             rotations: found.rotations,
@@ -913,7 +984,7 @@ impl Store {
             .key(&session_key)
             .key(self.user_key(Self::tag_of(&view.handle)))
             .arg(&view.access_jti)
-            .arg(&new.token)
+            .arg(self.seal_token(&view.handle, &new.token)?)
             .arg(&new.jti)
             .arg(new.expires_at)
             .arg(rotation.grace)
@@ -929,7 +1000,7 @@ impl Store {
                 exp,
                 rotations,
             } => {
-                view.access_token = token;
+                view.access_token = self.open_token(&view.handle, &token)?;
                 view.access_jti = jti;
                 view.access_expires_at = exp;
                 view.rotations = rotations;

@@ -966,7 +966,83 @@ mod replicated {
     }
 }
 
+/// Everything on the disks of every data node of `kind`'s topology (the
+/// AOF directory and the RDB file of each port), per port.
+fn disk_of_every_node(kind: Kind) -> Vec<(u16, Vec<u8>)> {
+    let topology = topology(kind).lock().unwrap_or_else(|e| e.into_inner());
+    topology
+        .nodes
+        .iter()
+        .map(|node| {
+            let mut bytes = std::fs::read(topology.dir.join(format!("dump-{}.rdb", node.port)))
+                .unwrap_or_default();
+            let aof = topology.dir.join(format!("aof-{}", node.port));
+            for file in std::fs::read_dir(aof).into_iter().flatten().flatten() {
+                bytes.extend(std::fs::read(file.path()).unwrap_or_default());
+            }
+            (node.port, bytes)
+        })
+        .collect()
+}
+
+fn holds(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// Access tokens at rest are sealed with a key Redis never sees: the AOF
+/// and RDB of the primary and of every replica hold the session (its
+/// handle) but never its token, first or rotated; the store still hands the
+/// token back.
+async fn tokens_at_rest_are_sealed_on_every_node(store: Store, target: RedisTarget) {
+    let kind = kind_of(&target);
+    let user_id = user();
+    let (_, handle, first) = login(&store, &user_id, now() - 1).await;
+    let Lookup::Found { mut view, .. } = store.lookup(&handle, None, &RULES).await.unwrap() else {
+        panic!("not found");
+    };
+    assert_eq!(view.access_token, first.token);
+    let second = token(now() + 300);
+    assert_eq!(
+        store
+            .rotate(&mut view, &second, None, &RULES)
+            .await
+            .unwrap(),
+        Ok(true)
+    );
+    assert_eq!(view.access_token, second.token);
+    let Lookup::Found { view, .. } = store.lookup(&handle, None, &RULES).await.unwrap() else {
+        panic!("not found");
+    };
+    assert_eq!(view.access_token, second.token);
+    // Replicas apply and append asynchronously: give them a moment.
+    let copies_wanted = if kind == Kind::Standalone { 1 } else { 2 };
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let disks = disk_of_every_node(kind);
+        let copies = disks.iter().filter(|(_, d)| holds(d, &handle)).count();
+        for (port, disk) in &disks {
+            for issued in [&first, &second] {
+                assert!(
+                    !holds(disk, &issued.token),
+                    "node {port}'s disk holds an access token in clear"
+                );
+            }
+        }
+        if copies >= copies_wanted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the session reached {copies} node disks, wanted {copies_wanted}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 every_topology!(
+    tokens_at_rest_are_sealed_on_every_node,
     create_and_look_up,
     rotation_is_single_flight_and_replays_are_refused,
     revoke_all_ends_every_session_and_bumps_the_version,

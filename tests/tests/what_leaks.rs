@@ -96,3 +96,78 @@ fn config_dump_and_logs_hold_nothing_that_grants_access() {
         );
     }
 }
+
+/// Every JWT-shaped string in `bytes` (`eyJ….eyJ….sig`).
+fn jwts_in(bytes: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(bytes);
+    let is_part = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    let mut found = Vec::new();
+    let mut rest = text.as_ref();
+    while let Some(at) = rest.find("eyJ") {
+        let candidate: String = rest[at..]
+            .chars()
+            .take_while(|c| is_part(*c) || *c == '.')
+            .collect();
+        if candidate.split('.').filter(|p| !p.is_empty()).count() == 3 {
+            found.push(candidate.clone());
+        }
+        rest = &rest[at + 3..];
+    }
+    found
+}
+
+/// A Redis dump yields nothing live: after logins and refreshes, the AOF and
+/// the RDB hold no access token (they are sealed with a key only the
+/// sidecar has), and whatever token-shaped string they hold is refused at
+/// the edge.
+#[test]
+fn tokens_lifted_from_redis_files_are_refused_at_the_edge() {
+    let stack = Stack::start_with(StackOptions {
+        access_ttl: 2,
+        ..StackOptions::default()
+    });
+    let mut live = Vec::new();
+    for _ in 0..5 {
+        let token = stack.login_app("alan", "turing");
+        assert_eq!(stack.me_with_token(&token).status, 200);
+        live.push(token);
+        stack.login_web("ada", "lovelace");
+    }
+    std::thread::sleep(Duration::from_millis(2200));
+    for token in &live {
+        // A refresh writes the rotated token.
+        let me = stack.me_with_token(token);
+        assert_eq!(me.status, 200);
+    }
+    let redis_port = stack.options.redis_port.to_string();
+    let saved = std::process::Command::new("redis-cli")
+        .args(["-p", &redis_port, "SAVE"])
+        .output()
+        .expect("redis-cli");
+    assert!(saved.status.success());
+    let mut files = std::fs::read(stack.dir.join("dump.rdb")).unwrap_or_default();
+    for entry in std::fs::read_dir(stack.dir.join("appendonlydir"))
+        .expect("Redis runs with an AOF")
+        .flatten()
+    {
+        files.extend(std::fs::read(entry.path()).unwrap_or_default());
+    }
+    let text = String::from_utf8_lossy(&files);
+    assert!(
+        text.contains("s1."),
+        "no sealed token in the files: were they read?"
+    );
+    let lifted = jwts_in(&files);
+    for token in &lifted {
+        assert_eq!(
+            stack.me_with_token(token).status,
+            401,
+            "a token from Redis's files works"
+        );
+    }
+    assert!(
+        lifted.is_empty(),
+        "{} tokens in clear in Redis's files",
+        lifted.len()
+    );
+}
