@@ -814,19 +814,20 @@ pub fn with_ext_authz(yaml: &str, port: u16) -> String {
               transport_api_version: V3
               failure_mode_allow: false
               status_on_error: { code: 503 }
+              # What the check request carries of the client's (the field
+              # moved here from http_service.authorization_request in 1.40).
+              allowed_headers:
+                patterns:
+                - exact: cookie
+                - exact: user-agent
+                - exact: origin
+                - exact: sec-fetch-site
+                - exact: accept
+                - exact: sec-fetch-mode
+                - exact: x-forwarded-for
+                - exact: x-forwarded-proto
               http_service:
                 server_uri: { uri: "http://forward-auth", cluster: forward_auth, timeout: 0.5s }
-                authorization_request:
-                  allowed_headers:
-                    patterns:
-                    - exact: cookie
-                    - exact: user-agent
-                    - exact: origin
-                    - exact: sec-fetch-site
-                    - exact: accept
-                    - exact: sec-fetch-mode
-                    - exact: x-forwarded-for
-                    - exact: x-forwarded-proto
                 authorization_response:
                   allowed_upstream_headers:
                     patterns:

@@ -351,3 +351,41 @@ fn forward_auth_decides_on_the_path_the_upstream_will_route() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+/// Many client headers through ext_authz: below Envoy's header count limit
+/// the request passes with its identity; a request whose headers plus the
+/// identity headers the answer sets would exceed it is refused by Envoy's
+/// ext_authz (a 500, `request_header_limits_reached`, since Envoy checks the
+/// map after applying an authorization answer) or by the codec (431):
+/// never passed without its identity. docs/security.md says so.
+#[test]
+fn ext_authz_with_many_headers_fails_closed() {
+    let stack = ext_authz_stack();
+    let cookie = session_cookie(&stack, "ada", "lovelace");
+    let mut refused = 0;
+    for count in [20, 60, 90, 99, 120] {
+        let mut request = format!(
+            "GET /me HTTP/1.1\r\nhost: a\r\nconnection: close\r\nuser-agent: {UA}\r\ncookie: {cookie}\r\n"
+        );
+        for i in 0..count {
+            request.push_str(&format!("x-filler-{i}: {i}\r\n"));
+        }
+        request.push_str("\r\n");
+        let answer = raw_exchange(
+            stack.options.listen_port,
+            request.as_bytes(),
+            Duration::from_secs(5),
+        )
+        .unwrap_or_default();
+        let text = String::from_utf8_lossy(&answer);
+        match raw_status(&answer) {
+            Some(200) => assert!(text.contains("\"user_id\":\"user-ada\""), "{count}: {text}"),
+            Some(431 | 500) => refused += 1,
+            other => panic!("{count} headers: {other:?} {text}"),
+        }
+    }
+    assert_eq!(
+        refused, 3,
+        "90, 99 and 120 headers are over the limit with the identity"
+    );
+}

@@ -386,11 +386,11 @@ fn ext_authz() -> Value {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
     "transport_api_version": "V3",
     "failure_mode_allow": false,
+    "allowed_headers": {"patterns": exact(&[
+        "cookie", "user-agent", "origin", "sec-fetch-site", "accept", "x-forwarded-for",
+        "x-forwarded-proto"])},
     "http_service": {
         "server_uri": {"uri": "http://forward-auth", "cluster": "forward_auth", "timeout": "0.5s"},
-        "authorization_request": {"allowed_headers": {"patterns": exact(&[
-            "cookie", "user-agent", "origin", "sec-fetch-site", "accept", "x-forwarded-for",
-            "x-forwarded-proto"])}},
         "authorization_response": {"allowed_upstream_headers": {"patterns": [
             {"prefix": "x-portero-"}, {"exact": "authorization"}]}}
     }}})
