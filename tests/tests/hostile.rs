@@ -370,3 +370,29 @@ fn hostile_upstream_response_headers_never_kill_the_filter() {
     let _ = raw_exchange(port, b"STOP\r\n\r\n", TIMEOUT);
     let _ = upstream.join();
 }
+
+/// Slowloris: a client that never finishes its request headers is cut off
+/// by the shipped config's `request_headers_timeout` (408), not held for
+/// ever.
+#[test]
+fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let stack = Stack::start();
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", stack.options.listen_port)).unwrap();
+    stream
+        .write_all(b"GET /me HTTP/1.1\r\nhost: a\r\nx-slow: 1\r\n")
+        .unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Held for ever, the read would time out with nothing: a 408 means
+    // Envoy cut the client off itself.
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer);
+    assert_eq!(
+        raw_status(&answer),
+        Some(408),
+        "{:?}",
+        String::from_utf8_lossy(&answer)
+    );
+}
