@@ -390,3 +390,45 @@ fn an_outage_logs_a_summary_not_a_line_per_request() {
         "ANSI escape codes in the sidecar log"
     );
 }
+
+/// A user record gone (eviction, an operator's slip) is store trouble
+/// through the whole stack: both flows get 503 with the cookie left alone,
+/// the sessions stay in Redis, and once the record is back both are served
+/// again — never a logout (#19, finding 8).
+#[test]
+fn a_lost_user_record_is_503_through_envoy_never_a_logout() {
+    let stack = Stack::start_with(StackOptions::no_session_cache());
+    let cookie = stack.login_web("ada", "lovelace");
+    let token = stack.login_app("ada", "lovelace");
+    assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+    let users: Vec<String> = stack
+        .redis_cli(&["--scan", "--pattern", "portero:user:*"])
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect();
+    assert_eq!(users.len(), 1, "{users:?}");
+    let fields: Vec<String> = stack
+        .redis_cli(&["HGETALL", &users[0]])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(fields.len() >= 4 && fields.len() % 2 == 0, "{fields:?}");
+    let sessions = stack.session_keys();
+    assert_eq!(stack.redis_cli(&["DEL", &users[0]]).trim(), "1");
+    for _ in 0..3 {
+        assert_trouble_not_logout(&stack.me_with_cookie(&cookie), "cookie, user record gone");
+        let bearer = stack.me_with_token(&token);
+        assert_eq!(bearer.status, 503, "{}", bearer.body);
+    }
+    assert_eq!(stack.session_keys(), sessions, "a session was deleted");
+    // Restored (as from a backup or a replica): both are served again.
+    let mut hset = vec!["HSET", users[0].as_str()];
+    hset.extend(fields.iter().map(String::as_str));
+    assert_eq!(
+        stack.redis_cli(&hset).trim(),
+        (fields.len() / 2).to_string()
+    );
+    assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+    assert_eq!(stack.me_with_token(&token).status, 200);
+}
