@@ -1202,36 +1202,47 @@ fn wait_for_log(proc: &mut portero_integration::Proc, text: &str, or_exit: bool)
     false
 }
 
-/// A Redis whose maxmemory-policy may evict user records: the sidecar
-/// refuses to start, naming the setting and the fix; with
-/// `--allow-evicting-redis` it starts, warning.
-#[test]
-fn an_evicting_redis_is_refused_at_start() {
-    let dir = std::env::temp_dir().join(format!("portero-evicting-{}", std::process::id()));
+/// A Redis of a test's own (no persistence) with `extra` flags, answering
+/// PING: its directory, port and process (stopped when dropped).
+fn throwaway_redis(
+    name: &str,
+    extra: &[&str],
+) -> (std::path::PathBuf, u16, portero_integration::Proc) {
+    let dir = std::env::temp_dir().join(format!("portero-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let port = portero_integration::free_port();
     let mut command = std::process::Command::new("redis-server");
+    let port_text = port.to_string();
     command.args([
         "--port",
-        &port.to_string(),
+        &port_text,
         "--bind",
         "127.0.0.1",
         "--save",
         "",
         "--appendonly",
         "no",
-        "--maxmemory",
-        "64mb",
-        "--maxmemory-policy",
-        "allkeys-lru",
     ]);
-    let _redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
+    command.args(extra);
+    let redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while portero_integration::topology::cli(port, &["PING"]) != "PONG" {
         assert!(std::time::Instant::now() < deadline, "redis did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
+    (dir, port, redis)
+}
+
+/// A Redis whose maxmemory-policy may evict user records: the sidecar
+/// refuses to start, naming the setting and the fix; with
+/// `--allow-evicting-redis` it starts, warning.
+#[test]
+fn an_evicting_redis_is_refused_at_start() {
+    let (dir, port, _redis) = throwaway_redis(
+        "evicting",
+        &["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+    );
 
     let mut refused = sidecar(port, &[], dir.join("refused.log"));
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
@@ -1278,33 +1289,17 @@ fn an_evicting_redis_is_refused_at_start() {
 /// (read a few times) and long before the session (read often).
 #[test]
 fn a_user_record_evicted_under_memory_pressure_is_store_trouble() {
-    let dir = std::env::temp_dir().join(format!("portero-eviction-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = portero_integration::free_port();
-    let mut command = std::process::Command::new("redis-server");
-    command.args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--maxmemory-policy",
-        "allkeys-lfu",
-        "--lfu-log-factor",
-        "0",
-        "--lfu-decay-time",
-        "0",
-    ]);
-    let _redis = portero_integration::Proc::spawn_tied("redis", command, dir.join("redis.log"));
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while portero_integration::topology::cli(port, &["PING"]) != "PONG" {
-        assert!(std::time::Instant::now() < deadline, "redis did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (dir, port, _redis) = throwaway_redis(
+        "eviction",
+        &[
+            "--maxmemory-policy",
+            "allkeys-lfu",
+            "--lfu-log-factor",
+            "0",
+            "--lfu-decay-time",
+            "0",
+        ],
+    );
     let url = format!("redis://127.0.0.1:{port}");
     let key = format!("suite-hash-key-{}", "k".repeat(32));
     let store = Store::new(
