@@ -116,12 +116,14 @@ wasm-unit-test: wasm-target
 
 # The whole suite once per shell (tests/src/stack.rs, `Shell`): the wasm
 # filter, then the dynamic module. Both passes run; either failing fails.
+# The suite's own binaries are built with the `it` profile (Cargo.toml: release
+# without LTO); what they test is the release build above.
 integration-test: build
 	@status=0; \
-	PORTERO_SHELL=wasm cargo test --release --no-fail-fast -p portero-integration \
+	PORTERO_SHELL=wasm cargo test --profile it --no-fail-fast -p portero-integration \
 	  -- --test-threads $(IT_THREADS) || status=1; \
 	echo "── the same suite, the filter as an Envoy dynamic module ──"; \
-	PORTERO_SHELL=dynamic-module cargo test --release --no-fail-fast -p portero-integration \
+	PORTERO_SHELL=dynamic-module cargo test --profile it --no-fail-fast -p portero-integration \
 	  -- --test-threads $(IT_THREADS) || status=1; \
 	exit $$status
 

@@ -81,6 +81,9 @@ pub struct StackOptions {
     /// instead of wasm: the same core, the other shell. By default, as
     /// [`Shell::from_env`] says.
     pub dynamic_module: bool,
+    /// Envoy's `--log-level` (its own default is `info`; the suite's `warn`
+    /// keeps logs short), with `wasm` and `dynamic_modules` at `info` always.
+    pub envoy_log_level: &'static str,
 }
 
 /// Which shell the suite runs the filter in: `PORTERO_SHELL=wasm` (the
@@ -146,6 +149,7 @@ impl Default for StackOptions {
             forward_auth_port: 0,
             ext_authz: false,
             dynamic_module: Shell::from_env() == Shell::DynamicModule,
+            envoy_log_level: "warn",
         }
     }
 }
@@ -480,7 +484,7 @@ impl Stack {
                     ])
                     .args([
                         "--log-level",
-                        "warn",
+                        options.envoy_log_level,
                         "--component-log-level",
                         "wasm:info,dynamic_modules:info",
                     ]),

@@ -14,6 +14,8 @@ use portero_integration::{
 fn config_dump_and_logs_hold_nothing_that_grants_access() {
     let stack = Stack::start_with(StackOptions {
         access_ttl: 2,
+        // Every log at its default level: Envoy's is `info`.
+        envoy_log_level: "info",
         ..StackOptions::default()
     });
     let cookie = stack.login_web("ada", "lovelace");
