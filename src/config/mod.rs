@@ -80,7 +80,10 @@ struct RawCookieKey {
 /// (`host_env_keys`); the dynamic module and forward auth see their
 /// process's environment.
 #[derive(Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "a string, or {\"env\": \"NAME\"} to read it from the environment"
+)]
 enum Secret {
     Inline(String),
     FromEnv(EnvSecret),

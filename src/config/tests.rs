@@ -400,6 +400,12 @@ fn secrets_can_come_from_the_environment_and_a_missing_one_is_named() {
     assert!(e.to_string().contains("PORTERO_TEST_NEVER_SET"), "{e}");
     let e = error_for(|v| v["sidecar"]["token"] = json!({"env": "PORTERO_TEST_NEVER_SET"}));
     assert_eq!(e.field, "sidecar.token");
+    // Neither form: the error says which forms there are.
+    for wrong in [json!(5), json!({"file": "/etc/secret"}), json!({"env": 1})] {
+        let e = error_for(|v| v["sidecar"]["token"] = wrong);
+        assert_eq!(e.field, "sidecar.token");
+        assert!(e.to_string().contains("{\"env\": \"NAME\"}"), "{e}");
+    }
     // A short secret from the environment is as bad as an inline one.
     std::env::set_var("PORTERO_TEST_SHORT_SECRET_CFG", "short");
     let e = error_for(|v| {

@@ -242,6 +242,9 @@ impl Flow {
             .filter(|name| identity.iter().any(|id| is_spelling_of(name, id)))
             .map(|name| String::from_utf8_lossy(name).into_owned())
             .collect();
+        // The canonical names are removed even when absent: forward auth
+        // behind ext_authz sees only the allowed headers, so naming all of
+        // them is how a forged copy it cannot see still gets dropped.
         for name in identity
             .iter()
             .copied()
