@@ -29,7 +29,7 @@ APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noni
 help:
 	@echo "make run     - set up and start the demo site (Envoy+portero, web app, Fastify, redis-sidecar, Redis)"
 	@echo "make test    - set up and run every test"
-	@echo "make lint    - no module cycles, cargo fmt --check and clippy (host and wasm32-wasip1)"
+	@echo "make lint    - the layout's rules, no module cycles, cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make oci     - the filter as a Wasm OCI image (target/oci), the form Istio pulls"
 	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
 
@@ -82,14 +82,11 @@ $(WEB_DEPS): $(DENO) $(WEB_DIR)/deno.json $(WEB_DIR)/deno.lock
 $(BROWSER_DEPS): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
 	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
-# The dynamic module gets its own target directory: its feature must not
-# reach the builds of the crate that other packages link.
-DM_TARGET := target/dm
-
+# The three artefacts: the sidecar (with forward auth), the dynamic module
+# (target/release/libportero.so) and the wasm filter (portero.wasm).
 build: setup
-	cargo build --release -p redis-sidecar -p portero-integration
-	cargo build --release --target wasm32-wasip1 -p portero
-	CARGO_TARGET_DIR=$(DM_TARGET) cargo build --release -p portero --features dynamic-module
+	cargo build --release -p redis-sidecar -p portero-module -p portero-integration
+	cargo build --release --target wasm32-wasip1 -p portero-wasm
 
 # ── the two commands ────────────────────────────────────────────────────
 run: build
@@ -103,16 +100,15 @@ lint: wasm-target $(WEB_DEPS)
 	  && NO_COLOR=1 runtime/node_modules/.bin/deno lint \
 	  && NO_COLOR=1 runtime/node_modules/.bin/deno check main.ts routes/ islands/
 	cargo fmt --all -- --check
-	cargo clippy --workspace --all-targets --features portero/testkit -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p portero -p portero-wire -- -D warnings
-	CARGO_TARGET_DIR=$(DM_TARGET) cargo clippy -p portero --features dynamic-module -- -D warnings
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p portero-wasm -p portero-core -p portero-wire -- -D warnings
 
 unit-test:
-	cargo test -p portero -p portero-wire -p redis-sidecar
+	cargo test -p portero-core -p portero-wire -p portero-wasm -p portero-module -p redis-sidecar
 
-# The core's unit tests compiled for the filter's target, run under Node's WASI.
+# The core's tests compiled for the filter's target, run under Node's WASI.
 wasm-unit-test: wasm-target
-	cargo test --target wasm32-wasip1 -p portero -p portero-wire --lib
+	cargo test --target wasm32-wasip1 -p portero-core -p portero-wire -p portero-wasm --lib --tests
 
 # The whole suite once per shell (tests/src/stack.rs, `Shell`): the wasm
 # filter, then the dynamic module. Both passes run; either failing fails.
@@ -136,10 +132,10 @@ integration-test: build
 bench: build bench-deps
 	./target/release/portero-bench
 	./target/release/store-bench
-	cargo bench --features testkit --bench flow --target wasm32-wasip1
-	cargo bench --features testkit --bench flow
-	cargo bench --features testkit --bench rs256 --target wasm32-wasip1
-	cargo bench --features testkit --bench rs256
+	cargo bench -p portero-core --bench flow --target wasm32-wasip1
+	cargo bench -p portero-core --bench flow
+	cargo bench -p portero-core --bench rs256 --target wasm32-wasip1
+	cargo bench -p portero-core --bench rs256
 
 # wrk (Debian's) drives the bench's load: one thread, keep-alive.
 bench-deps:

@@ -1,15 +1,19 @@
 #!/usr/bin/env python3
-"""Fails when the filter's module graph has a cycle.
+"""Fails when a crate's module graph has a cycle.
 
-Reads every `crate::a::b` path in src/ (outside `#[cfg(test)]` code and the
-`*_tests.rs` files), maps it to the module file that defines it (`config`,
-`config::error`, …) and looks for a cycle. Prints the edges with `--edges`.
+For every crate of the workspace, reads each `crate::a::b` path in its src/
+(outside `#[cfg(test)]` code and the `*_tests.rs` files), maps it to the
+module file that defines it (`config`, `config::error`, …) and looks for a
+cycle. Prints the edges with `--edges`.
 """
 import os
 import re
 import sys
 
-SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+CRATES = ["crates/portero-wire", "crates/portero-core", "crates/portero-testkit",
+          "shells/portero-wasm", "shells/portero-module", "redis-sidecar", "tests"]
+SRC = None
 PATH = re.compile(r"crate::([a-z_][a-z0-9_]*(?:::[a-z_][a-z0-9_]*)*)")
 GROUP = re.compile(r"crate::([a-z_][a-z0-9_:]*)::\{([^}]*)\}", re.S)
 
@@ -90,19 +94,23 @@ def find_cycle(graph):
 
 
 def main():
-    known = modules()
-    found = edges(known)
-    if "--edges" in sys.argv:
-        for a, b in sorted(found):
-            print(f"{a} -> {b}")
-    graph = {}
-    for a, b in found:
-        graph.setdefault(a, set()).add(b)
-    cycle = find_cycle(graph)
-    if cycle:
-        print("module cycle: " + " -> ".join(cycle), file=sys.stderr)
-        return 1
-    return 0
+    global SRC
+    status = 0
+    for crate in CRATES:
+        SRC = os.path.join(ROOT, crate, "src")
+        known = modules()
+        found = edges(known)
+        if "--edges" in sys.argv:
+            for a, b in sorted(found):
+                print(f"{crate}: {a} -> {b}")
+        graph = {}
+        for a, b in found:
+            graph.setdefault(a, set()).add(b)
+        cycle = find_cycle(graph)
+        if cycle:
+            print(f"module cycle in {crate}: " + " -> ".join(cycle), file=sys.stderr)
+            status = 1
+    return status
 
 
 if __name__ == "__main__":

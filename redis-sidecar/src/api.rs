@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use portero::reject::session_hash;
+use portero_core::reject::session_hash;
 use portero_wire::{
     AccessClaims, CreateSessionRequest, CreateSessionResponse, EndSessionResponse, ErrorBody,
     LookupRequest, LookupResponse, RevocationEvent, RevocationFeed, RevokeUserResponse,

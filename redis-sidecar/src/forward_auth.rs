@@ -28,10 +28,12 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use portero::cache::EdgeCache;
-use portero::config::Config;
-use portero::flow::{DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict};
-use portero::metrics::Counter;
+use portero_core::cache::EdgeCache;
+use portero_core::config::Config;
+use portero_core::flow::{
+    DispatchError, Flow, Host, LocalResponse, SidecarCall, SidecarReply, Verdict,
+};
+use portero_core::metrics::Counter;
 use serde_json::Value;
 use tower::ServiceExt;
 

@@ -235,13 +235,15 @@ pub fn generate_pem() -> Result<String, String> {
 mod tests {
     use super::*;
 
-    const PEM: &str = include_str!("../../tests/fixtures/test-rsa.pem");
+    const PEM: &str = include_str!("../../crates/portero-testkit/fixtures/test-rsa.pem");
 
     #[test]
     fn jwks_matches_the_fixture_and_thumbprint_is_stable() {
         let key = SigningKey::from_pem(PEM, Some("test-key".into())).unwrap();
-        let fixture: Value =
-            serde_json::from_str(include_str!("../../tests/fixtures/test-jwks.json")).unwrap();
+        let fixture: Value = serde_json::from_str(include_str!(
+            "../../crates/portero-testkit/fixtures/test-jwks.json"
+        ))
+        .unwrap();
         assert_eq!(key.jwks(), fixture);
         let a = SigningKey::from_pem(PEM, None).unwrap();
         let b = SigningKey::from_pem(PEM, None).unwrap();
@@ -254,7 +256,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("portero-keys-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        let other = include_str!("../../tests/fixtures/other-rsa.pem");
+        let other = include_str!("../../crates/portero-testkit/fixtures/other-rsa.pem");
         std::fs::write(dir.join("old.pem"), PEM).unwrap();
         std::fs::write(dir.join("active"), "old\n").unwrap();
         let keys = Keys::from_dir(&dir).unwrap();

@@ -395,38 +395,3 @@ impl Reply {
             .map(str::to_string)
     }
 }
-
-/// Status of a plain HTTP/1.0 GET, without any client library (readiness).
-pub(crate) fn raw_get_status(port: u16, path: &str) -> Option<u16> {
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut buf = [0u8; 64];
-    let n = stream.read(&mut buf).ok()?;
-    let head = std::str::from_utf8(buf.get(..n)?).ok()?;
-    head.split(' ').nth(1)?.parse().ok()
-}
-
-/// A client that trusts only the CA in `ca_pem` (the edge certificate's).
-pub(crate) fn agent_trusting(ca_pem: &str) -> ureq::Agent {
-    use ureq::tls::{Certificate, RootCerts, TlsConfig};
-    let ca = Certificate::from_pem(ca_pem.as_bytes())
-        .expect("the CA in PEM")
-        .to_owned();
-    let tls = TlsConfig::builder()
-        .root_certs(RootCerts::Specific(std::sync::Arc::new(vec![ca])))
-        .build();
-    ureq::Agent::config_builder()
-        .tls_config(tls)
-        .http_status_as_error(false)
-        .max_redirects(0)
-        .max_redirects_will_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into()
-}

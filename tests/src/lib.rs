@@ -22,7 +22,7 @@ pub const COOKIE_NAME: &str = "__Host-portero";
 pub const ISSUER: &str = "https://portero.local";
 pub const AUDIENCE: &str = "portero-apps";
 /// The test signing key and the one token minter (the filter's testkit).
-pub use portero::testkit::tokens::{Minter, TEST_KID};
+pub use portero_testkit::tokens::{Minter, TEST_KID};
 
 pub mod client;
 pub mod proc;

@@ -2,7 +2,8 @@
 //! child process in its own group that is stopped (by pid) on drop.
 
 use std::fs;
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -18,7 +19,9 @@ pub fn workspace_root() -> PathBuf {
 }
 
 pub fn fixture(name: &str) -> PathBuf {
-    workspace_root().join("tests/fixtures").join(name)
+    workspace_root()
+        .join("crates/portero-testkit/fixtures")
+        .join(name)
 }
 
 /// Ports handed out by [`free_port`]: below Linux's ephemeral range
@@ -211,4 +214,20 @@ pub fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+/// Status of a plain HTTP/1.0 GET, without any client library (readiness).
+pub(crate) fn raw_get_status(port: u16, path: &str) -> Option<u16> {
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(200)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(1))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = stream.read(&mut buf).ok()?;
+    let head = std::str::from_utf8(buf.get(..n)?).ok()?;
+    head.split(' ').nth(1)?.parse().ok()
 }

@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::client::raw_get_status;
-use crate::proc::{envoy_binary, fixture, free_port, require, workspace_root, Proc};
+use crate::proc::{
+    envoy_binary, fixture, free_port, raw_get_status, require, workspace_root, Proc,
+};
 use crate::{
     ADMIN_TOKEN, AUDIENCE, COOKIE_NAME, COOKIE_SECRET, FILTER_TOKEN, ISSUER, SESSION_HASH_KEY,
     TEST_KID,
@@ -378,7 +379,7 @@ impl Stack {
         let server_js = root.join("examples/fastify-api/server.js");
         require(
             &wasm,
-            "cargo build --release --target wasm32-wasip1 -p portero",
+            "cargo build --release --target wasm32-wasip1 -p portero-wasm",
         );
         require(&envoy, "make envoy");
         require(
@@ -457,7 +458,7 @@ impl Stack {
             let cert = crate::tls::edge_certificate(&dir);
             let rendered =
                 crate::tls::with_tls_listener(&rendered, options.listen_port, port, &cert);
-            stack.https_agent = Some(crate::client::agent_trusting(&cert.ca_pem));
+            stack.https_agent = Some(crate::tls::agent_trusting(&cert.ca_pem));
             stack.edge_tls = Some((port, cert));
             rendered
         } else {
@@ -767,10 +768,9 @@ pub fn with_more_sidecars(yaml: &str, endpoints: &[(&str, u16)]) -> String {
 }
 
 /// Adds a `/hostile/` route to a test's own upstream on `port`.
-/// Where `make build` puts the dynamic module (its own target directory:
-/// the feature must not reach the other builds of the crate).
+/// Where `make build` puts the dynamic module (`libportero.so`).
 pub fn dynamic_module_dir() -> PathBuf {
-    workspace_root().join("target/dm/release")
+    workspace_root().join("target/release")
 }
 
 /// The filter as Envoy's `DynamicModuleFilter` instead of the wasm filter,

@@ -3,6 +3,7 @@
 //! `localhost` and `127.0.0.1` signed by it. Clients trust the CA.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair, SanType};
 
@@ -77,4 +78,23 @@ pub fn with_tls_listener(yaml: &str, plain_port: u16, port: u16, cert: &EdgeCert
         .replacen("    filter_chains:\n    - filters:\n", &tls, 1);
     assert!(copy.contains("ingress_tls") && copy.contains("DownstreamTlsContext"));
     format!("{}\n{copy}{}", &yaml[..end], &yaml[end..])
+}
+
+/// A client that trusts only the CA in `ca_pem` (the edge certificate's).
+pub(crate) fn agent_trusting(ca_pem: &str) -> ureq::Agent {
+    use ureq::tls::{Certificate, RootCerts, TlsConfig};
+    let ca = Certificate::from_pem(ca_pem.as_bytes())
+        .expect("the CA in PEM")
+        .to_owned();
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(std::sync::Arc::new(vec![ca])))
+        .build();
+    ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .max_redirects_will_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
 }

@@ -3,7 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use portero::cookie::CookieCodec;
+use portero_core::cookie::CookieCodec;
 use portero_integration::{Stack, StackOptions, COOKIE_NAME, COOKIE_SECRET};
 
 /// Well-formed (65 characters, like the sidecar's ids) but never issued.
@@ -172,7 +172,7 @@ fn valid_cookie_reaches_me_with_identity() {
         .unwrap()
         .strip_prefix("Bearer ")
         .unwrap();
-    let verifier = portero::token::TokenVerifier::new(
+    let verifier = portero_core::token::TokenVerifier::new(
         &serde_json::from_value(stack.jwks.clone()).unwrap(),
         portero_integration::ISSUER,
         &[portero_integration::AUDIENCE.to_string()],

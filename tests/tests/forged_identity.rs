@@ -280,7 +280,7 @@ fn through_ext_authz_no_spelling_reaches_the_upstream() {
         Some(&json!({"username": "ada", "password": "lovelace", "client": "web"})),
     );
     let id = login.header("x-portero-start-session").expect("session id");
-    let codec = portero::cookie::CookieCodec::new(
+    let codec = portero_core::cookie::CookieCodec::new(
         COOKIE_NAME,
         &[(1, portero_integration::COOKIE_SECRET.as_bytes())],
     )

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use portero::cookie::CookieCodec;
+use portero_core::cookie::CookieCodec;
 use portero_integration::{
     free_port, raw_exchange, raw_status, Stack, StackOptions, COOKIE_NAME, COOKIE_SECRET,
 };

@@ -160,8 +160,9 @@ fn bearer_requests_never_forward_the_session_cookie_and_cookie_lines_are_merged(
 #[test]
 fn a_sealed_cookie_with_a_wrong_length_id_is_a_401_not_a_503() {
     let stack = Stack::start();
-    let codec = portero::cookie::CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())])
-        .expect("codec");
+    let codec =
+        portero_core::cookie::CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())])
+            .expect("codec");
     for len in [22, 30, 64, 66, 128] {
         let id = "A".repeat(len);
         let sealed = codec

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use portero::config::Config;
+use portero_core::config::Config;
 use portero_integration::workspace_root;
 use serde::Deserialize;
 use serde_json::Value;

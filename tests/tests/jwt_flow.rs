@@ -4,8 +4,8 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
-use portero::testkit::tokens::{OTHER_PRIVATE_PEM, TEST_PRIVATE_PEM};
 use portero_integration::{claims_of, Minter, Stack, TEST_KID};
+use portero_testkit::tokens::{OTHER_PRIVATE_PEM, TEST_PRIVATE_PEM};
 use serde_json::Value;
 
 fn sign(pem: &str, kid: Option<&str>, claims: &impl serde::Serialize) -> String {

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use portero::testkit::tokens::{Minter, OTHER_PRIVATE_PEM, TEST_PRIVATE_PEM};
 use portero_integration::{claims_of, Stack, StackOptions, TEST_KID};
+use portero_testkit::tokens::{Minter, OTHER_PRIVATE_PEM, TEST_PRIVATE_PEM};
 use serde_json::json;
 
 const NEXT_KID: &str = "next-key";

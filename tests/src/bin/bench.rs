@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use portero::cookie::CookieCodec;
+use portero_core::cookie::CookieCodec;
 use portero_integration::{
     envoy_binary, free_port, plugin_config, require, workspace_root, Minter, Proc, Stack,
     StackOptions, AUDIENCE, COOKIE_NAME, COOKIE_SECRET, FILTER_TOKEN, ISSUER,

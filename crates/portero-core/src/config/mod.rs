@@ -1,0 +1,139 @@
+//! Plugin configuration: parsed from the JSON Envoy hands to `on_configure`,
+//! validated whole, and turned into ready-to-use parts (ciphers, keys).
+//!
+//! Every error names the field (as a JSON path) and the form expected; the
+//! README's "Configuration reference" lists every field with its default.
+
+use crate::cache::CacheConfig;
+use crate::cookie::{CookieAttributes, CookieCodec};
+use crate::policy::{BindingConfig, RouteDecision, RouteRule};
+use crate::token::TokenVerifier;
+
+pub mod error;
+mod raw;
+mod validate;
+
+use error::err;
+pub use error::ConfigError;
+use raw::RawConfig;
+
+/// Largest cache capacity (entries): bounds memory whatever the config says.
+pub const MAX_CACHE_CAPACITY: usize = 1_000_000;
+/// Largest accepted clock leeway: leeway is for clock skew, not for policy.
+pub const MAX_LEEWAY_SECONDS: u64 = 300;
+/// Largest refresh window: a week. The session's own expiry bounds it anyway.
+pub const MAX_REFRESH_WINDOW_SECONDS: u64 = 7 * 86400;
+/// Bounds of the sidecar call timeout.
+pub const TIMEOUT_MS_RANGE: std::ops::RangeInclusive<u64> = 10..=10_000;
+
+/// Names of the headers the filter sends upstream. Incoming copies are removed
+/// from every request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityHeaders {
+    pub user_id: String,
+    pub session: String,
+    pub email: String,
+    pub roles: String,
+    pub client_ip: String,
+    /// Set on requests whose session binding did not match under the `log`
+    /// policy: the mismatched fields, comma-separated (`ip`, `user_agent`).
+    pub binding_mismatch: String,
+    /// Whether cookie clients' requests carry the session's access token
+    /// upstream as `Authorization: Bearer`.
+    pub forward_access_token: bool,
+}
+
+impl IdentityHeaders {
+    pub fn all(&self) -> [&str; 6] {
+        [
+            &self.user_id,
+            &self.session,
+            &self.email,
+            &self.roles,
+            &self.client_ip,
+            &self.binding_mismatch,
+        ]
+    }
+}
+
+/// Cross-site request defence for cookie-authenticated unsafe requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CsrfConfig {
+    pub enabled: bool,
+    /// Origins (`scheme://host[:port]`) accepted besides the request's own.
+    pub allowed_origins: Vec<String>,
+}
+
+/// Where an HTML navigation without a valid session is sent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginRedirect {
+    /// A same-site path (`/login`) or an absolute `https://` URL.
+    pub url: String,
+    /// Query parameter that carries the original path back.
+    pub return_parameter: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SidecarConfig {
+    pub cluster: String,
+    pub authority: String,
+    /// `Authorization` value of every sidecar call, built once here rather
+    /// than per request.
+    pub authorization: String,
+    pub timeout_ms: u64,
+}
+
+/// The validated configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub cookie: CookieCodec,
+    pub cookie_attributes: CookieAttributes,
+    pub tokens: TokenVerifier,
+    /// How often each worker fetches the sidecar's JWKS, seconds (0: never;
+    /// only the pinned `jwt.jwks` is trusted then).
+    pub jwks_refresh_seconds: u64,
+    pub sidecar: SidecarConfig,
+    pub identity_headers: IdentityHeaders,
+    pub session_start_header: String,
+    pub session_end_header: String,
+    /// Response header that hands a bearer client its refreshed token.
+    pub access_token_header: String,
+    pub routes: Vec<RouteRule>,
+    /// Whether a rule names Envoy routes (then the route name is read).
+    pub uses_route_names: bool,
+    pub csrf: CsrfConfig,
+    pub binding: BindingConfig,
+    pub login_redirect: Option<LoginRedirect>,
+    pub cache: CacheConfig,
+    pub retry_after_seconds: u64,
+}
+
+impl Config {
+    /// Parses and validates the plugin configuration.
+    pub fn from_json(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(bytes);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let message = e.inner().to_string();
+            let path = e.path().to_string();
+            let parent = if path == "." { None } else { Some(path) };
+            // serde reports a missing field at its parent: name the field itself.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split_once('`'))
+                .map(|(name, _)| name.to_string());
+            let field = match (parent, missing) {
+                (Some(parent), Some(name)) => format!("{parent}.{name}"),
+                (None, Some(name)) => name,
+                (Some(parent), None) => parent,
+                (None, None) => "(root)".to_string(),
+            };
+            err(&field, message)
+        })?;
+        raw.validate()
+    }
+
+    /// The rule for a request (see [`crate::policy::decide`]).
+    pub fn route(&self, path: &str, route_name: Option<&str>) -> RouteDecision<'_> {
+        crate::policy::decide(&self.routes, path, route_name)
+    }
+}
