@@ -10,7 +10,7 @@ use axum::Json;
 use portero::reject::session_hash;
 use portero_wire::{
     CreateSessionRequest, CreateSessionResponse, EndSessionResponse, LookupRequest, LookupResponse,
-    SessionVerdict,
+    SessionVerdict, SessionView,
 };
 
 use crate::store::{is_session_token, CreateOutcome, Lookup, SessionRecord};
@@ -121,44 +121,7 @@ pub(super) async fn lookup_session(
     body: Bytes,
 ) -> Result<Json<LookupResponse>, ApiError> {
     let req: LookupRequest = parse_json(&headers, &body)?;
-    // A well-formed request naming something that cannot be a session is a
-    // definite "no such session" (the client's credential is bad), not a
-    // malformed call (which the filter would have to treat as trouble).
-    let no_such_session = || {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            SessionVerdict::SessionNotFound.code(),
-            "not a session id or handle",
-        )
-    };
-    let handle = match (&req.session_id, &req.session_handle) {
-        (Some(id), None) => {
-            if !is_session_token(id) {
-                return Err(no_such_session());
-            }
-            state.store.handle_of(id)
-        }
-        // A handle is no secret to its holder's apps (it is the token's
-        // `sid`, the admin API's name for a session): a look-up by handle
-        // must also prove possession of the token, by its `jti`, or the
-        // filter credential plus a handle would read the live access token.
-        (None, Some(handle)) => {
-            if req.presented_jti.as_deref().is_none_or(str::is_empty) {
-                return Err(ApiError::bad_request(
-                    "a look-up by `session_handle` must present the token's `presented_jti`",
-                ));
-            }
-            if !is_session_token(handle) {
-                return Err(no_such_session());
-            }
-            handle.clone()
-        }
-        _ => {
-            return Err(ApiError::bad_request(
-                "exactly one of `session_id` and `session_handle` is required",
-            ))
-        }
-    };
+    let handle = handle_to_look_up(&state, &req)?;
     if let Some(jti) = &req.presented_jti {
         check_header_safe("presented_jti", jti, 128)?;
     }
@@ -174,55 +137,113 @@ pub(super) async fn lookup_session(
             token_version,
             now,
         } => (view, needs_rotation, token_version, now),
-        Lookup::Refused(verdict) => {
-            if verdict == SessionVerdict::TokenReplayed {
-                let revoke = state.rotation.revoke_on_replay;
-                tracing::warn!(target: LOG_TARGET, session_hash = %session_hash(&handle), revoked = revoke, "rotated-away token replayed");
-                if revoke {
-                    revoked(&state, None, Some(&handle)).await?;
-                }
-            }
-            return Err(ApiError::new(
-                StatusCode::NOT_FOUND,
-                verdict.code(),
-                "no usable session",
-            ));
-        }
+        Lookup::Refused(verdict) => return Err(refuse_lookup(&state, &handle, verdict).await),
     };
     let mut rotated = false;
     if needs_rotation {
-        // The session is alive but its access token has expired: rotate it.
-        // Concurrent callers all sign a candidate; the script keeps one.
-        let new = issue_token(
-            &state,
-            &view.user_id,
-            &handle,
-            token_version,
-            view.expires_at,
-            now,
-        )?;
-        match state
-            .store
-            .rotate(&mut view, &new, presented, &state.rotation)
-            .await?
-        {
-            Ok(did_rotate) => rotated = did_rotate,
-            Err(verdict) => {
-                return Err(ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    verdict.code(),
-                    "no usable session",
-                ))
-            }
-        }
-        if rotated {
-            tracing::info!(target: LOG_TARGET, session_hash = %session_hash(&handle), rotations = view.rotations, "access token rotated");
-        }
+        rotated =
+            rotate_expired_token(&state, &handle, &mut view, token_version, now, presented).await?;
     }
     Ok(Json(LookupResponse {
         session: *view,
         rotated,
     }))
+}
+
+/// The handle a look-up names, by session id or by handle (then with the
+/// token's `jti`).
+fn handle_to_look_up(state: &AppState, req: &LookupRequest) -> Result<String, ApiError> {
+    match (&req.session_id, &req.session_handle) {
+        (Some(id), None) => {
+            if !is_session_token(id) {
+                return Err(no_such_session());
+            }
+            Ok(state.store.handle_of(id))
+        }
+        // A handle is no secret to its holder's apps (it is the token's
+        // `sid`, the admin API's name for a session): a look-up by handle
+        // must also prove possession of the token, by its `jti`, or the
+        // filter credential plus a handle would read the live access token.
+        (None, Some(handle)) => {
+            if req.presented_jti.as_deref().is_none_or(str::is_empty) {
+                return Err(ApiError::bad_request(
+                    "a look-up by `session_handle` must present the token's `presented_jti`",
+                ));
+            }
+            if !is_session_token(handle) {
+                return Err(no_such_session());
+            }
+            Ok(handle.clone())
+        }
+        _ => Err(ApiError::bad_request(
+            "exactly one of `session_id` and `session_handle` is required",
+        )),
+    }
+}
+
+/// A well-formed request naming something that cannot be a session is a
+/// definite "no such session" (the client's credential is bad), not a
+/// malformed call (which the filter would have to treat as trouble).
+fn no_such_session() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        SessionVerdict::SessionNotFound.code(),
+        "not a session id or handle",
+    )
+}
+
+/// The reply to a refused look-up. A rotated-away token replayed is logged,
+/// and ends its session first when the rules say so.
+async fn refuse_lookup(state: &AppState, handle: &str, verdict: SessionVerdict) -> ApiError {
+    if verdict == SessionVerdict::TokenReplayed {
+        let revoke = state.rotation.revoke_on_replay;
+        tracing::warn!(target: LOG_TARGET, session_hash = %session_hash(handle), revoked = revoke, "rotated-away token replayed");
+        if revoke {
+            if let Err(e) = revoked(state, None, Some(handle)).await {
+                return e;
+            }
+        }
+    }
+    ApiError::new(StatusCode::NOT_FOUND, verdict.code(), "no usable session")
+}
+
+/// The session is alive but its access token has expired: rotate it.
+/// Concurrent callers all sign a candidate; the script keeps one. Whether
+/// this call's candidate became the session's token.
+async fn rotate_expired_token(
+    state: &AppState,
+    handle: &str,
+    view: &mut SessionView,
+    token_version: u64,
+    now: u64,
+    presented: Option<&str>,
+) -> Result<bool, ApiError> {
+    let new = issue_token(
+        state,
+        &view.user_id,
+        handle,
+        token_version,
+        view.expires_at,
+        now,
+    )?;
+    let rotated = match state
+        .store
+        .rotate(view, &new, presented, &state.rotation)
+        .await?
+    {
+        Ok(did_rotate) => did_rotate,
+        Err(verdict) => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                verdict.code(),
+                "no usable session",
+            ))
+        }
+    };
+    if rotated {
+        tracing::info!(target: LOG_TARGET, session_hash = %session_hash(handle), rotations = view.rotations, "access token rotated");
+    }
+    Ok(rotated)
 }
 
 /// `DELETE /v1/sessions/{handle}` (admin or filter): end a session.
