@@ -1,7 +1,43 @@
-//! Redis Cluster: the hash slot of a key and the slot ranges of
-//! `CLUSTER SLOTS` (`WAIT` and `ROLE` go to the primary of a key's slot).
+//! Redis Cluster: its client, the hash slot of a key and the slot ranges
+//! of `CLUSTER SLOTS` (`WAIT` and `ROLE` go to the primary of a key's slot).
 
-use redis::{ErrorKind, RedisError, RedisResult, Value};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::cluster::ClusterClientBuilder;
+use redis::{ErrorKind, RedisError, RedisResult, TlsCertificates, Value};
+
+use super::Mode;
+
+/// A Cluster found from any of `nodes`, with `certificates` trusted for TLS
+/// when given.
+pub(super) fn mode(
+    nodes: &[String],
+    certificates: Option<&TlsCertificates>,
+    timeout: Duration,
+) -> Result<Mode, String> {
+    if nodes.is_empty() {
+        return Err("cluster mode needs at least one node".into());
+    }
+    let mut builder = ClusterClientBuilder::new(nodes.to_vec());
+    if let Some(certs) = certificates {
+        builder = builder.certs(certs.clone());
+    }
+    let client = builder
+        .connection_timeout(timeout)
+        .response_timeout(timeout)
+        // A failover takes seconds; the store answers 503 meanwhile
+        // rather than holding requests (the filter's timeout is short).
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(100)
+        .build()
+        .map_err(|e| format!("cluster: {e}"))?;
+    Ok(Mode::Cluster {
+        client,
+        lanes: Arc::default(),
+    })
+}
 
 /// The Cluster hash slot of a key: CRC16 (XMODEM) of its hash tag (the
 /// part between the first `{` and the next `}`, when not empty) or of the

@@ -3,25 +3,27 @@
 //! own; this module only finds the node to talk to, with the `redis` crate's
 //! clients for each mode.
 //!
-//! One file per concern: `sentinel` (asking the sentinels for the primary),
-//! `cluster` (a key's hash slot), `pool` (the connections to one place, and
-//! the pool the writes that `WAIT` draw from) and `replicas` (how many
-//! replicas each primary has connected, and `WAIT` itself). This file holds
-//! the [`Backend`], where Redis is, and the connection type they all share.
+//! One file per concern: `tls` (the trust for `rediss://`), `sentinel` (its
+//! client, and asking it for the primary), `cluster` (its client, and a
+//! key's hash slot), `pool` (the connections to one place, and the pool the
+//! writes that `WAIT` draw from) and `replicas` (how many replicas each
+//! primary has connected, and `WAIT` itself). This file holds the
+//! [`Backend`], where Redis is, and the connection type they all share.
 
 mod cluster;
 mod pool;
 mod replicas;
 mod sentinel;
+mod tls;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
+use redis::sentinel::SentinelClient;
 use redis::{
     Cmd, ErrorKind, Pipeline, RedisError, RedisFuture, RedisResult, TlsCertificates, Value,
 };
@@ -169,83 +171,24 @@ pub struct Backend {
 
 impl Backend {
     pub fn new(connect: &RedisConnect, timeout: Duration) -> Result<Backend, String> {
-        // rustls needs a crypto provider; a second install is refused, harmlessly.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let certificates = connect.tls_ca.as_ref().map(|ca| TlsCertificates {
-            client_tls: None,
-            root_cert: Some(ca.clone()),
-        });
+        let certificates = tls::certificates(connect);
         let mode = match &connect.target {
-            RedisTarget::Standalone { url } => Mode::Standalone {
-                client: match &certificates {
-                    Some(certs) => redis::Client::build_with_tls(url.as_str(), certs.clone()),
-                    None => redis::Client::open(url.as_str()),
-                }
-                .map_err(|e| format!("redis url: {e}"))?,
-                lanes: Arc::default(),
-            },
+            RedisTarget::Standalone { url } => standalone(url, certificates.as_ref())?,
             RedisTarget::Sentinel {
                 sentinels,
                 master_name,
                 username,
                 password,
                 sentinel_password,
-            } => {
-                if sentinels.is_empty() || master_name.is_empty() {
-                    return Err("sentinel mode needs sentinel addresses and a master name".into());
-                }
-                let addrs = sentinels
-                    .iter()
-                    .map(|s| sentinel::parse_host_port(s))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut builder = SentinelClientBuilder::new(
-                    addrs,
-                    master_name.clone(),
-                    SentinelServerType::Master,
-                )
-                .map_err(|e| format!("sentinel: {e}"))?;
-                if let Some(username) = username {
-                    builder = builder.set_client_to_redis_username(username.clone());
-                }
-                if let Some(password) = password {
-                    builder = builder.set_client_to_redis_password(password.clone());
-                }
-                if let Some(password) = sentinel_password {
-                    builder = builder.set_client_to_sentinel_password(password.clone());
-                }
-                if let Some(certs) = &certificates {
-                    builder = builder
-                        .set_client_to_redis_tls_mode(redis::TlsMode::Secure)
-                        .set_client_to_redis_certificates(certs.clone());
-                }
-                Mode::Sentinel {
-                    sentinel: Mutex::new(builder.build().map_err(|e| format!("sentinel: {e}"))?),
-                    primary: RwLock::new(None),
-                }
-            }
-            RedisTarget::Cluster { nodes } => {
-                if nodes.is_empty() {
-                    return Err("cluster mode needs at least one node".into());
-                }
-                let mut builder = ClusterClientBuilder::new(nodes.clone());
-                if let Some(certs) = &certificates {
-                    builder = builder.certs(certs.clone());
-                }
-                let client = builder
-                    .connection_timeout(timeout)
-                    .response_timeout(timeout)
-                    // A failover takes seconds; the store answers 503 meanwhile
-                    // rather than holding requests (the filter's timeout is short).
-                    .retries(2)
-                    .min_retry_wait(10)
-                    .max_retry_wait(100)
-                    .build()
-                    .map_err(|e| format!("cluster: {e}"))?;
-                Mode::Cluster {
-                    client,
-                    lanes: Arc::default(),
-                }
-            }
+            } => sentinel::mode(
+                sentinels,
+                master_name,
+                username.as_deref(),
+                password.as_deref(),
+                sentinel_password.as_deref(),
+                certificates.as_ref(),
+            )?,
+            RedisTarget::Cluster { nodes } => cluster::mode(nodes, certificates.as_ref(), timeout)?,
         };
         Ok(Backend {
             mode,
@@ -350,6 +293,19 @@ impl Backend {
     pub fn is_cluster(&self) -> bool {
         matches!(self.mode, Mode::Cluster { .. })
     }
+}
+
+/// One server: a client for its URL, with `certificates` trusted for TLS
+/// when given.
+fn standalone(url: &str, certificates: Option<&TlsCertificates>) -> Result<Mode, String> {
+    Ok(Mode::Standalone {
+        client: match certificates {
+            Some(certs) => redis::Client::build_with_tls(url, certs.clone()),
+            None => redis::Client::open(url),
+        }
+        .map_err(|e| format!("redis url: {e}"))?,
+        lanes: Arc::default(),
+    })
 }
 
 /// The value of `CONFIG GET maxmemory-policy`'s reply (a name/value list
