@@ -95,6 +95,7 @@ run: build
 test: build lint unit-test wasm-unit-test integration-test
 
 lint: wasm-target $(WEB_DEPS)
+	python3 scripts/layout_check.py
 	python3 scripts/module_cycles.py
 	cd $(WEB_DIR) && NO_COLOR=1 runtime/node_modules/.bin/deno fmt --check \
 	  && NO_COLOR=1 runtime/node_modules/.bin/deno lint \

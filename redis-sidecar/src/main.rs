@@ -339,13 +339,43 @@ async fn check_maxmemory_policy(
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
     let state = Arc::new(build_state(&args)?);
-    // Refused at start, or later if Redis was down at start (then the
-    // sidecar stops with the reason, as it would have refused to start).
+    let refusal_rx = watch_maxmemory_policy(&state, &args).await?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+    tracing::info!(listen = %args.listen, redis = %args.redis_target().describe(), keys = %state.keys.current().describe(), "redis-sidecar serving");
+    if state.keys.reloads() {
+        let period = Duration::from_secs(args.signing_keys_reload_seconds.max(1));
+        reload_keys_every(period, state.clone());
+    }
+    if let (Some(listen), Some(path)) = (args.forward_auth_listen, &args.forward_auth_config) {
+        serve_forward_auth(listen, path, &args.filter_token, &state).await?;
+    }
+    let stop = stopped(refusal_rx.clone());
+    axum::serve(listener, api::router(state))
+        .with_graceful_shutdown(stop)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(refusal) = refusal_rx.borrow().clone() {
+        return Err(refusal);
+    }
+    tracing::info!("redis-sidecar stopped");
+    Ok(())
+}
+
+/// Checks Redis's `maxmemory-policy` before serving. Refused at start, or
+/// later if Redis was down at start (then it is checked every second until
+/// it answers, and the sidecar stops with the reason, as it would have
+/// refused to start): the receiver gets that reason.
+async fn watch_maxmemory_policy(
+    state: &Arc<api::AppState>,
+    args: &ServeArgs,
+) -> Result<tokio::sync::watch::Receiver<Option<String>>, String> {
     let (refusal_tx, refusal_rx) = tokio::sync::watch::channel(None::<String>);
     let redis = args.redis_target().describe();
     let allow_evicting = args.allow_evicting_redis;
     if let PolicyCheck::Unreachable(e) =
-        check_maxmemory_policy(&state, &redis, allow_evicting).await?
+        check_maxmemory_policy(state, &redis, allow_evicting).await?
     {
         tracing::warn!(error = %e, "Redis unreachable at start: its maxmemory-policy is checked once it answers");
         let state = state.clone();
@@ -364,71 +394,71 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
             }
         });
     }
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
-    tracing::info!(listen = %args.listen, redis = %args.redis_target().describe(), keys = %state.keys.current().describe(), "redis-sidecar serving");
-    if state.keys.reloads() {
-        let state = state.clone();
-        let period = Duration::from_secs(args.signing_keys_reload_seconds.max(1));
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(period);
-            loop {
-                ticks.tick().await;
-                match state.keys.reload() {
-                    Ok(Some(keys)) => tracing::info!(%keys, "signing keys reloaded"),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(error = %e, "signing keys not reloaded; keeping the current ones")
-                    }
+    Ok(refusal_rx)
+}
+
+/// Reads the signing keys again every `period` (a key directory rotates
+/// while the sidecar runs), keeping the current ones when that fails.
+fn reload_keys_every(period: Duration, state: Arc<api::AppState>) {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(period);
+        loop {
+            ticks.tick().await;
+            match state.keys.reload() {
+                Ok(Some(keys)) => tracing::info!(%keys, "signing keys reloaded"),
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "signing keys not reloaded; keeping the current ones")
                 }
             }
-        });
-    }
-    if let (Some(listen), Some(path)) = (args.forward_auth_listen, &args.forward_auth_config) {
-        let config = std::fs::read(path)
-            .map_err(|e| format!("--forward-auth-config {}: {e}", path.display()))?;
-        let service = forward_auth::ForwardAuth::new(
-            &config,
-            &args.filter_token,
-            state.clone(),
-            api::router(state.clone()),
-            tokio::runtime::Handle::current(),
-        )?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|e| format!("--forward-auth-listen {listen}: {e}"))?;
-        tracing::info!(listen = %listen, "forward auth serving");
-        let app = forward_auth::router(Arc::new(service))
-            .into_make_service_with_connect_info::<SocketAddr>();
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
-                tracing::error!(error = %e, "forward auth stopped");
-            }
-        });
-    }
-    let mut refused = refusal_rx.clone();
-    let stop = async move {
-        tokio::select! {
-            _ = shutdown_signal() => {},
-            _ = async {
-                // A check that ended without refusing closes the channel:
-                // nothing to wait for then.
-                if refused.wait_for(Option::is_some).await.is_err() {
-                    std::future::pending::<()>().await;
-                }
-            } => {},
         }
-    };
-    axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(stop)
+    });
+}
+
+/// Serves the forward-auth check on `listen`, with the plugin config at
+/// `path`, beside the API (whose router it calls in-process).
+async fn serve_forward_auth(
+    listen: SocketAddr,
+    path: &std::path::Path,
+    filter_token: &str,
+    state: &Arc<api::AppState>,
+) -> Result<(), String> {
+    let config = std::fs::read(path)
+        .map_err(|e| format!("--forward-auth-config {}: {e}", path.display()))?;
+    let service = forward_auth::ForwardAuth::new(
+        &config,
+        filter_token,
+        state.clone(),
+        api::router(state.clone()),
+        tokio::runtime::Handle::current(),
+    )?;
+    let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .map_err(|e| e.to_string())?;
-    if let Some(refusal) = refusal_rx.borrow().clone() {
-        return Err(refusal);
-    }
-    tracing::info!("redis-sidecar stopped");
+        .map_err(|e| format!("--forward-auth-listen {listen}: {e}"))?;
+    tracing::info!(listen = %listen, "forward auth serving");
+    let app =
+        forward_auth::router(Arc::new(service)).into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "forward auth stopped");
+        }
+    });
     Ok(())
+}
+
+/// When the API stops: at SIGINT or SIGTERM, or when a later check of
+/// `maxmemory-policy` refuses.
+async fn stopped(mut refused: tokio::sync::watch::Receiver<Option<String>>) {
+    tokio::select! {
+        _ = shutdown_signal() => {},
+        _ = async {
+            // A check that ended without refusing closes the channel:
+            // nothing to wait for then.
+            if refused.wait_for(Option::is_some).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        } => {},
+    }
 }
 
 fn main() -> ExitCode {

@@ -541,7 +541,7 @@ fn kind_of(target: &RedisTarget) -> Kind {
     }
 }
 
-/// The keys of the layout in `store.rs` (prefix `portero`).
+/// The keys of the layout in `store/mod.rs` (prefix `portero`).
 fn user_key(store: &Store, user_id: &str) -> String {
     format!("portero:user:{{{}}}", store.user_tag(user_id))
 }
