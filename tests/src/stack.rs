@@ -476,6 +476,10 @@ impl Stack {
                 Command::new(&envoy)
                     .envs(SECRET_ENV)
                     .env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dynamic_module_dir())
+                    // The module's re-entrancy detector: a hook entered
+                    // while another hook of its stream holds the stream's
+                    // state aborts Envoy (a no-op for the wasm filter).
+                    .env("PORTERO_MODULE_ABORT_ON_REENTRY", "1")
                     .arg("-c")
                     .arg(&envoy_yaml)
                     .args([

@@ -1,6 +1,8 @@
 //! Session issuance, header hygiene, failure handling and per-route control,
 //! through real Envoy + portero, redis-sidecar, Redis and Fastify.
 
+use std::io::Write;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use portero_integration::{Shell, Stack, StackOptions, COOKIE_NAME};
@@ -242,6 +244,56 @@ fn sidecar_that_hangs_is_503_after_the_timeout() {
     assert_eq!(reply.json()["reason"], "sidecar_unavailable");
     // The configured sidecar timeout is 500 ms: the request was held, then refused.
     assert!(waited >= Duration::from_millis(400), "{waited:?}");
+    assert_eq!(stack.get("/me", &[("cookie", &cookie(&value))]).status, 200);
+}
+
+/// A client that hangs up while its look-up is in flight: the answer
+/// comes to a stream Envoy has ended, and the gate goes on serving. (In the
+/// module pass Envoy runs with the module's re-entrancy detector on.)
+#[test]
+fn a_client_gone_before_the_lookup_answers_leaves_the_gate_serving() {
+    let mut stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    stack.signal("sidecar", libc::SIGSTOP);
+    let mut client =
+        TcpStream::connect(("127.0.0.1", stack.options.listen_port)).expect("Envoy listens");
+    write!(
+        client,
+        "GET /me HTTP/1.1\r\nHost: portero.test\r\nCookie: {}\r\n\r\n",
+        cookie(&value)
+    )
+    .expect("request sent");
+    // The look-up is in flight (the sidecar is frozen); the client leaves.
+    std::thread::sleep(Duration::from_millis(150));
+    drop(client);
+    std::thread::sleep(Duration::from_millis(100));
+    stack.signal("sidecar", libc::SIGCONT);
+    // The sidecar answers the ended stream's look-up.
+    std::thread::sleep(Duration::from_millis(300));
+    let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert!(!stack.envoy.as_mut().unwrap().exited(), "Envoy is up");
+}
+
+/// The sidecar killed while a look-up is in flight (the call is reset):
+/// a 503, no logout, and the session is served once the sidecar is back.
+#[test]
+fn a_lookup_reset_mid_call_is_503_and_no_logout() {
+    let mut stack = Stack::start();
+    let value = stack.login_web("ada", "lovelace");
+    let pid = stack.sidecar.as_ref().unwrap().pid().unwrap() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(150));
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
+    killer.join().unwrap();
+    assert_eq!(reply.status, 503, "{}", reply.body);
+    assert_eq!(reply.json()["reason"], "sidecar_unavailable");
+    assert_eq!(reply.set_cookie(COOKIE_NAME), None, "no logout");
+    stack.stop_sidecar();
+    stack.start_sidecar();
     assert_eq!(stack.get("/me", &[("cookie", &cookie(&value))]).status, 200);
 }
 

@@ -260,25 +260,41 @@ impl Filter {
         String::from_utf8(value.to_vec()).ok()
     }
 
-    /// Replaces every line of `name` (an empty value removes it).
-    pub fn set_header(self, header_type: u32, name: &str, value: &[u8]) {
+    /// Replaces every line of `name` with one holding `value`; whether
+    /// Envoy did.
+    pub fn set_header(self, header_type: u32, name: &str, value: &[u8]) -> bool {
+        self.write_header(header_type, name, ModuleBuffer::of(value))
+    }
+
+    /// Removes every line of `name` (the ABI removes on a null value, and
+    /// promises nothing for an empty one); whether Envoy did.
+    pub fn remove_header(self, header_type: u32, name: &str) -> bool {
+        let null = ModuleBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        self.write_header(header_type, name, null)
+    }
+
+    fn write_header(self, header_type: u32, name: &str, value: ModuleBuffer) -> bool {
         if self.0.is_null() {
-            return;
+            return false;
         }
-        // SAFETY: module-owned slices, copied by Envoy during the call.
+        // SAFETY: module-owned slices (or null), copied by Envoy during the call.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
                 self.0,
                 header_type,
                 ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value),
-            );
+                value,
+            )
         }
     }
 
-    pub fn add_header(self, header_type: u32, name: &str, value: &[u8]) {
+    /// Adds a line; whether Envoy did.
+    pub fn add_header(self, header_type: u32, name: &str, value: &[u8]) -> bool {
         if self.0.is_null() {
-            return;
+            return false;
         }
         // SAFETY: module-owned slices, copied by Envoy during the call.
         unsafe {
@@ -287,7 +303,7 @@ impl Filter {
                 header_type,
                 ModuleBuffer::of(name.as_bytes()),
                 ModuleBuffer::of(value),
-            );
+            )
         }
     }
 

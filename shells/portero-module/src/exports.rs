@@ -7,15 +7,30 @@ use crate::abi::{
     EnvoyHeader, Filter, FilterEnvoyPtr, FilterModulePtr, ABI_VERSION, BODY_CONTINUE,
     TRAILERS_CONTINUE,
 };
-use crate::hooks::{self, FilterState};
+use crate::hooks::{self, Stream};
 use crate::worker::ModuleConfig;
 
-/// The state of stream `filter`.
+/// Runs `hook` on stream `filter`, then frees the stream if Envoy destroyed
+/// it meanwhile (from inside the hook) and no other hook of it runs.
 ///
 /// # Safety
-/// `filter` is a live pointer `filter_new` returned.
-unsafe fn state<'a>(filter: FilterModulePtr) -> &'a mut FilterState {
-    &mut *(filter as *mut FilterState)
+/// `filter` is a pointer `filter_new` returned and Envoy has not yet
+/// destroyed it when the hook starts.
+unsafe fn on_stream<T>(filter: FilterModulePtr, hook: impl FnOnce(&Stream) -> T) -> T {
+    let ptr = filter as *mut Stream;
+    // Shared references only: a re-entered hook makes another one, which
+    // is sound; the state inside is a RefCell.
+    let (result, free) = {
+        let stream = &*ptr;
+        stream.enter();
+        let result = hook(stream);
+        (result, stream.leave())
+    };
+    if free {
+        // No reference to the stream is live any more.
+        drop(Box::from_raw(ptr));
+    }
+    result
 }
 
 #[no_mangle]
@@ -69,7 +84,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     filter: FilterModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    hooks::request_headers(state(filter), Filter(envoy))
+    on_stream(filter, |stream| {
+        hooks::request_headers(stream, Filter(envoy))
+    })
 }
 
 /// # Safety
@@ -86,7 +103,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     body_chunks_size: usize,
 ) {
     let reply = callout_reply(result, headers, headers_size, body_chunks, body_chunks_size);
-    hooks::callout_done(state(filter), Filter(envoy), callout_id, reply);
+    on_stream(filter, |stream| {
+        hooks::callout_done(stream, Filter(envoy), callout_id, reply)
+    });
 }
 
 /// # Safety
@@ -97,15 +116,23 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
     filter: FilterModulePtr,
     _end_of_stream: bool,
 ) -> u32 {
-    hooks::response_headers(state(filter), Filter(envoy))
+    on_stream(filter, |stream| {
+        hooks::response_headers(stream, Filter(envoy))
+    })
 }
 
 /// # Safety
 /// `filter` is a pointer `filter_new` returned, destroyed once.
 #[no_mangle]
 pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(filter: FilterModulePtr) {
-    if !filter.is_null() {
-        hooks::destroy(*Box::from_raw(filter as *mut FilterState));
+    if filter.is_null() {
+        return;
+    }
+    let ptr = filter as *mut Stream;
+    // Freed now unless a hook of the stream is running (Envoy destroying it
+    // from inside one): then that hook frees it as it returns.
+    if (*ptr).destroy() {
+        drop(Box::from_raw(ptr));
     }
 }
 
@@ -116,7 +143,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
     envoy: FilterEnvoyPtr,
     filter: FilterModulePtr,
 ) {
-    hooks::stream_complete(state(filter), Filter(envoy));
+    on_stream(filter, |stream| {
+        hooks::stream_complete(stream, Filter(envoy))
+    });
 }
 
 // Hooks Envoy requires but this filter has nothing to do in.

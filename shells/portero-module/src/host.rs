@@ -47,11 +47,21 @@ pub fn micros() -> u64 {
 
 /// [`Host`] over the dynamic-module ABI. The request headers are read once
 /// per hook; changes are written back at its end, one call per header.
+///
+/// A local reply is not sent from here: Envoy may run other hooks of the
+/// stream inside `send_response` (it does on 1.40: `stream_complete`), so
+/// the reply waits in [`DmHost::reply`] until the hook has let go of the
+/// stream's state (see `hooks.rs`).
 pub struct DmHost {
     pub envoy: Filter,
     pub request_headers: EditedHeaders,
     pub response_headers: Vec<HeaderLine>,
-    responded: bool,
+    /// The local reply the flow sent, not yet handed to Envoy.
+    pub reply: Option<LocalResponse>,
+    /// A local reply was sent on this stream (no second one, ever).
+    pub responded: bool,
+    /// The id of the flow's own call to the sidecar, while it is in flight.
+    pub flow_call: Option<u64>,
     pub now_us: u64,
     client_address: Option<Option<String>>,
     metrics: MetricIds,
@@ -68,7 +78,9 @@ impl DmHost {
             envoy,
             request_headers: EditedHeaders::default(),
             response_headers: Vec::new(),
+            reply: None,
             responded: false,
+            flow_call: None,
             now_us: 0,
             client_address: None,
             metrics,
@@ -77,18 +89,18 @@ impl DmHost {
     }
 
     /// The flow's request-header changes, written back: `set_header`
-    /// replaces every line of a name, and an empty value removes it.
+    /// replaces every line of a name; a removal is a `set_header` with a
+    /// null value.
     pub fn flush(&mut self) {
         let changes = self.request_headers.take_changes();
         if self.responded {
             return;
         }
         for (name, value) in changes {
-            self.envoy.set_header(
-                abi::REQUEST_HEADER,
-                &name,
-                value.as_deref().unwrap_or_default(),
-            );
+            match value {
+                Some(value) => self.envoy.set_header(abi::REQUEST_HEADER, &name, &value),
+                None => self.envoy.remove_header(abi::REQUEST_HEADER, &name),
+            };
         }
     }
 
@@ -115,8 +127,12 @@ impl DmHost {
         self.envoy.increment_counter(*id, values, count);
     }
 
-    /// A 503 for a request this worker cannot judge.
+    /// A 503 for a request this worker cannot judge (unless a reply was
+    /// already sent: never two on one stream).
     pub fn unavailable(&mut self) {
+        if self.responded {
+            return;
+        }
         self.send_local_response(LocalResponse {
             status: 503,
             headers: vec![
@@ -172,39 +188,46 @@ impl Host for DmHost {
 
     fn add_response_header(&mut self, name: &str, value: &str) {
         // `:status` is replaced, not added (the flow removes it first).
-        if name == ":status" {
+        let written = if name == ":status" {
             self.envoy
-                .set_header(abi::RESPONSE_HEADER, name, value.as_bytes());
+                .set_header(abi::RESPONSE_HEADER, name, value.as_bytes())
         } else {
             self.envoy
-                .add_header(abi::RESPONSE_HEADER, name, value.as_bytes());
+                .add_header(abi::RESPONSE_HEADER, name, value.as_bytes())
+        };
+        // What the flow reads back is what Envoy holds.
+        if written {
+            self.response_headers
+                .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
         }
-        self.response_headers
-            .push((name.as_bytes().to_vec(), value.as_bytes().to_vec()));
     }
 
     fn remove_response_header(&mut self, name: &str) {
         if name == ":status" {
             return;
         }
-        if self
+        let present = self
             .response_headers
             .iter()
-            .any(|(k, _)| k == name.as_bytes())
-        {
-            self.envoy.set_header(abi::RESPONSE_HEADER, name, b"");
+            .any(|(k, _)| k == name.as_bytes());
+        if present && self.envoy.remove_header(abi::RESPONSE_HEADER, name) {
             self.response_headers.retain(|(k, _)| k != name.as_bytes());
         }
     }
 
     fn dispatch_sidecar_call(&mut self, call: SidecarCall) -> Result<(), DispatchError> {
-        self.envoy.callout(&call).map(|_| ())
+        let id = self.envoy.callout(&call)?;
+        self.flow_call = Some(id);
+        Ok(())
     }
 
+    /// Queued: sent by the hook once it has let go of the stream's state.
     fn send_local_response(&mut self, response: LocalResponse) {
+        if self.responded {
+            return;
+        }
         self.responded = true;
-        self.envoy
-            .send_response(response.status, &response.headers, &response.body);
+        self.reply = Some(response);
     }
 
     fn increment(&mut self, counter: Counter) {
