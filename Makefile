@@ -24,7 +24,8 @@ IT_THREADS    ?= 4
 APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
-        lint unit-test wasm-unit-test integration-test bench bench-deps compose-config oci clean
+        lint unit-test wasm-unit-test integration-test bench bench-deps compose-config oci \
+        docs clean
 
 help:
 	@echo "make run     - set up and start the demo site (Envoy+portero, web app, Fastify, redis-sidecar, Redis)"
@@ -32,6 +33,7 @@ help:
 	@echo "make lint    - the layout's rules, no module cycles, cargo fmt --check and clippy (host and wasm32-wasip1)"
 	@echo "make oci     - the filter as a Wasm OCI image (target/oci), the form Istio pulls"
 	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
+	@echo "make docs    - the book (docs/) into target/book"
 
 # ── set-up: everything a bare machine lacks ─────────────────────────────
 setup: system-deps wasm-target envoy node-deps
@@ -92,7 +94,7 @@ build: setup
 run: build
 	./target/release/portero-stack
 
-test: build lint unit-test wasm-unit-test integration-test
+test: build lint docs unit-test wasm-unit-test integration-test
 
 lint: wasm-target $(WEB_DEPS)
 	python3 scripts/layout_check.py
@@ -154,11 +156,24 @@ OCI_DIR := target/oci
 oci: build
 	scripts/oci.sh target/wasm32-wasip1/release/portero.wasm $(OCI_DIR) $(OCI_TAG)
 
+# The book: docs/ (docs/SUMMARY.md is its table of contents) into
+# target/book, with mdBook from crates.io, installed into .tools/ once.
+# (`make test` builds it too: a page missing from the contents, or a
+# contents line without its page, fails. The links and anchors are checked
+# by tests/tests/docs.rs.)
+MDBOOK_VERSION := 0.5.4
+MDBOOK        := .tools/bin/mdbook
+docs: $(MDBOOK)
+	$(MDBOOK) build docs
+$(MDBOOK):
+	cargo install --locked --quiet --root .tools --version $(MDBOOK_VERSION) \
+	  --no-default-features --features search mdbook
+
 # Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
 compose-config: build
 	./target/release/portero-stack compose-config
 
 clean:
 	cargo clean
-	rm -rf $(VENV) .run $(FASTIFY_DIR)/node_modules $(WEB_DIR)/node_modules \
+	rm -rf $(VENV) .run .tools $(FASTIFY_DIR)/node_modules $(WEB_DIR)/node_modules \
 	  $(WEB_DIR)/runtime/node_modules $(BROWSER_DIR)/node_modules

@@ -11,7 +11,7 @@
 //! set upstream (and `x-envoy-auth-headers-to-remove` naming forged ones to
 //! drop), or the flow's own 401/403/302/503.
 //!
-//! Differences from the filter, all in the README's "Forward auth": there
+//! Differences from the filter, all in docs/deploying.md, "Forward auth": there
 //! is no route name (rules by `route_name` never match; `path_prefix` rules
 //! do), no response side (session start and end headers are the filter's
 //! job), and no edge session cache (no revocation feed here: every check

@@ -218,7 +218,8 @@ fn the_filter_delivered_by_ecds_is_replaced_in_place_without_a_restart() {
     //    (no fetch is logged; only the start-up fetch is waited for), and
     //    no filter runs at all: requests reach the upstream unauthenticated,
     //    the session cookie included, right hash or wrong, whatever
-    //    `failure_policy` says. This pins that fact so the README's warning
+    //    `failure_policy` says. This pins that fact so the book's warning
+    //    (docs/deploying.md, "Delivered by ECDS")
     //    (never `remote` through ECDS in a bare Envoy; a local file, as
     //    Istio's agent writes after checking the hash) stays true; it fails
     //    the day Envoy refuses or fetches such an update.
@@ -244,7 +245,7 @@ fn the_filter_delivered_by_ecds_is_replaced_in_place_without_a_restart() {
             }
             assert!(
                 Instant::now() < deadline,
-                "Envoy now handles a remote module in an ECDS update: update the README"
+                "Envoy now handles a remote module in an ECDS update: update docs/deploying.md"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

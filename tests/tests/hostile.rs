@@ -196,7 +196,7 @@ fn mutate(rng: &mut Rng, value: &[u8], other: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The statuses portero documents (README): 200 forwarded; 302 login
+/// The statuses portero documents (docs/how-it-works.md, "Errors"): 200 forwarded; 302 login
 /// redirect; 400/431 Envoy's own codec refusal; 401, 403; 404 from the
 /// upstream. A 5xx would need store trouble, and the store is healthy here.
 fn assert_documented(status: u16, what: &str) {

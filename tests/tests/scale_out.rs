@@ -10,7 +10,7 @@ use portero_integration::{claims_of, Stack, StackOptions, ADMIN_TOKEN, COOKIE_NA
 use serde_json::json;
 
 const SESSION_HITS: &str = r#"portero_cache_lookups{cache="sessions",result="hit"}"#;
-/// The revocation feed's promise (README "Edge caches"), as `caches.rs`
+/// The revocation feed's promise (docs/how-it-works.md, "Edge caches"), as `caches.rs`
 /// holds one worker to it.
 const REVOCATION_BOUND: Duration = Duration::from_millis(1000);
 /// New connections per Envoy per round: they spread over its two workers

@@ -1,7 +1,7 @@
 //! The session cookie: its value format, its attributes, and finding it in a
 //! `Cookie` header.
 //!
-//! Value, version 1 (the README's "Cookie format" section is the spec):
+//! Value, version 1 (docs/formats.md, "The session cookie", is the spec):
 //!
 //! ```text
 //! value = base64url_nopad( 0x01 | key_id | nonce[12] | AES-256-GCM(key, nonce, aad, session_id) )

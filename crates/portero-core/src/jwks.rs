@@ -1,4 +1,4 @@
-//! The signing keys the sidecar publishes (`GET /v1/jwks`), fetched on the
+//! The signing keys the sidecar publishes (`GET` [`portero_wire::JWKS_PATH`]), fetched on the
 //! root context's tick, so a key rollover needs no config push and no Envoy
 //! restart. The set pinned in the configuration stays trusted whatever the
 //! fetch says (the floor, and all there is when fetching is off); the last

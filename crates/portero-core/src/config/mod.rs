@@ -2,7 +2,8 @@
 //! validated whole, and turned into ready-to-use parts (ciphers, keys).
 //!
 //! Every error names the field (as a JSON path) and the form expected; the
-//! README's "Configuration reference" lists every field with its default.
+//! book's configuration reference (docs/configuration.md) lists every field
+//! with its default.
 
 use crate::cache::CacheConfig;
 use crate::cookie::{CookieAttributes, CookieCodec};
