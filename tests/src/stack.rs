@@ -841,6 +841,9 @@ pub fn with_ext_authz(yaml: &str, port: u16) -> String {
                     patterns:
                     - prefix: x-portero-
                     - exact: authorization
+                    # The client's cookies without the session cookie: the
+                    # answer's `cookie` replaces the request's.
+                    - exact: cookie
                   allowed_client_headers:
                     patterns:
                     - exact: location

@@ -168,12 +168,47 @@ fn refuses_underscores_and_strips_the_rest(stack: &Stack, wire: &WireUpstream, c
     }
 }
 
+/// The session cookie is portero's, never the upstream's: on a route that
+/// checks the session, the upstream receives the client's other cookies and
+/// not the session cookie (the bytes on the wire, every `cookie` line).
+fn the_session_cookie_stays_at_the_edge(
+    stack: &Stack,
+    wire: &WireUpstream,
+    cookie: &str,
+    what: &str,
+) {
+    let request = format!(
+        "GET /hostile/required/x HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+         cookie: theme=dark; {COOKIE_NAME}={cookie}; lang=en\r\n\r\n"
+    );
+    let response = raw_exchange(stack.options.listen_port, request.as_bytes(), TIMEOUT)
+        .expect("Envoy answers");
+    assert_eq!(raw_status(&response), Some(200), "{what}");
+    let heads = wire.take();
+    assert_eq!(heads.len(), 1, "{what}: one request upstream");
+    let cookies: Vec<String> = header_lines(&heads[0])
+        .into_iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+        .map(|(_, value)| value)
+        .collect();
+    let all = cookies.join("; ");
+    assert!(
+        !all.contains(COOKIE_NAME),
+        "{what}: the session cookie reached the upstream: {cookies:?}"
+    );
+    assert!(
+        all.contains("theme=dark") && all.contains("lang=en"),
+        "{what}: the client's other cookies go on: {cookies:?}"
+    );
+}
+
 #[test]
 fn the_shipped_config_refuses_underscored_names_and_strips_every_other_spelling() {
     let wire = WireUpstream::start();
     let stack = stack(&wire, shipped);
     let cookie = stack.login_web("ada", "lovelace");
     refuses_underscores_and_strips_the_rest(&stack, &wire, &cookie);
+    the_session_cookie_stays_at_the_edge(&stack, &wire, &cookie, "the filter");
     // h2c: an underscored name never reaches the upstream either.
     for name in UNDERSCORED {
         let out = Command::new("curl")
@@ -287,4 +322,5 @@ fn through_ext_authz_no_spelling_reaches_the_upstream() {
     .unwrap();
     let cookie = codec.seal(id).unwrap();
     refuses_underscores_and_strips_the_rest(&stack, &wire, &cookie);
+    the_session_cookie_stays_at_the_edge(&stack, &wire, &cookie, "ext_authz");
 }

@@ -392,7 +392,7 @@ fn ext_authz() -> Value {
     "http_service": {
         "server_uri": {"uri": "http://forward-auth", "cluster": "forward_auth", "timeout": "0.5s"},
         "authorization_response": {"allowed_upstream_headers": {"patterns": [
-            {"prefix": "x-portero-"}, {"exact": "authorization"}]}}
+            {"prefix": "x-portero-"}, {"exact": "authorization"}, {"exact": "cookie"}]}}
     }}})
 }
 
