@@ -2,8 +2,9 @@
 //! in the AUTHN phase and fails closed; its `pluginConfig` is a config the
 //! filter accepts; the sidecar cluster it names is the Service's, in Istio's
 //! `outbound|port||host` form; the Deployment sets only flags the sidecar
-//! has and reads only keys its Secret holds; the pinned key is one the
-//! sidecar's key directory publishes. (No cluster runs here: Istio's ECDS
+//! has and reads only keys its Secret holds, and runs `serve` once with the
+//! image's entrypoint; the pinned key is one the sidecar's key directory
+//! publishes. (No cluster runs here: Istio's ECDS
 //! delivery itself is tested in `ecds.rs`.)
 
 use std::collections::BTreeSet;
@@ -92,6 +93,25 @@ fn the_istio_manifests_hold_together() {
             assert!(secret_keys.contains(key), "the Secret has no {key}");
         }
     }
+    // The container's command is the image's entrypoint and its args: one
+    // `serve` (a second one would be an argument the sidecar refuses).
+    let dockerfile =
+        std::fs::read_to_string(workspace_root().join("redis-sidecar/Dockerfile")).unwrap();
+    let entrypoint: Vec<String> = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("ENTRYPOINT "))
+        .map(|json| serde_json::from_str(json).expect("ENTRYPOINT as JSON"))
+        .expect("the sidecar image has an ENTRYPOINT");
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap().to_string()).collect())
+        .unwrap_or_default();
+    let command: Vec<String> = entrypoint.into_iter().chain(args).collect();
+    assert_eq!(
+        command.iter().filter(|word| *word == "serve").count(),
+        1,
+        "the sidecar's command: {command:?}"
+    );
     // The filter's credential is the sidecar's.
     assert_eq!(
         plugin_config["sidecar"]["token"],
