@@ -234,12 +234,13 @@ fn redis_down_is_503_and_the_session_survives() {
 fn sidecar_that_hangs_is_503_after_the_timeout() {
     let stack = Stack::start();
     let value = stack.login_web("ada", "lovelace");
-    let pid = stack.sidecar.as_ref().unwrap().pid().unwrap() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    // The harness waits until every thread of the sidecar is stopped: a
+    // bare kill(2) returns before that, and a look-up could still be answered.
+    stack.signal("sidecar", libc::SIGSTOP);
     let started = Instant::now();
     let reply = stack.get("/me", &[("cookie", &cookie(&value))]);
     let waited = started.elapsed();
-    unsafe { libc::kill(pid, libc::SIGCONT) };
+    stack.signal("sidecar", libc::SIGCONT);
     assert_eq!(reply.status, 503, "{}", reply.body);
     assert_eq!(reply.json()["reason"], "sidecar_unavailable");
     // The configured sidecar timeout is 500 ms: the request was held, then refused.
@@ -282,7 +283,7 @@ fn a_lookup_reset_mid_call_is_503_and_no_logout() {
     let mut stack = Stack::start();
     let value = stack.login_web("ada", "lovelace");
     let pid = stack.sidecar.as_ref().unwrap().pid().unwrap() as i32;
-    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    stack.signal("sidecar", libc::SIGSTOP);
     let killer = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_millis(150));
         unsafe { libc::kill(pid, libc::SIGKILL) };
