@@ -202,6 +202,21 @@ pub enum SameSite {
     Lax,
 }
 
+// Written out because the schema must list the aliases the parser accepts.
+impl schemars::JsonSchema for SameSite {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "SameSite".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "`SameSite` attribute of the session cookie (`Strict`, the default, or `Lax`).",
+            "type": "string",
+            "enum": ["Strict", "Lax", "strict", "lax"]
+        })
+    }
+}
+
 /// Attributes written on every `Set-Cookie` of the session cookie.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CookieAttributes {

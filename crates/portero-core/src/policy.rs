@@ -6,6 +6,7 @@
 
 use std::net::IpAddr;
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use crate::config::error::{err, ConfigError};
@@ -13,7 +14,7 @@ use crate::config::error::{err, ConfigError};
 // ── per-route policy ────────────────────────────────────────────────────
 
 /// What the filter demands on a route (`"required"`, `"optional"`, `"off"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RoutePolicy {
     /// A valid session is required (the default for every route).
@@ -116,7 +117,7 @@ pub fn uses_route_names(rules: &[RouteRule]) -> bool {
         .any(|r| matches!(r.matcher, RouteMatch::RouteName(_)))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawRoute {
     #[serde(default)]
@@ -129,7 +130,7 @@ pub(crate) struct RawRoute {
     roles: Option<RawRoles>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct RawRoles {
     #[serde(default)]
@@ -210,7 +211,7 @@ impl RawRoles {
 
 /// What to do when a bound field differs from the one recorded at login
 /// (`"off"`, `"log"`, `"reject"`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum MismatchPolicy {
     /// Don't compare.
@@ -341,7 +342,7 @@ fn prefix_eq(a: u128, b: u128, width: u32, len: u8) -> bool {
 // The config's form of the binding. Its defaults are `BindingConfig::default()`
 // written back in this form, so they are stated once.
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RawBinding {
     ip: RawIpBinding,
@@ -349,7 +350,7 @@ pub(crate) struct RawBinding {
     on_reject: OnReject,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct RawIpBinding {
     compare: IpCompareMode,
@@ -358,14 +359,14 @@ struct RawIpBinding {
     policy: MismatchPolicy,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 struct RawUserAgentBinding {
     compare: UserAgentCompare,
     policy: MismatchPolicy,
 }
 
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum IpCompareMode {
     Exact,
@@ -373,14 +374,14 @@ enum IpCompareMode {
     Off,
 }
 
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 enum UserAgentCompare {
     Exact,
     Off,
 }
 
-#[derive(Clone, Copy, Deserialize)]
+#[derive(Clone, Copy, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 enum OnReject {
     EndSession,

@@ -423,3 +423,26 @@ fn secrets_can_come_from_the_environment_and_a_missing_one_is_named() {
     });
     assert_eq!(e.field, "cookie.keys[0].secret");
 }
+
+/// The schema in the book is the one the parser's types give. After a
+/// change to the configuration: `PORTERO_WRITE_SCHEMA=1 cargo test -p
+/// portero-core --test config` rewrites it.
+#[test]
+fn the_committed_json_schema_is_the_one_the_parser_reads() {
+    let generated = serde_json::to_string_pretty(&Config::json_schema()).unwrap() + "\n";
+    #[cfg(not(target_arch = "wasm32"))]
+    if std::env::var_os("PORTERO_WRITE_SCHEMA").is_some() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/plugin-config.schema.json"
+        );
+        std::fs::write(path, &generated).unwrap();
+        return;
+    }
+    let committed = include_str!("../../../docs/plugin-config.schema.json");
+    assert!(
+        committed == generated,
+        "docs/plugin-config.schema.json is not the schema of today's config: \
+         PORTERO_WRITE_SCHEMA=1 cargo test -p portero-core --test config"
+    );
+}

@@ -133,6 +133,23 @@ impl Config {
         raw.validate()
     }
 
+    /// The plugin configuration's JSON Schema, derived from the types the
+    /// parser reads: the shape, the names, the enums and the defaults (the
+    /// parser also checks bounds the schema does not state). Committed as
+    /// `docs/plugin-config.schema.json`; a test keeps that file current.
+    pub fn json_schema() -> serde_json::Value {
+        let mut schema = schemars::schema_for!(RawConfig).to_value();
+        if let Some(object) = schema.as_object_mut() {
+            object.insert("title".into(), "portero plugin configuration".into());
+            object.insert(
+                "description".into(),
+                "The JSON portero's filter, module and forward auth read (docs/configuration.md)."
+                    .into(),
+            );
+        }
+        schema
+    }
+
     /// The rule for a request (see [`crate::policy::decide`]).
     pub fn route(&self, path: &str, route_name: Option<&str>) -> RouteDecision<'_> {
         crate::policy::decide(&self.routes, path, route_name)

@@ -2,6 +2,7 @@
 //! `Secret` form. Nothing here is checked; `validate.rs` turns it into a
 //! [`Config`](super::Config) or names the field that is wrong.
 
+use schemars::JsonSchema;
 use serde::Deserialize;
 
 use super::error::err;
@@ -10,7 +11,7 @@ use crate::cache::CacheConfig;
 use crate::cookie::SameSite;
 use crate::policy::{RawBinding, RawRoute};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawConfig {
     pub(super) cookie: RawCookie,
@@ -38,7 +39,7 @@ pub(super) struct RawConfig {
     pub(super) retry_after_seconds: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCookie {
     #[serde(default = "default_cookie_name")]
@@ -58,7 +59,7 @@ pub(super) struct RawCookie {
     pub(super) max_age_seconds: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawCookieKey {
     pub(super) id: u8,
@@ -72,7 +73,7 @@ pub(super) struct RawCookieKey {
 /// sees the variables its `vm_config.environment_variables` passes it
 /// (`host_env_keys`); the dynamic module and forward auth see their
 /// process's environment.
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(
     untagged,
     expecting = "a string, or {\"env\": \"NAME\"} to read it from the environment"
@@ -82,7 +83,7 @@ pub(super) enum Secret {
     FromEnv(EnvSecret),
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct EnvSecret {
     pub(super) env: String,
@@ -107,7 +108,7 @@ impl Secret {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJwt {
     pub(super) issuer: String,
@@ -121,7 +122,7 @@ pub(super) struct RawJwt {
     pub(super) jwks_refresh_seconds: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSidecar {
     pub(super) cluster: String,
@@ -132,7 +133,7 @@ pub(super) struct RawSidecar {
     pub(super) timeout_ms: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawIdentityHeaders {
     pub(super) user_id: String,
@@ -158,7 +159,7 @@ impl Default for RawIdentityHeaders {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCsrf {
     pub(super) enabled: bool,
@@ -174,7 +175,7 @@ impl Default for RawCsrf {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawCache {
     pub(super) tokens: RawTokenCache,
@@ -182,21 +183,21 @@ pub(super) struct RawCache {
     pub(super) revocation_feed: RawFeed,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawTokenCache {
     pub(super) capacity: usize,
     pub(super) ttl_seconds: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawSessionCache {
     pub(super) capacity: usize,
     pub(super) ttl_seconds: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawFeed {
     pub(super) poll_interval_ms: u64,
@@ -233,7 +234,7 @@ impl Default for RawFeed {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawLoginRedirect {
     pub(super) url: String,
