@@ -107,7 +107,7 @@ lint: wasm-target $(WEB_DEPS)
 	cargo clippy --target wasm32-wasip1 -p portero-wasm -p portero-core -p portero-wire -- -D warnings
 
 unit-test:
-	cargo test -p portero-core -p portero-wire -p portero-wasm -p portero-module -p redis-sidecar
+	cargo test -p portero-core -p portero-wire -p portero-native-crypto -p portero-wasm -p portero-module -p redis-sidecar
 
 # The core's tests compiled for the filter's target, run under Node's WASI.
 wasm-unit-test: wasm-target
@@ -139,6 +139,7 @@ bench: build bench-deps
 	cargo bench -p portero-core --bench flow
 	cargo bench -p portero-core --bench rs256 --target wasm32-wasip1
 	cargo bench -p portero-core --bench rs256
+	cargo bench -p portero-native-crypto --bench rs256
 
 # wrk (Debian's) drives the bench's load: one thread, keep-alive.
 bench-deps:

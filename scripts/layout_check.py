@@ -3,8 +3,9 @@
 
 - `unsafe` only in the two shells' ABI files (`abi.rs`; the module's `exports.rs`) among
   the product's sources (the test harness may call libc);
-- dependencies point down the layers: wire <- core <- {testkit, wasm shell,
-  module shell, sidecar} <- integration harness; no crate depends on a shell;
+- dependencies point down the layers: wire <- core <- {testkit, native
+  crypto} <- {wasm shell, module shell, sidecar} <- integration harness; no
+  crate depends on a shell;
 - no crate is both a `cdylib` and a library, and no crate has features (no
   flag selects a shell);
 - no product source file (src/ of crates/, shells/, redis-sidecar/) over
@@ -24,10 +25,11 @@ LAYERS = {
     "portero-wire": 0,
     "portero-core": 1,
     "portero-testkit": 2,
-    "portero-wasm": 2,
-    "portero-module": 2,
-    "redis-sidecar": 2,
-    "portero-integration": 3,
+    "portero-native-crypto": 2,
+    "portero-wasm": 3,
+    "portero-module": 3,
+    "redis-sidecar": 3,
+    "portero-integration": 4,
 }
 SHELLS = {"portero-wasm", "portero-module"}
 # The ABI files: the bindings, and the symbols Envoy calls.

@@ -387,6 +387,10 @@ impl AskingRequest {
 }
 
 impl Host for AskingRequest {
+    fn crypto(&self) -> &dyn portero_core::crypto::Crypto {
+        &portero_native_crypto::NativeCrypto
+    }
+
     fn now(&self) -> u64 {
         self.now_micros() / 1_000_000
     }

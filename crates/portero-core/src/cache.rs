@@ -1,53 +1,64 @@
 //! Per-worker caches and the revocation feed that keeps them honest.
 //!
-//! - **Verified tokens**: SHA-256 of a bearer token → its verified claims,
+//! - **Verified tokens**: a bearer token's bytes → its verified claims,
 //!   until the earlier of its `exp` and a TTL. A hit skips the RS256
 //!   verification; the time checks run again on every hit.
 //! - **Session views**: the sidecar's look-up answer (session + user), for a
-//!   short TTL (30 s by default). A hit skips the callout; binding, roles and
-//!   expiry are still checked on every request.
+//!   short TTL (30 s by default), under the credential that reached it (see
+//!   [`SessionKey`]). A hit skips the callout, and for a cookie the
+//!   decryption too; binding, roles and expiry are still checked on every
+//!   request.
 //! - **Revocation feed**: the sidecar appends every logout, ban, role change
 //!   and revocation to a Redis Stream; each worker polls it on a tick and
 //!   evicts what it names. If the feed has not been read for longer than a
 //!   bound, cached views are not served: the filter asks the sidecar (fail
 //!   towards the store, never towards stale trust).
 //!
-//! Plain Rust: the wasm shell owns one [`EdgeCache`] per worker (VM) and feeds
-//! it the clock and the feed's replies.
+//! Both maps are keyed by the credential's own bytes, not a digest of them:
+//! a warm request runs no cryptography at all (no SHA-256 for a key, no AES
+//! to open a cookie seen before, no RSA). The maps' hasher is the fast
+//! non-cryptographic one of `hashbrown`; a hit compares the full bytes, so a
+//! collision costs a probe, never a wrong answer. The caches live in the
+//! worker's memory, as the views and claims they hold already did.
+//!
+//! Plain Rust: each shell owns one [`EdgeCache`] per worker and per
+//! configuration (new keys, new caches) and feeds it the clock and the
+//! feed's replies.
 
 use std::num::NonZeroUsize;
 use std::rc::Rc;
 
 use lru::LruCache;
 use portero_wire::{AccessClaims, RevocationFeed, SessionView};
-use sha2::{Digest, Sha256};
 
 use crate::token::KeySet;
 
-/// What a cache is keyed by: a SHA-256, so no token or session id is kept
-/// as such, and no attacker can aim collisions.
-pub type CacheKey = [u8; 32];
+/// What a session view is cached under: the credential that names the
+/// session, as it arrived. A sealed cookie value opens to the same session
+/// id for as long as this configuration's keys do (the cache goes with the
+/// configuration), so its bytes can stand for the id without opening it; a
+/// verified token's session handle is its own key. The tag keeps the two
+/// spaces apart.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey(Box<[u8]>);
 
-fn key(domain: &[u8], value: &str) -> CacheKey {
-    let mut hasher = Sha256::new();
-    hasher.update(domain);
-    hasher.update(value.as_bytes());
-    hasher.finalize().into()
-}
+impl SessionKey {
+    /// The view reached by a session cookie, keyed by its sealed value.
+    pub fn of_sealed_cookie(value: &str) -> Self {
+        Self::tagged(b'c', value)
+    }
 
-/// Key of a bearer token in the token cache.
-pub fn token_key(token: &str) -> CacheKey {
-    key(b"token\0", token)
-}
+    /// The view reached by a bearer token's session handle.
+    pub fn of_handle(handle: &str) -> Self {
+        Self::tagged(b'h', handle)
+    }
 
-/// Key of a session view reached by the cookie's session id.
-pub fn session_key_by_id(session_id: &str) -> CacheKey {
-    key(b"session-id\0", session_id)
-}
-
-/// Key of a session view reached by a bearer token's session handle.
-pub fn session_key_by_handle(handle: &str) -> CacheKey {
-    key(b"session-handle\0", handle)
+    fn tagged(tag: u8, value: &str) -> Self {
+        let mut bytes = Vec::with_capacity(1 + value.len());
+        bytes.push(tag);
+        bytes.extend_from_slice(value.as_bytes());
+        Self(bytes.into_boxed_slice())
+    }
 }
 
 /// Sizes and times of the caches (validated by `config`).
@@ -126,8 +137,9 @@ pub enum FeedOutcome {
 /// One worker's caches.
 pub struct EdgeCache {
     config: CacheConfig,
-    tokens: Option<LruCache<CacheKey, CachedToken>>,
-    sessions: Option<LruCache<CacheKey, CachedSession>>,
+    /// Verified tokens, by the token's bytes.
+    tokens: Option<LruCache<Box<str>, CachedToken>>,
+    sessions: Option<LruCache<SessionKey, CachedSession>>,
     feed: Feed,
     /// The sidecar's signing keys, as last fetched (see [`crate::jwks`]).
     fetched_keys: KeySet,
@@ -167,12 +179,12 @@ impl EdgeCache {
     // ── verified tokens ─────────────────────────────────────────────────
 
     /// The claims of a token verified before, if still cached at `now`.
-    pub fn token(&mut self, key: &CacheKey, now: u64) -> Option<AccessClaims> {
+    pub fn token(&mut self, token: &str, now: u64) -> Option<AccessClaims> {
         let tokens = self.tokens.as_mut()?;
-        match tokens.get(key) {
+        match tokens.get(token) {
             Some(entry) if now < entry.until => Some(entry.claims.clone()),
             Some(_) => {
-                tokens.pop(key);
+                tokens.pop(token);
                 None
             }
             None => None,
@@ -181,17 +193,11 @@ impl EdgeCache {
 
     /// Remembers a verified token until the earlier of `valid_until` (its
     /// `exp` with leeway) and the TTL.
-    pub fn insert_token(
-        &mut self,
-        key: CacheKey,
-        claims: AccessClaims,
-        valid_until: u64,
-        now: u64,
-    ) {
+    pub fn insert_token(&mut self, token: &str, claims: AccessClaims, valid_until: u64, now: u64) {
         let until = valid_until.min(now.saturating_add(self.config.token_ttl_seconds));
         if let Some(tokens) = self.tokens.as_mut() {
             if until > now {
-                tokens.put(key, CachedToken { claims, until });
+                tokens.put(token.into(), CachedToken { claims, until });
             }
         }
     }
@@ -215,7 +221,7 @@ impl EdgeCache {
 
     /// A cached view that may answer for the sidecar now: young enough, the
     /// feed fresh, and the session and its access token still alive.
-    pub fn session(&mut self, key: &CacheKey, now_us: u64) -> Option<Rc<SessionView>> {
+    pub fn session(&mut self, key: &SessionKey, now_us: u64) -> Option<Rc<SessionView>> {
         if !self.feed_is_fresh(now_us) {
             return None;
         }
@@ -244,7 +250,7 @@ impl EdgeCache {
     /// revocation this worker has since applied.
     pub fn insert_session(
         &mut self,
-        key: CacheKey,
+        key: SessionKey,
         view: impl Into<Rc<SessionView>>,
         dispatched_at_us: u64,
     ) {
@@ -262,7 +268,7 @@ impl EdgeCache {
         }
     }
 
-    pub fn evict_session(&mut self, key: &CacheKey) {
+    pub fn evict_session(&mut self, key: &SessionKey) {
         if let Some(sessions) = self.sessions.as_mut() {
             sessions.pop(key);
         }
@@ -273,13 +279,13 @@ impl EdgeCache {
         let Some(sessions) = self.sessions.as_mut() else {
             return 0;
         };
-        let doomed: Vec<CacheKey> = sessions
+        let doomed: Vec<SessionKey> = sessions
             .iter()
             .filter(|(_, entry)| {
                 user_id.is_some_and(|u| entry.view.user_id == u)
                     || handle.is_some_and(|h| entry.view.handle == h)
             })
-            .map(|(key, _)| *key)
+            .map(|(key, _)| key.clone())
             .collect();
         for key in &doomed {
             sessions.pop(key);
@@ -431,19 +437,17 @@ mod tests {
     #[test]
     fn token_cache_keeps_until_the_earlier_of_exp_and_ttl() {
         let mut cache = EdgeCache::new(&CacheConfig::default());
-        let key = token_key("a.b.c");
-        cache.insert_token(key, claims(NOW + 60), NOW + 60, NOW);
-        assert!(cache.token(&key, NOW + 59).is_some());
-        assert!(cache.token(&key, NOW + 60).is_none(), "expired: gone");
-        assert!(cache.token(&key, NOW).is_none(), "and stays gone");
-        let long = token_key("long");
-        cache.insert_token(long, claims(NOW + 9999), NOW + 9999, NOW);
-        assert!(cache.token(&long, NOW + 299).is_some());
-        assert!(cache.token(&long, NOW + 300).is_none(), "TTL 300 s");
+        cache.insert_token("a.b.c", claims(NOW + 60), NOW + 60, NOW);
+        assert!(cache.token("a.b.c", NOW + 59).is_some());
+        assert!(cache.token("a.b.d", NOW + 59).is_none(), "the bytes decide");
+        assert!(cache.token("a.b.c", NOW + 60).is_none(), "expired: gone");
+        assert!(cache.token("a.b.c", NOW).is_none(), "and stays gone");
+        cache.insert_token("long", claims(NOW + 9999), NOW + 9999, NOW);
+        assert!(cache.token("long", NOW + 299).is_some());
+        assert!(cache.token("long", NOW + 300).is_none(), "TTL 300 s");
         // Already expired: not cached.
-        let old = token_key("old");
-        cache.insert_token(old, claims(NOW - 1), NOW - 1, NOW);
-        assert!(cache.token(&old, NOW - 5).is_none());
+        cache.insert_token("old", claims(NOW - 1), NOW - 1, NOW);
+        assert!(cache.token("old", NOW - 5).is_none());
     }
 
     #[test]
@@ -455,16 +459,17 @@ mod tests {
         };
         let mut cache = fresh_cache(&config);
         for i in 0..10 {
-            cache.insert_token(token_key(&i.to_string()), claims(NOW + 60), NOW + 60, NOW);
-            cache.insert_session(session_key_by_id(&i.to_string()), view("u", "h"), NOW * S);
+            cache.insert_token(&i.to_string(), claims(NOW + 60), NOW + 60, NOW);
+            cache.insert_session(
+                SessionKey::of_sealed_cookie(&i.to_string()),
+                view("u", "h"),
+                NOW * S,
+            );
         }
         assert_eq!(cache.tokens.as_ref().unwrap().len(), 3);
         assert_eq!(cache.sessions.as_ref().unwrap().len(), 2);
-        assert!(cache.token(&token_key("9"), NOW).is_some());
-        assert!(
-            cache.token(&token_key("0"), NOW).is_none(),
-            "least recent evicted"
-        );
+        assert!(cache.token("9", NOW).is_some());
+        assert!(cache.token("0", NOW).is_none(), "least recent evicted");
 
         let off = EdgeCache::new(&CacheConfig {
             token_capacity: 0,
@@ -479,12 +484,12 @@ mod tests {
     #[test]
     fn session_views_need_a_fresh_feed_a_young_entry_and_a_live_session() {
         let mut cache = EdgeCache::new(&CacheConfig::default());
-        let key = session_key_by_id("id");
-        cache.insert_session(key, view("u", "h"), NOW * S);
+        let key = SessionKey::of_sealed_cookie("id");
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S);
         assert!(cache.session(&key, NOW * S).is_none(), "feed never read");
 
         let mut cache = fresh_cache(&CacheConfig::default());
-        cache.insert_session(key, view("u", "h"), NOW * S);
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S);
         assert!(cache.session(&key, NOW * S + 1).is_some());
         assert!(
             cache.session(&key, (NOW + 3) * S).is_some(),
@@ -499,14 +504,14 @@ mod tests {
             feed_max_staleness_ms: 60_000,
             ..CacheConfig::default()
         });
-        cache.insert_session(key, view("u", "h"), NOW * S);
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S);
         assert!(cache.session(&key, (NOW + 29) * S).is_some());
         assert!(cache.session(&key, (NOW + 30) * S).is_none(), "TTL 30 s");
 
         // Half the idle time left, then a look-up renews it in Redis.
         let mut v = view("u", "h");
         v.idle_expires_at = NOW + 4;
-        cache.insert_session(key, v, NOW * S);
+        cache.insert_session(key.clone(), v, NOW * S);
         assert!(cache.session(&key, (NOW + 1) * S).is_some());
         assert!(cache.session(&key, (NOW + 2) * S).is_none());
 
@@ -517,7 +522,7 @@ mod tests {
             } else {
                 v.access_expires_at = NOW + 1;
             }
-            cache.insert_session(key, v, NOW * S);
+            cache.insert_session(key.clone(), v, NOW * S);
             assert!(cache.session(&key, NOW * S).is_some(), "{field}");
             assert!(cache.session(&key, (NOW + 1) * S).is_none(), "{field}");
         }
@@ -526,11 +531,13 @@ mod tests {
     #[test]
     fn feed_events_evict_by_user_and_by_session() {
         let mut cache = fresh_cache(&CacheConfig::default());
-        let keys: Vec<CacheKey> = (0..4).map(|i| session_key_by_id(&i.to_string())).collect();
-        cache.insert_session(keys[0], view("ada", "h0"), NOW * S);
-        cache.insert_session(keys[1], view("ada", "h1"), NOW * S);
-        cache.insert_session(keys[2], view("alan", "h2"), NOW * S);
-        cache.insert_session(keys[3], view("alan", "h3"), NOW * S);
+        let keys: Vec<SessionKey> = (0..4)
+            .map(|i| SessionKey::of_sealed_cookie(&i.to_string()))
+            .collect();
+        cache.insert_session(keys[0].clone(), view("ada", "h0"), NOW * S);
+        cache.insert_session(keys[1].clone(), view("ada", "h1"), NOW * S);
+        cache.insert_session(keys[2].clone(), view("alan", "h2"), NOW * S);
+        cache.insert_session(keys[3].clone(), view("alan", "h3"), NOW * S);
         let t = NOW * S + 1000;
         assert_eq!(
             cache.feed_poll(t, 500).as_deref(),
@@ -554,10 +561,10 @@ mod tests {
         assert!(cache.session(&keys[2], t).is_some());
         assert!(cache.session(&keys[3], t).is_none());
         // A look-up dispatched before that eviction is not cached...
-        cache.insert_session(keys[0], view("ada", "h0"), t - 1);
+        cache.insert_session(keys[0].clone(), view("ada", "h0"), t - 1);
         assert!(cache.session(&keys[0], t).is_none());
         // ... one dispatched after it is.
-        cache.insert_session(keys[0], view("ada", "h0"), t);
+        cache.insert_session(keys[0].clone(), view("ada", "h0"), t);
         assert!(cache.session(&keys[0], t).is_some());
         assert_eq!(cache.feed.cursor.as_deref(), Some("6-0"));
     }
@@ -565,8 +572,8 @@ mod tests {
     #[test]
     fn a_reset_drops_everything_and_bad_replies_leave_the_feed_stale() {
         let mut cache = fresh_cache(&CacheConfig::default());
-        let key = session_key_by_id("x");
-        cache.insert_session(key, view("u", "h"), NOW * S);
+        let key = SessionKey::of_sealed_cookie("x");
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S);
         cache.feed_poll(NOW * S + 1, 500);
         assert_eq!(
             cache.on_feed_reply(Some(200), &feed("9-0", &[], true), NOW * S + 2),
@@ -583,7 +590,7 @@ mod tests {
             (Some(200), feed("1-2-3", &[], false)),
         ] {
             let mut cache = fresh_cache(&CacheConfig::default());
-            cache.insert_session(key, view("u", "h"), NOW * S);
+            cache.insert_session(key.clone(), view("u", "h"), NOW * S);
             cache.feed_poll((NOW + 1) * S, 500);
             assert_eq!(
                 cache.on_feed_reply(status, &body, (NOW + 1) * S),

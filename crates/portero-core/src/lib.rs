@@ -23,6 +23,7 @@ pub mod background;
 pub mod cache;
 pub mod config;
 pub mod cookie;
+pub mod crypto;
 pub mod edited_headers;
 pub mod feed;
 pub mod flow;

@@ -24,6 +24,10 @@ const SHA256_DIGEST_INFO: [u8; 19] = [
     0x00, 0x04, 0x20,
 ];
 
+/// Largest accepted public exponent, plus one: 2³³ (ring's bound, so every
+/// key the portable verifier takes, the native one takes too).
+pub const EXPONENT_BOUND: u64 = 1 << 33;
+
 /// Smallest and largest accepted modulus, in bits.
 pub const MIN_MODULUS_BITS: usize = 2048;
 pub const MAX_MODULUS_BITS: usize = 8192;
@@ -41,6 +45,10 @@ pub struct RsaPublicKey {
     e: u64,
     /// Modulus length in bytes: every signature has exactly this length.
     modulus_bytes: usize,
+    /// The modulus and exponent as given (big-endian, no leading zeros), for
+    /// a native verifier (the `Crypto` seam).
+    n_be: Vec<u8>,
+    e_be: Vec<u8>,
 }
 
 impl std::fmt::Debug for RsaPublicKey {
@@ -73,7 +81,7 @@ impl std::fmt::Display for KeyError {
             KeyError::EvenModulus => write!(f, "even modulus"),
             KeyError::ExponentTooLong => write!(f, "exponent longer than 64 bits"),
             KeyError::BadExponent { e } => {
-                write!(f, "exponent {e}; expected an odd number of at least 3")
+                write!(f, "exponent {e}; expected an odd number from 3 to 2^33-1")
             }
         }
     }
@@ -99,8 +107,9 @@ impl RsaPublicKey {
         if e.len() > 8 {
             return Err(KeyError::ExponentTooLong);
         }
+        let (n_be, e_be) = (n.to_vec(), e.to_vec());
         let e = e.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b));
-        if e < 3 || e & 1 == 0 {
+        if !(3..EXPONENT_BOUND).contains(&e) || e & 1 == 0 {
             return Err(KeyError::BadExponent { e });
         }
         let limbs = n.len().div_ceil(4);
@@ -119,7 +128,19 @@ impl RsaPublicKey {
             r_squared,
             e,
             modulus_bytes: n.len(),
+            n_be,
+            e_be,
         })
+    }
+
+    /// The modulus, big-endian, without leading zeros.
+    pub fn modulus(&self) -> &[u8] {
+        &self.n_be
+    }
+
+    /// The public exponent, big-endian, without leading zeros.
+    pub fn exponent(&self) -> &[u8] {
+        &self.e_be
     }
 
     /// Whether `signature` is this key's RS256 signature of `message`.
@@ -409,9 +430,17 @@ mod tests {
             RsaPublicKey::from_components(&n, &[1; 9]).unwrap_err(),
             KeyError::ExponentTooLong
         );
+        // Past ring's bound: the native verifier would refuse it, so both do.
+        assert_eq!(
+            RsaPublicKey::from_components(&n, &[2, 0, 0, 0, 1]).unwrap_err(),
+            KeyError::BadExponent { e: (2 << 32) + 1 }
+        );
+        let largest = RsaPublicKey::from_components(&n, &[1, 0xff, 0xff, 0xff, 0xff]).unwrap();
+        assert_eq!(largest.exponent(), [1, 0xff, 0xff, 0xff, 0xff]);
         assert!(RsaPublicKey::from_components(&[], &b64("AQAB")).is_err());
         // Leading zeros are not bits.
-        let padded = [vec![0, 0], n].concat();
-        assert!(RsaPublicKey::from_components(&padded, &b64("AQAB")).is_ok());
+        let padded = [vec![0, 0], n.clone()].concat();
+        let key = RsaPublicKey::from_components(&padded, &[0, 1, 0, 1]).unwrap();
+        assert_eq!((key.modulus(), key.exponent()), (&n[..], &[1, 0, 1][..]));
     }
 }

@@ -14,6 +14,7 @@ use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet, KeyAlgorithm, PublicKeyUse}
 use jsonwebtoken::{decode_header, Algorithm};
 use portero_wire::AccessClaims;
 
+use crate::crypto::{Crypto, PortableCrypto};
 use crate::rs256::RsaPublicKey;
 
 /// Longest bearer token accepted before any parsing.
@@ -184,7 +185,7 @@ impl TokenVerifier {
     /// `exp` (plus leeway) by at most the refresh window verifies with
     /// `expired: true`; later than that it is [`TokenError::Expired`].
     pub fn verify(&self, token: &str, now: u64) -> Result<Verified, TokenError> {
-        self.verify_with(token, now, &KeySet::default())
+        self.verify_with(token, now, &KeySet::default(), &PortableCrypto)
     }
 
     /// [`TokenVerifier::verify`], also trusting the keys `fetched` from the
@@ -194,14 +195,15 @@ impl TokenVerifier {
         token: &str,
         now: u64,
         fetched: &KeySet,
+        crypto: &dyn Crypto,
     ) -> Result<Verified, TokenError> {
-        let claims = self.verify_signature_with(token, fetched)?;
+        let claims = self.verify_signature_with(token, fetched, crypto)?;
         self.check_time(claims, now)
     }
 
     /// Everything but time, against the pinned keys only.
     pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        self.verify_signature_with(token, &KeySet::default())
+        self.verify_signature_with(token, &KeySet::default(), &PortableCrypto)
     }
 
     /// Everything but time: form, algorithm, key, signature, issuer,
@@ -211,6 +213,7 @@ impl TokenVerifier {
         &self,
         token: &str,
         fetched: &KeySet,
+        crypto: &dyn Crypto,
     ) -> Result<AccessClaims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong);
@@ -239,7 +242,7 @@ impl TokenVerifier {
         let signature = URL_SAFE_NO_PAD
             .decode(signature)
             .map_err(|_| TokenError::Malformed)?;
-        if !key.verify(signing_input.as_bytes(), &signature) {
+        if !crypto.verify_rs256(key, signing_input.as_bytes(), &signature) {
             return Err(TokenError::BadSignature);
         }
         let payload = signing_input

@@ -65,8 +65,20 @@ fn ok_reply(session: &SessionView) -> SidecarReply {
     }
 }
 
+/// A browser with its session cookie. Like a real one, it sends the same
+/// sealed bytes every time (the edge cache knows a cookie by them): the
+/// value sealed last is reused while it opens under `config`.
 fn cookie_host(config: &Config) -> FakeHost {
-    let value = config.cookie.seal(SID).unwrap();
+    thread_local! {
+        static SEALED: RefCell<String> = const { RefCell::new(String::new()) };
+    }
+    let value = SEALED.with(|sealed| {
+        let mut sealed = sealed.borrow_mut();
+        if config.cookie.open(&sealed).ok().as_deref() != Some(SID) {
+            *sealed = config.cookie.seal(SID).unwrap();
+        }
+        sealed.clone()
+    });
     FakeHost::new().with("cookie", &format!("theme=dark; __Host-portero={value}"))
 }
 
@@ -1462,4 +1474,47 @@ fn a_cross_site_request_never_starts_a_session_whatever_the_routes_policy() {
         assert!(cookie.is_some(), "{same_origin:?}");
         assert_eq!(status.as_deref(), Some("303"), "{same_origin:?}");
     }
+}
+
+#[test]
+fn a_warm_request_runs_no_cryptography_and_new_bytes_do() {
+    let config = config();
+    let cache = read_feed_cache(&config);
+    let c = claims();
+    // Cold: the cookie is opened and the token verified, once each.
+    let mut cookie = cookie_host(&config);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    assert_eq!(flow.on_request_headers(&mut cookie), Verdict::Wait);
+    flow.on_sidecar_reply(&mut cookie, ok_reply(&session()));
+    assert_eq!(cookie.crypto.cookie_opens.get(), 1);
+    let mut bearer = bearer_host(&c);
+    let mut flow = Flow::new(config.clone(), cache.clone());
+    flow.on_request_headers(&mut bearer);
+    flow.on_sidecar_reply(&mut bearer, ok_reply(&session()));
+    assert_eq!(bearer.crypto.rs256_verifications.get(), 1);
+
+    // Warm: the same bytes again, answered with no cryptography at all.
+    for mut host in [cookie_host(&config), bearer_host(&c)] {
+        let mut flow = Flow::new(config.clone(), cache.clone());
+        assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
+        assert_eq!(host.crypto.operations(), 0);
+        assert!(host.calls.is_empty());
+        assert_eq!(&host.request["x-portero-user-id"], "user-1");
+    }
+
+    // The same session under other bytes is no hit: a cookie sealed anew
+    // is opened, and a tampered one is opened and refused.
+    let other = config.cookie.seal(SID).unwrap();
+    let mut host = FakeHost::new().with("cookie", &format!("__Host-portero={other}"));
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!(host.crypto.cookie_opens.get(), 1);
+    let mut tampered = other.into_bytes();
+    if let Some(last) = tampered.last_mut() {
+        *last = if *last == b'A' { b'B' } else { b'A' };
+    }
+    let tampered = String::from_utf8(tampered).unwrap();
+    let mut host = FakeHost::new().with("cookie", &format!("__Host-portero={tampered}"));
+    Flow::new(config.clone(), cache.clone()).on_request_headers(&mut host);
+    assert_eq!(host.crypto.cookie_opens.get(), 1);
+    assert_eq!(host.sent_reason(), "cookie_invalid");
 }

@@ -2,10 +2,14 @@
 //! non-UTF-8 values kept), every sidecar call, local response, counter and
 //! latency recorded, the clock set by the test.
 
+use std::cell::Cell;
 use std::ops::Index;
 
+use portero_core::cookie::{CookieCodec, CookieError};
+use portero_core::crypto::{Crypto, PortableCrypto};
 use portero_core::flow::{ClientKind, DispatchError, Host, LocalResponse, SidecarCall};
 use portero_core::metrics::{Counter, Outcome};
+use portero_core::rs256::RsaPublicKey;
 use portero_wire::LookupRequest;
 
 use crate::tokens::NOW;
@@ -78,6 +82,36 @@ pub struct FakeHost {
     pub route_name: Option<String>,
     pub counters: Vec<Counter>,
     pub latencies: Vec<u64>,
+    /// The portable cryptography, counting what the flow asks of it.
+    pub crypto: CountingCrypto,
+}
+
+/// [`PortableCrypto`] that counts its operations: how a test knows a warm
+/// request ran no cryptography.
+#[derive(Debug, Default)]
+pub struct CountingCrypto {
+    pub rs256_verifications: Cell<usize>,
+    pub cookie_opens: Cell<usize>,
+}
+
+impl CountingCrypto {
+    /// Operations of any kind so far.
+    pub fn operations(&self) -> usize {
+        self.rs256_verifications.get() + self.cookie_opens.get()
+    }
+}
+
+impl Crypto for CountingCrypto {
+    fn verify_rs256(&self, key: &RsaPublicKey, message: &[u8], signature: &[u8]) -> bool {
+        self.rs256_verifications
+            .set(self.rs256_verifications.get() + 1);
+        PortableCrypto.verify_rs256(key, message, signature)
+    }
+
+    fn open_cookie(&self, codec: &CookieCodec, value: &str) -> Result<String, CookieError> {
+        self.cookie_opens.set(self.cookie_opens.get() + 1);
+        PortableCrypto.open_cookie(codec, value)
+    }
 }
 
 impl FakeHost {
@@ -139,6 +173,9 @@ impl FakeHost {
 }
 
 impl Host for FakeHost {
+    fn crypto(&self) -> &dyn Crypto {
+        &self.crypto
+    }
     fn now(&self) -> u64 {
         self.now
     }

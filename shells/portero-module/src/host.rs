@@ -6,6 +6,7 @@ use std::rc::Rc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use portero_core::background::CallCarrier;
+use portero_core::crypto::Crypto;
 use portero_core::edited_headers::{lines_named, EditedHeaders, HeaderLine};
 use portero_core::flow::{DispatchError, Host, LocalResponse, SidecarCall};
 use portero_core::metrics::{Counter, PendingCounts, FAMILIES, SIDECAR_LATENCY_US};
@@ -145,6 +146,10 @@ impl DmHost {
 }
 
 impl Host for DmHost {
+    fn crypto(&self) -> &dyn Crypto {
+        &portero_native_crypto::NativeCrypto
+    }
+
     fn now(&self) -> u64 {
         self.now_us / 1_000_000
     }

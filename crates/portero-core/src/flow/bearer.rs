@@ -24,10 +24,9 @@ impl Flow {
         let now = host.now();
         let mut cache = self.cache.borrow_mut();
         if !cache.tokens_enabled() || token.len() > MAX_TOKEN_LEN {
-            return tokens.verify_with(token, now, cache.fetched_keys());
+            return tokens.verify_with(token, now, cache.fetched_keys(), host.crypto());
         }
-        let key = token_key(token);
-        if let Some(claims) = cache.token(&key, now) {
+        if let Some(claims) = cache.token(token, now) {
             host.increment(Counter::Cache {
                 cache: CacheKind::Tokens,
                 hit: true,
@@ -38,11 +37,11 @@ impl Flow {
             cache: CacheKind::Tokens,
             hit: false,
         });
-        let claims = tokens.verify_signature_with(token, cache.fetched_keys())?;
+        let claims = tokens.verify_signature_with(token, cache.fetched_keys(), host.crypto())?;
         let valid_until = tokens.valid_until(&claims);
         let verified = tokens.check_time(claims, now)?;
         if !verified.expired {
-            cache.insert_token(key, verified.claims.clone(), valid_until, now);
+            cache.insert_token(token, verified.claims.clone(), valid_until, now);
         }
         Ok(verified)
     }
@@ -61,8 +60,10 @@ impl Flow {
             );
         }
         self.session = Some(SessionRef::Handle(claims.sid.clone()));
-        let key = session_key_by_handle(&claims.sid);
+        let key = SessionKey::of_handle(&claims.sid);
         let lookup = LookupRequest::by_handle(&claims.sid, &claims.jti);
-        self.look_up_session(host, Credential::Bearer(Box::new(claims)), key, || lookup)
+        self.look_up_session(host, Credential::Bearer(Box::new(claims)), key, |_, _| {
+            Ok(lookup)
+        })
     }
 }

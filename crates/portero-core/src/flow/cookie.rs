@@ -106,21 +106,18 @@ impl Flow {
         }
     }
 
-    /// "Obtain the session id": decrypt the cookie.
+    /// "Obtain the session id": decrypt the cookie — only when this worker
+    /// has no view cached under the cookie's sealed bytes (a cookie opened
+    /// before opens to the same id: no AES on a warm request).
     pub(super) fn obtain_session_id(&mut self, host: &mut dyn Host, cookie_value: &str) -> Verdict {
-        match self.config.cookie.open(cookie_value) {
-            Ok(session_id) => {
-                self.session = Some(SessionRef::Id(session_id.clone()));
-                let key = session_key_by_id(&session_id);
-                self.look_up_session(host, Credential::Cookie, key, || {
-                    LookupRequest::by_id(&session_id)
-                })
-            }
-            Err(e) => self.reject(
-                host,
-                ClientKind::Cookie,
-                Rejection::new(Reason::CookieInvalid).detail(e.as_str()),
-            ),
-        }
+        let key = SessionKey::of_sealed_cookie(cookie_value);
+        self.look_up_session(host, Credential::Cookie, key, |flow, host| {
+            let opened = host.crypto().open_cookie(&flow.config.cookie, cookie_value);
+            let session_id =
+                opened.map_err(|e| Rejection::new(Reason::CookieInvalid).detail(e.as_str()))?;
+            let lookup = LookupRequest::by_id(&session_id);
+            flow.session = Some(SessionRef::Id(session_id));
+            Ok(lookup)
+        })
     }
 }

@@ -33,9 +33,10 @@ mod cookie;
 mod response;
 mod session;
 
-use crate::cache::{session_key_by_handle, session_key_by_id, token_key, CacheKey, EdgeCache};
+use crate::cache::{EdgeCache, SessionKey};
 use crate::config::Config;
 use crate::cookie::find_cookie;
+use crate::crypto::{Crypto, PortableCrypto};
 use crate::metrics::{CacheKind, Counter, Outcome, SidecarError};
 use crate::policy::{MismatchPolicy, RoleRequirement, RoutePolicy};
 use crate::reject::{session_hash, Reason, Rejection, SessionRef};
@@ -89,6 +90,10 @@ pub trait Host {
     fn send_local_response(&mut self, response: LocalResponse);
     fn increment(&mut self, counter: Counter);
     fn record_sidecar_latency_us(&mut self, micros: u64);
+    /// The cryptography of this shell (portable unless it has better).
+    fn crypto(&self) -> &dyn Crypto {
+        &PortableCrypto
+    }
 }
 
 /// What the host does with the request after a step.
@@ -144,7 +149,7 @@ enum State {
 struct Forwarded {
     /// The session's key in this worker's view cache (a logout through this
     /// worker evicts it at once).
-    session_key: Option<CacheKey>,
+    session_key: Option<SessionKey>,
     /// A bearer client's token was rotated: the response hands it the new one.
     refreshed_token: Option<String>,
     /// Why this request may not start a session (it came from another
@@ -296,7 +301,7 @@ impl Flow {
     }
 
     /// The session under `key` must not be served from this worker's cache.
-    fn evict_session(&self, key: &CacheKey) {
+    fn evict_session(&self, key: &SessionKey) {
         self.cache.borrow_mut().evict_session(key);
     }
 

@@ -12,7 +12,7 @@ use portero_wire::SessionVerdict;
 pub(super) struct Lookup {
     credential: Credential,
     /// The session's key in this worker's view cache.
-    key: CacheKey,
+    key: SessionKey,
     /// When the call to the sidecar started (microseconds); `None` when the
     /// view came from this worker's cache.
     started_us: Option<u64>,
@@ -31,13 +31,14 @@ impl Lookup {
 impl Flow {
     /// Ask the sidecar for the session (and pause until it answers) —
     /// unless this worker holds a fresh view of it under `key` (then no
-    /// look-up is serialised or sent).
+    /// look-up is made, serialised or sent). `lookup` makes the question
+    /// from the credential; a credential it cannot read is refused.
     pub(super) fn look_up_session(
         &mut self,
         host: &mut dyn Host,
         credential: Credential,
-        key: CacheKey,
-        lookup: impl FnOnce() -> LookupRequest,
+        key: SessionKey,
+        lookup: impl FnOnce(&mut Self, &mut dyn Host) -> Result<LookupRequest, Rejection>,
     ) -> Verdict {
         let mut state = Lookup {
             credential,
@@ -46,14 +47,17 @@ impl Flow {
             refreshed_token: None,
             binding_mismatch: None,
         };
-        if let Some(view) = self.cached_session(host, &state.credential, &key) {
+        if let Some(view) = self.cached_session(host, &state.credential, &state.key) {
             return self.exists_session(host, state, view);
         }
-        let credential = &state.credential;
-        let Ok(body) = serde_json::to_vec(&lookup()) else {
+        let lookup = match lookup(self, host) {
+            Ok(lookup) => lookup,
+            Err(rejection) => return self.reject(host, state.kind(), rejection),
+        };
+        let Ok(body) = serde_json::to_vec(&lookup) else {
             return self.reject(
                 host,
-                credential.kind(),
+                state.kind(),
                 Rejection::new(Reason::SidecarUnavailable),
             );
         };
@@ -79,7 +83,7 @@ impl Flow {
         &self,
         host: &mut dyn Host,
         credential: &Credential,
-        key: &CacheKey,
+        key: &SessionKey,
     ) -> Option<Rc<SessionView>> {
         let mut cache = self.cache.borrow_mut();
         if !cache.sessions_enabled() {
@@ -141,7 +145,7 @@ impl Flow {
                 }
                 let session = Rc::new(answer.session);
                 self.cache.borrow_mut().insert_session(
-                    state.key,
+                    state.key.clone(),
                     Rc::clone(&session),
                     state.started_us.unwrap_or_default(),
                 );
