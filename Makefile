@@ -104,7 +104,7 @@ lint: wasm-target $(WEB_DEPS)
 	  && NO_COLOR=1 runtime/node_modules/.bin/deno check main.ts routes/ islands/
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo clippy --target wasm32-wasip1 -p portero-wasm -p portero-core -p portero-wire -- -D warnings
+	cargo clippy --target wasm32-wasip1 -p portero-wasm -p portero-core -p portero-wire -p portero-empty-wasm -- -D warnings
 
 unit-test:
 	cargo test -p portero-core -p portero-wire -p portero-native-crypto -p portero-wasm -p portero-module -p redis-sidecar
@@ -133,6 +133,8 @@ integration-test: build
 # Also the flow's warm paths and RS256 verification, per step, under V8
 # (Node) and natively.
 bench: build bench-deps
+	cargo build --release -p portero-empty-module
+	cargo build --release --target wasm32-wasip1 -p portero-empty-wasm
 	./target/release/portero-bench
 	./target/release/store-bench
 	cargo bench -p portero-core --bench flow --target wasm32-wasip1
