@@ -41,6 +41,8 @@ enum Command {
         #[arg(long, env = "PORTERO_KEY_ID")]
         key_id: Option<String>,
     },
+    /// Print the API's OpenAPI 3.1 document (docs/sidecar-openapi.json).
+    Openapi,
 }
 
 /// Every flag can also come from the environment variable named beside it;
@@ -486,6 +488,10 @@ fn main() -> ExitCode {
             .map_err(|e| format!("{}: {e}", signing_key.display()))
             .and_then(|pem| keys::SigningKey::from_pem(&pem, key_id))
             .map(|key| println!("{}", key.jwks())),
+        Command::Openapi => {
+            print!("{}", api::openapi_json());
+            Ok(())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -2,10 +2,14 @@
 //!
 //! Each concept has exactly one definition here: the access-token claims, and
 //! the JSON bodies of the sidecar's `/v1` HTTP API. Both sides serialise with
-//! serde, so a field renamed here is renamed on both ends of the wire.
+//! serde, so a field renamed here is renamed on both ends of the wire. The
+//! API's types also derive `utoipa::ToSchema`: the sidecar's OpenAPI document
+//! (docs/sidecar-openapi.json) describes them from these definitions, doc
+//! comments included.
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
 
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 /// Path prefix of every versioned sidecar route.
 pub const API_PREFIX: &str = "/v1";
@@ -45,11 +49,14 @@ pub struct AccessClaims {
 /// tell a current token from a rotated one or a replay.
 ///
 /// Exactly one of `session_id` and `session_handle` is set.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LookupRequest {
+    /// The raw session id, from the cookie (cookie clients).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// The session's handle, the token's `sid` (bearer clients; with
+    /// `presented_jti`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_handle: Option<String>,
     /// `jti` of the bearer token presented (bearer clients only).
@@ -77,26 +84,35 @@ impl LookupRequest {
 /// What a live session looks like to the filter: the session, its user's
 /// current standing (one round trip), and its current access token. All
 /// times are Unix seconds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionView {
+    /// The session's handle: its public name (the token's `sid`).
     pub handle: String,
     pub user_id: String,
+    /// As at login.
     pub email: String,
     /// The user's roles and permissions now (from the user record, not from
     /// the login nor from any token).
     pub roles: Vec<String>,
+    /// The user's permissions now (from the user record).
     pub permissions: Vec<String>,
+    /// The login.
     pub created_at: u64,
+    /// This look-up.
     pub last_seen_at: u64,
     /// Absolute expiry: the session ends then whatever its activity.
     pub expires_at: u64,
     /// Idle expiry after this look-up refreshed it.
     pub idle_expires_at: u64,
+    /// The client's IP address at login (empty: not bound).
     pub client_ip: String,
+    /// The client's User-Agent at login (empty: not bound).
     pub user_agent: String,
     /// The session's current access token and its claims' `jti`/`exp`.
     pub access_token: String,
+    /// The current access token's `jti`.
     pub access_jti: String,
+    /// The current access token's `exp`.
     pub access_expires_at: u64,
     /// How many times the access token has been rotated.
     pub rotations: u64,
@@ -108,20 +124,23 @@ pub struct SessionView {
     pub access_token_presented: bool,
 }
 
-/// `200` reply to [`LookupRequest`]. Any session that cannot be used is a
-/// `404` with an [`ErrorBody`] whose code is a [`SessionVerdict`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `200` reply to a `LookupRequest`. Any session that cannot be used is a
+/// `404` with an `ErrorBody` whose code is a `SessionVerdict`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct LookupResponse {
+    /// The session and its user's standing now.
     pub session: SessionView,
     /// True when this look-up rotated the access token.
     pub rotated: bool,
 }
 
 /// Admin: start a session for a user who has just proven who they are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSessionRequest {
+    /// The user id, 1 to 256 bytes (it travels upstream in a header).
     pub user_id: String,
+    /// At most 320 bytes.
     pub email: String,
     /// The user's roles, as the app knows them at login (they replace the
     /// user record's).
@@ -130,43 +149,51 @@ pub struct CreateSessionRequest {
     /// Replaces the user record's permissions when given.
     #[serde(default)]
     pub permissions: Option<Vec<String>>,
+    /// The `x-portero-client-ip` the filter gave the app: an IP address, or
+    /// empty (not bound).
     #[serde(default)]
     pub client_ip: String,
+    /// The login request's `User-Agent`, at most 1024 bytes, or empty (not
+    /// bound).
     #[serde(default)]
     pub user_agent: String,
 }
 
-/// `201` reply to [`CreateSessionRequest`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `201` reply to a `CreateSessionRequest`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct CreateSessionResponse {
     /// The raw session id: goes into the cookie (through the filter), nowhere else.
     pub session_id: String,
+    /// The session's public name: the token's `sid`, the admin API's `{handle}`.
     pub session_handle: String,
     /// Access token for app clients (and forwarded upstream for cookie clients).
     pub access_token: String,
+    /// The access token's `exp`.
     pub access_expires_at: u64,
+    /// The session's absolute expiry.
     pub expires_at: u64,
 }
 
 /// `200` reply to ending a session.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct EndSessionResponse {
     /// False when there was no such session (ending is idempotent).
     pub ended: bool,
 }
 
 /// Every non-2xx reply of the sidecar.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// Stable machine-readable code, e.g. `session_not_found`, `unauthorized`.
     pub error: String,
+    /// Text for a human: not stable, match on `error`.
     pub message: String,
 }
 
 /// Why a session cannot be used: a definite "no", not store trouble. The
 /// sidecar's look-up scripts reply with one, the API sends it as the code of
-/// a `404` [`ErrorBody`], and the filter turns it into a 401 reason.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+/// a `404` `ErrorBody`, and the filter turns it into a 401 reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SessionVerdict {
     /// The session does not exist, or expired (idle or absolute).
@@ -188,7 +215,7 @@ impl SessionVerdict {
     ];
 
     /// The stable code (as serialized).
-    pub fn code(self) -> &'static str {
+    pub const fn code(self) -> &'static str {
         match self {
             SessionVerdict::SessionNotFound => "session_not_found",
             SessionVerdict::SessionRevoked => "session_revoked",
@@ -203,16 +230,21 @@ impl SessionVerdict {
 }
 
 /// Admin: a user's standing, as set by `PUT /v1/users/{user_id}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserView {
     pub user_id: String,
     pub status: UserStatus,
+    /// What the filter sends upstream as the user's roles.
     pub roles: Vec<String>,
+    /// What the filter sends upstream as the user's permissions.
     pub permissions: Vec<String>,
+    /// Bumped by every revoke-all: sessions made before are refused.
     pub token_version: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// A user's standing: a banned user's sessions are refused (and kept: lifting
+/// the ban restores them), and a banned user cannot log in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UserStatus {
     Active,
@@ -220,37 +252,51 @@ pub enum UserStatus {
 }
 
 /// Admin: change a user's standing; absent fields are left as they are.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct UpdateUserRequest {
+    /// `banned` refuses every session of the user (and keeps them),
+    /// `active` lifts the ban.
     #[serde(default)]
     pub status: Option<UserStatus>,
+    /// Replaces the user's roles.
     #[serde(default)]
     pub roles: Option<Vec<String>>,
+    /// Replaces the user's permissions.
     #[serde(default)]
     pub permissions: Option<Vec<String>>,
 }
 
 /// Admin: `POST /v1/users/{user_id}/revoke` reply.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RevokeUserResponse {
+    /// How many sessions were ended.
     pub ended: u64,
+    /// The user's token version now.
     pub token_version: u64,
 }
 
 /// Admin: one entry of `GET /v1/users/{user_id}/sessions`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionSummary {
+    /// The session's handle (`DELETE /v1/sessions/{handle}` ends it).
     pub handle: String,
+    /// The login.
     pub created_at: u64,
+    /// The last look-up.
     pub last_seen_at: u64,
+    /// Absolute expiry.
     pub expires_at: u64,
+    /// The client's IP address at login.
     pub client_ip: String,
+    /// The client's User-Agent at login.
     pub user_agent: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Admin: `GET /v1/users/{user_id}/sessions` reply, the user's live sessions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct SessionList {
+    /// The user's live sessions.
     pub sessions: Vec<SessionSummary>,
 }
 
@@ -261,20 +307,23 @@ pub const REVOCATIONS_PATH: &str = "/v1/revocations";
 /// ended (logout, binding, replay), or a user's standing changed (ban, roles,
 /// permissions, revoke-all, a login rewriting the roles). Filters evict every
 /// cached view of the named session, or of every session of the named user.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RevocationEvent {
+    /// Every session of this user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user_id: Option<String>,
+    /// This session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_handle: Option<String>,
 }
 
 /// `200` reply of the revocation feed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct RevocationFeed {
     /// Pass it as `after` next time. Without `after`, the feed answers with
     /// the current end of the stream and no events: start from now.
     pub cursor: String,
+    /// What changed, oldest first.
     pub events: Vec<RevocationEvent>,
     /// The feed cannot say what happened since `after` (trimmed or lost):
     /// drop every cached view.

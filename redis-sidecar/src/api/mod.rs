@@ -5,12 +5,15 @@
 //! (minting access tokens, the JWKS), `feed` (the revocation feed) and
 //! `health` (probes and metrics); `auth` checks callers' credentials and
 //! `input` what they send. This file holds the state, the router and the
-//! error reply they all share.
+//! error reply they all share; `openapi` the API's OpenAPI document, made
+//! from the same route list as the router (`routes`), so a route served is a
+//! route documented.
 
 mod auth;
 mod feed;
 mod health;
 mod input;
+mod openapi;
 mod sessions;
 mod tokens;
 mod users;
@@ -21,7 +24,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use portero_wire::ErrorBody;
 use sha2::{Digest, Sha256};
@@ -31,12 +33,10 @@ use crate::metrics::{Metrics, StoreFailure};
 use crate::store::{Lifetimes, RotationRules, Store, StoreError};
 
 pub use auth::{Admin, Caller, CallerRole, Filter, FilterOrAdmin, Role};
-use feed::revocations;
-use health::{healthz, readyz, render_metrics};
 use input::is_json_media_type;
-use sessions::{create_session, end_session, lookup_session};
-use tokens::jwks;
-use users::{get_user, list_sessions, revoke_user, update_user};
+pub use openapi::{openapi, openapi_json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// The target of the route groups' log lines: this module's, as before the
 /// API was split into files (log filters and searches name it).
@@ -65,20 +65,29 @@ pub fn token_digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// Every route of the API, each a handler whose `#[utoipa::path]` names its
+/// method, path, credential, bodies and answers: the one list both the
+/// router and the OpenAPI document are made from. Add routes here only
+/// (never with `Router::route`): redis-sidecar/tests/openapi.rs checks it.
+fn routes() -> OpenApiRouter<Arc<AppState>> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(sessions::create_session))
+        .routes(routes!(sessions::lookup_session))
+        .routes(routes!(sessions::end_session))
+        .routes(routes!(users::get_user, users::update_user))
+        .routes(routes!(users::revoke_user))
+        .routes(routes!(users::list_sessions))
+        .routes(routes!(feed::revocations))
+        .routes(routes!(tokens::jwks))
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::render_metrics))
+}
+
 pub fn router(state: Arc<AppState>) -> Router {
     let metrics = state.metrics.clone();
-    Router::new()
-        .route(portero_wire::LOOKUP_PATH, post(lookup_session))
-        .route(portero_wire::REVOCATIONS_PATH, get(revocations))
-        .route(portero_wire::SESSIONS_PATH, post(create_session))
-        .route("/v1/sessions/{handle}", delete(end_session))
-        .route("/v1/users/{user_id}", get(get_user).put(update_user))
-        .route("/v1/users/{user_id}/revoke", post(revoke_user))
-        .route("/v1/users/{user_id}/sessions", get(list_sessions))
-        .route(portero_wire::JWKS_PATH, get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(render_metrics))
+    let (routes, _) = routes().split_for_parts();
+    routes
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(json_errors))

@@ -17,6 +17,10 @@ use crate::store::{is_session_token, CreateOutcome, Lookup, SessionRecord};
 
 use super::feed::revoked;
 use super::input::{check_header_safe, check_names, check_user_id, parse_json};
+use super::openapi::{
+    BadRequest, LoginFailed, LoginRefused, PayloadTooLarge, SessionRefused, SigningFailed,
+    StoreTrouble, Unauthorized, UnsupportedMediaType, WrongRole,
+};
 use super::tokens::issue_token;
 use super::{now, Admin, ApiError, AppState, Caller, Filter, FilterOrAdmin, LOG_TARGET};
 
@@ -34,7 +38,31 @@ fn validate_create(req: &CreateSessionRequest) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `POST /v1/sessions` (admin): start a session.
+/// Start a session: a login.
+///
+/// The app has checked who the user is. The login makes the user record if
+/// there is none (status `active`), replaces its roles with `roles` (and its
+/// permissions with `permissions`, when given), stores a session under a new
+/// id, signs its first access token, and appends the user to the revocation
+/// feed. `session_id` goes into the cookie (through the filter) and nowhere
+/// else. Admin credential.
+#[utoipa::path(
+    post,
+    path = portero_wire::SESSIONS_PATH,
+    tag = "sessions",
+    security(("admin" = [])),
+    request_body = CreateSessionRequest,
+    responses(
+        (status = 201, description = "The new session", body = CreateSessionResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = LoginRefused),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = LoginFailed),
+        (status = 503, response = StoreTrouble),
+    )
+)]
 pub(super) async fn create_session(
     State(state): State<Arc<AppState>>,
     _caller: Caller<Admin>,
@@ -113,7 +141,33 @@ pub(super) async fn create_session(
     ))
 }
 
-/// `POST /v1/sessions/lookup` (filter): the hot path.
+/// Look a session up: the filter's hot path.
+///
+/// Cookie clients are looked up by `session_id`, bearer clients by
+/// `session_handle` (the token's `sid`) with the `presented_jti` of their
+/// token. The look-up renews the idle expiry, checks the absolute expiry,
+/// the user's token version and ban, and (by handle) whether the token is
+/// the session's current one or its still exchangeable predecessor; an
+/// expired access token is rotated first. A value that cannot be a session is
+/// a `404 session_not_found`, not a `400`. Filter credential.
+#[utoipa::path(
+    post,
+    path = portero_wire::LOOKUP_PATH,
+    tag = "sessions",
+    security(("filter" = [])),
+    request_body = LookupRequest,
+    responses(
+        (status = 200, description = "The session, its user's standing now and its current access token", body = LookupResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = WrongRole),
+        (status = 404, response = SessionRefused),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 500, response = SigningFailed),
+        (status = 503, response = StoreTrouble),
+    )
+)]
 pub(super) async fn lookup_session(
     State(state): State<Arc<AppState>>,
     _caller: Caller<Filter>,
@@ -246,7 +300,25 @@ async fn rotate_expired_token(
     Ok(rotated)
 }
 
-/// `DELETE /v1/sessions/{handle}` (admin or filter): end a session.
+/// End one session: a logout.
+///
+/// The app's logout (the handle is the request's `x-portero-session`), an
+/// operator's, or the filter's when a binding mismatch ends the session.
+/// Idempotent: `ended` is false when there was no such session. An ended
+/// session is appended to the revocation feed. Filter or admin credential.
+#[utoipa::path(
+    delete,
+    path = "/v1/sessions/{handle}",
+    tag = "sessions",
+    security(("filter" = []), ("admin" = [])),
+    params(("handle" = String, Path, description = "The session's handle: the token's `sid`, the `x-portero-session` header")),
+    responses(
+        (status = 200, description = "Whether a session was ended", body = EndSessionResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = StoreTrouble),
+    )
+)]
 pub(super) async fn end_session(
     State(state): State<Arc<AppState>>,
     _caller: Caller<FilterOrAdmin>,
