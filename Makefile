@@ -58,9 +58,17 @@ system-deps:
 	  echo "installing umoci and skopeo (Debian packages; make oci uses them)"; \
 	  $(APT_GET) update -qq && $(APT_GET) install -y -qq umoci skopeo >/dev/null; \
 	fi
+# promtool comes only in the whole prometheus package (about 96 MB
+# installed; without its recommended node exporter). Where packages may start
+# services, it also starts a Prometheus server on :9090: nothing uses it.
+	@if ! command -v promtool >/dev/null; then \
+	  echo "installing prometheus (Debian package; make monitoring-test runs its promtool)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus >/dev/null; \
+	fi
 	@test -x /usr/bin/redis-server || command -v redis-server >/dev/null \
 	  || { echo "redis-server still missing after set-up"; exit 1; }
 	@test -x /usr/bin/chromium || { echo "chromium still missing after set-up"; exit 1; }
+	@command -v promtool >/dev/null || { echo "promtool still missing after set-up"; exit 1; }
 
 wasm-target:
 	@rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1
