@@ -25,7 +25,7 @@ APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noni
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
         lint unit-test wasm-unit-test integration-test bench bench-deps compose-config oci \
-        docs clean
+        docs monitoring-test clean
 
 help:
 	@echo "make run     - set up and start the demo site (Envoy+portero, web app, Fastify, redis-sidecar, Redis)"
@@ -34,6 +34,7 @@ help:
 	@echo "make oci     - the filter as a Wasm OCI image (target/oci), the form Istio pulls"
 	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
 	@echo "make docs    - the book (docs/) into target/book"
+	@echo "make monitoring-test - promtool on the alert rules (docs/monitoring/) and their unit tests"
 
 # ── set-up: everything a bare machine lacks ─────────────────────────────
 setup: system-deps wasm-target envoy node-deps
@@ -102,7 +103,7 @@ build: setup
 run: build
 	./target/release/portero-stack
 
-test: build lint docs unit-test wasm-unit-test integration-test
+test: build lint docs monitoring-test unit-test wasm-unit-test integration-test
 
 lint: wasm-target $(WEB_DEPS)
 	python3 scripts/layout_check.py
@@ -176,6 +177,16 @@ docs: $(MDBOOK)
 $(MDBOOK):
 	cargo install --locked --quiet --root .tools --version $(MDBOOK_VERSION) \
 	  --no-default-features --features search mdbook
+
+# The alert rules, their unit tests and the example Prometheus configuration
+# (docs/monitoring/), with Debian's promtool: each alert fires on its bad series
+# and stays silent on healthy ones. That the rules and the Grafana dashboard
+# use only metrics and labels portero publishes, and that each alert has its
+# runbook entry, is checked by tests/tests/monitoring.rs and docs.rs.
+monitoring-test: system-deps
+	promtool check rules docs/monitoring/alerts.yml
+	promtool test rules docs/monitoring/alerts.test.yml
+	promtool check config docs/monitoring/prometheus.yml
 
 # Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
 compose-config: build
