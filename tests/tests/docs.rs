@@ -1,13 +1,14 @@
 //! The documentation checked like code: every relative link in README.md
 //! and the book (docs/) points at a file that exists, every `#anchor` at a
-//! heading of its page (GitHub's and mdBook's anchor rule), and every page
-//! of the book is in its table of contents.
+//! heading of its page (GitHub's and mdBook's anchor rule), every page
+//! of the book is in its table of contents, and every alert's `runbook_url`
+//! leads to its runbook entry.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use portero_integration::workspace_root;
-use pulldown_cmark::{Event, Parser, Tag, TagEnd};
+use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
 
 /// A heading's anchor as GitHub and mdBook make it: lowercase; letters,
 /// digits, `-` and `_` kept; spaces become `-`; everything else dropped.
@@ -163,4 +164,88 @@ fn the_link_checker_catches_a_dangling_file_and_a_dangling_heading() {
     assert_eq!(broken.len(), 2, "{broken:?}");
     assert!(broken[0].contains("#two") && broken[0].contains("no such heading"));
     assert!(broken[1].contains("nowhere.md") && broken[1].contains("no such file"));
+}
+
+/// Where the alert rules say the book is served: a placeholder that
+/// operators replace (docs/operations.md, "Alert rules and a dashboard").
+const BOOK_URL: &str = "https://portero.example/docs/";
+
+/// The `###` headings under `## Runbook` of a page.
+fn runbook_entries(markdown: &str) -> Vec<String> {
+    let (mut entries, mut in_runbook, mut heading) = (Vec::new(), false, None);
+    for event in Parser::new(markdown) {
+        match event {
+            Event::Start(Tag::Heading { level, .. }) => heading = Some((level, String::new())),
+            Event::Text(text) | Event::Code(text) => {
+                if let Some((_, h)) = heading.as_mut() {
+                    h.push_str(&text);
+                }
+            }
+            Event::End(TagEnd::Heading(_)) => match heading.take() {
+                Some((HeadingLevel::H2, h)) => in_runbook = h == "Runbook",
+                Some((HeadingLevel::H3, h)) if in_runbook => entries.push(h),
+                Some((HeadingLevel::H1, _)) => in_runbook = false,
+                _ => {}
+            },
+            _ => {}
+        }
+    }
+    entries
+}
+
+/// Each alert of docs/monitoring/alerts.yml links, in `runbook_url`, to a
+/// heading of docs/operations.md named after it under "Runbook"; every
+/// entry there is an alert's.
+#[test]
+fn every_alert_links_to_its_runbook_entry() {
+    let root = workspace_root();
+    let rules: serde_json::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root.join("docs/monitoring/alerts.yml")).expect("alerts.yml"),
+    )
+    .expect("alerts.yml is YAML");
+    let markdown = std::fs::read_to_string(root.join("docs/operations.md")).expect("operations");
+    let page = read_page(&markdown);
+    let entries = runbook_entries(&markdown);
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_array().expect("groups") {
+        for rule in group["rules"].as_array().expect("rules") {
+            let alert = rule["alert"].as_str().expect("an alert").to_string();
+            let url = rule["annotations"]["runbook_url"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{alert} has no runbook_url"));
+            let link = url
+                .strip_prefix(BOOK_URL)
+                .unwrap_or_else(|| panic!("{alert}: {url} is not in the book ({BOOK_URL})"));
+            let anchor = link
+                .strip_prefix("operations.html#")
+                .unwrap_or_else(|| panic!("{alert}: {url} is not an anchor of operations.html"));
+            assert!(
+                page.anchors.contains(anchor),
+                "{alert}: docs/operations.md has no heading #{anchor}"
+            );
+            assert_eq!(
+                anchor,
+                anchor_of(&alert),
+                "{alert}: {url} is another's entry"
+            );
+            assert!(
+                entries.contains(&alert),
+                "{alert}: its heading is not under Runbook: {entries:?}"
+            );
+            alerts.push(alert);
+        }
+    }
+    assert!(alerts.len() >= 8, "{alerts:?}");
+    for entry in &entries {
+        assert!(
+            alerts.contains(entry),
+            "Runbook entry {entry} is no alert's"
+        );
+    }
+}
+
+#[test]
+fn the_runbook_reader_takes_the_third_level_under_runbook_only() {
+    let text = "# Ops\n## Runbook\n### A\ntext\n### `B`\n## Sizing\n### C\n";
+    assert_eq!(runbook_entries(text), ["A", "B"]);
 }
