@@ -1169,15 +1169,17 @@ fn memory_growth(stack: &Stack, port: u16, n: usize, capacity: usize) -> Value {
     let send_seconds = sent.elapsed().as_secs_f64();
     thread::sleep(Duration::from_millis(500));
     let after = rss_bytes(pid);
-    // One entry: the 32-byte key, the claims struct and its strings, and
-    // the LRU's node and table overhead (about 100 bytes).
+    // One entry: the key (the token's own bytes, boxed: the cache compares
+    // them on a hit instead of hashing them with SHA-256), the claims struct
+    // and its strings, and the LRU's node and table overhead (about 100 bytes).
     let sample = portero_integration::claims_of(&tokens[0]);
     let strings = sample.iss.len()
         + sample.aud.len()
         + sample.sub.len()
         + sample.sid.len()
         + sample.jti.len();
-    let entry = 32 + std::mem::size_of::<portero_wire::AccessClaims>() + 8 + strings + 100;
+    let key = tokens[0].len() + std::mem::size_of::<Box<str>>();
+    let entry = key + std::mem::size_of::<portero_wire::AccessClaims>() + 8 + strings + 100;
     let configured = (capacity * entry) as f64;
     let growth = after.saturating_sub(before) as f64;
     json!({"distinct_tokens": n, "cache_capacity": capacity, "entry_bytes_estimate": entry,
