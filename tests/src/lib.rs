@@ -29,6 +29,8 @@ pub mod demo {
     pub const HTTPS_PORT: u16 = 8443;
     pub const ADMIN_PORT: u16 = 9901;
     pub const SIDECAR_PORT: u16 = 7070;
+    /// The sidecar's forward-auth listener.
+    pub const FORWARD_AUTH_PORT: u16 = 7071;
     pub const REDIS_PORT: u16 = 6380;
     pub const UPSTREAM_PORT: u16 = 3000;
     pub const WEB_PORT: u16 = 8000;

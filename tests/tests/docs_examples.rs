@@ -33,8 +33,8 @@ use std::time::{Duration, Instant};
 
 use portero_integration::docs::{code_blocks, code_blocks_of, output_matches, pages, CodeBlock};
 use portero_integration::{
-    demo, envoy_binary, plugin_config, require, workspace_root, Stack, StackOptions, ADMIN_TOKEN,
-    COOKIE_SECRET, FILTER_TOKEN, SECRET_ENV,
+    demo, envoy_binary, free_port, plugin_config, require, workspace_root, Stack, StackOptions,
+    ADMIN_TOKEN, COOKIE_SECRET, FILTER_TOKEN, SECRET_ENV,
 };
 
 /// The attributes a block may carry (a typo must not turn a check off).
@@ -47,36 +47,48 @@ const ATTRIBUTES: [&str; 6] = [
     "envoy",
 ];
 
-/// The variables a settings block may set: the name, and `make run`'s value
-/// (what the docs must say).
-fn variables() -> Vec<(&'static str, String)> {
+/// The variables a settings block may set, with their values for a stack
+/// whose Envoy, Envoy admin, sidecar and forward-auth listener are on these
+/// ports.
+fn variables_for(
+    edge: u16,
+    admin: u16,
+    sidecar: u16,
+    forward_auth: u16,
+) -> Vec<(&'static str, String)> {
+    let url = |port: u16| format!("http://127.0.0.1:{port}");
     vec![
-        ("EDGE", format!("http://127.0.0.1:{}", demo::EDGE_PORT)),
-        (
-            "SIDECAR",
-            format!("http://127.0.0.1:{}", demo::SIDECAR_PORT),
-        ),
-        (
-            "ENVOY_ADMIN",
-            format!("http://127.0.0.1:{}", demo::ADMIN_PORT),
-        ),
+        ("EDGE", url(edge)),
+        ("ENVOY_ADMIN", url(admin)),
+        ("SIDECAR", url(sidecar)),
+        ("FORWARD_AUTH", url(forward_auth)),
         ("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN.to_string()),
         ("PORTERO_FILTER_TOKEN", FILTER_TOKEN.to_string()),
         ("PORTERO_COOKIE_SECRET", COOKIE_SECRET.to_string()),
     ]
 }
 
-/// The same variables for a test stack.
+/// The variables with `make run`'s values (what the docs must say).
+fn variables() -> Vec<(&'static str, String)> {
+    variables_for(
+        demo::EDGE_PORT,
+        demo::ADMIN_PORT,
+        demo::SIDECAR_PORT,
+        demo::FORWARD_AUTH_PORT,
+    )
+}
+
+/// The variables for a test stack.
 fn stack_values(stack: &Stack) -> BTreeMap<&'static str, String> {
     let o = &stack.options;
-    let mut values = BTreeMap::new();
-    values.insert("EDGE", format!("http://127.0.0.1:{}", o.listen_port));
-    values.insert("SIDECAR", format!("http://127.0.0.1:{}", o.sidecar_port));
-    values.insert("ENVOY_ADMIN", format!("http://127.0.0.1:{}", o.admin_port));
-    values.insert("PORTERO_ADMIN_TOKEN", ADMIN_TOKEN.to_string());
-    values.insert("PORTERO_FILTER_TOKEN", FILTER_TOKEN.to_string());
-    values.insert("PORTERO_COOKIE_SECRET", COOKIE_SECRET.to_string());
-    values
+    variables_for(
+        o.listen_port,
+        o.admin_port,
+        o.sidecar_port,
+        o.forward_auth_port,
+    )
+    .into_iter()
+    .collect()
 }
 
 /// A step of a page: a block that runs, and what it must print.
@@ -379,7 +391,11 @@ fn every_runnable_example_in_the_docs_runs_and_prints_what_it_says() {
     let runnable: usize = pages.iter().map(|(_, p)| p.runnable()).sum();
     assert!(runnable > 0, "no runnable block in the docs");
     let started = Instant::now();
-    let stack = Stack::start_with(StackOptions::default());
+    // As make run's: the sidecar serves forward auth too.
+    let stack = Stack::start_with(StackOptions {
+        forward_auth_port: free_port(),
+        ..StackOptions::default()
+    });
     let values = stack_values(&stack);
     let mut errors = Vec::new();
     for (file, page) in &pages {
