@@ -9,7 +9,7 @@
 //!
 //! - ```` ```sh,settings ````: the variables the page's examples use,
 //!   `NAME=value` with `make run`'s values, for a reader to set once. The
-//!   test checks each name and value against [`VARIABLES`], and runs the
+//!   test checks each name and value against [`variables`], and runs the
 //!   block with its own stack's values instead.
 //! - ```` ```sh,runnable ````: run in the page's order, in one bash (so
 //!   variables and functions carry on, as in a reader's terminal), under
