@@ -172,7 +172,7 @@ oci: build
 # target/book, with mdBook from crates.io, installed into .tools/ once.
 # (`make test` builds it too: a page missing from the contents, or a
 # contents line without its page, fails. The links and anchors are checked
-# by tests/tests/docs.rs.)
+# by tests/tests/docs.rs, the examples run by tests/tests/docs_examples.rs.)
 MDBOOK_VERSION := 0.5.4
 MDBOOK        := .tools/bin/mdbook
 docs: $(MDBOOK)

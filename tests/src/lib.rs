@@ -21,10 +21,26 @@ pub const COOKIE_SECRET: &str = "cookie-secret-demo-0123456789abcdef";
 pub const COOKIE_NAME: &str = "__Host-portero";
 pub const ISSUER: &str = "https://portero.local";
 pub const AUDIENCE: &str = "portero-apps";
+
+/// `make run`'s ports (`portero-stack`; `PORTERO_PORT` and the like move
+/// them): what the docs' examples say a reader's stack listens on.
+pub mod demo {
+    pub const EDGE_PORT: u16 = 8080;
+    pub const HTTPS_PORT: u16 = 8443;
+    pub const ADMIN_PORT: u16 = 9901;
+    pub const SIDECAR_PORT: u16 = 7070;
+    /// The sidecar's forward-auth listener.
+    pub const FORWARD_AUTH_PORT: u16 = 7071;
+    pub const REDIS_PORT: u16 = 6380;
+    pub const UPSTREAM_PORT: u16 = 3000;
+    pub const WEB_PORT: u16 = 8000;
+}
+
 /// The test signing key and the one token minter (the filter's testkit).
 pub use portero_testkit::tokens::{Minter, TEST_KID};
 
 pub mod client;
+pub mod docs;
 pub mod proc;
 pub mod stack;
 pub mod tls;
@@ -34,6 +50,6 @@ pub mod wire;
 pub use client::{claims_of, raw_exchange, raw_status, Reply, Rng};
 pub use proc::{envoy_binary, fixture, free_port, require, unix_now, workspace_root, Proc};
 pub use stack::{
-    dynamic_module_dir, plugin_config, render_envoy_config, skip_unless_wasm, wasm_environment,
-    with_more_sidecars, Shell, Stack, StackOptions, SECRET_ENV,
+    dynamic_module_dir, only_in_the_wasm_pass, plugin_config, render_envoy_config,
+    skip_unless_wasm, wasm_environment, with_more_sidecars, Shell, Stack, StackOptions, SECRET_ENV,
 };

@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use portero_integration::{
-    plugin_config, render_envoy_config, with_more_sidecars, workspace_root, Stack, StackOptions,
-    COOKIE_NAME,
+    demo, plugin_config, render_envoy_config, with_more_sidecars, workspace_root, Stack,
+    StackOptions, COOKIE_NAME,
 };
 
 /// Writes what docker-compose.yml mounts into `compose/`: the rendered Envoy
@@ -86,8 +86,8 @@ usage: portero-stack                 start the demo
 
 environment (defaults in brackets):
   PORTERO_PORT [8080]  PORTERO_HTTPS_PORT [8443]  PORTERO_ADMIN_PORT [9901]
-  PORTERO_SIDECAR_PORT [7070]  PORTERO_REDIS_PORT [6380]
-  PORTERO_UPSTREAM_PORT [3000]  PORTERO_WEB_PORT [8000]
+  PORTERO_SIDECAR_PORT [7070]  PORTERO_FORWARD_AUTH_PORT [7071]
+  PORTERO_REDIS_PORT [6380]  PORTERO_UPSTREAM_PORT [3000]  PORTERO_WEB_PORT [8000]
   PORTERO_ACCESS_TTL [900]         access-token lifetime, seconds (try 10
                                    to watch refreshes happen)
   PORTERO_IDLE_TIMEOUT [1800]      session idle timeout, seconds
@@ -138,18 +138,19 @@ fn main() {
     let port = |var: &str, default: u16| -> u16 { setting(var, default) };
     let defaults = StackOptions::default();
     let options = StackOptions {
-        listen_port: port("PORTERO_PORT", 8080),
-        admin_port: port("PORTERO_ADMIN_PORT", 9901),
-        sidecar_port: port("PORTERO_SIDECAR_PORT", 7070),
-        redis_port: port("PORTERO_REDIS_PORT", 6380),
-        upstream_port: port("PORTERO_UPSTREAM_PORT", 3000),
+        listen_port: port("PORTERO_PORT", demo::EDGE_PORT),
+        admin_port: port("PORTERO_ADMIN_PORT", demo::ADMIN_PORT),
+        sidecar_port: port("PORTERO_SIDECAR_PORT", demo::SIDECAR_PORT),
+        forward_auth_port: port("PORTERO_FORWARD_AUTH_PORT", demo::FORWARD_AUTH_PORT),
+        redis_port: port("PORTERO_REDIS_PORT", demo::REDIS_PORT),
+        upstream_port: port("PORTERO_UPSTREAM_PORT", demo::UPSTREAM_PORT),
         signing_key: key,
         key_id: "demo-key".into(),
         work_dir: Some(PathBuf::from(&run_dir)),
         https: true,
-        https_port: port("PORTERO_HTTPS_PORT", 8443),
+        https_port: port("PORTERO_HTTPS_PORT", demo::HTTPS_PORT),
         web_app: true,
-        web_port: port("PORTERO_WEB_PORT", 8000),
+        web_port: port("PORTERO_WEB_PORT", demo::WEB_PORT),
         access_ttl: setting("PORTERO_ACCESS_TTL", defaults.access_ttl),
         idle_timeout: setting("PORTERO_IDLE_TIMEOUT", defaults.idle_timeout),
         absolute_timeout: setting("PORTERO_ABSOLUTE_TIMEOUT", defaults.absolute_timeout),
@@ -184,7 +185,7 @@ portero demo is up (logs in .run/). Open the site in a browser:
                     admin http://127.0.0.1:{admin}
   web app (Deno)    http://127.0.0.1:{web}
   Fastify API       http://127.0.0.1:{upstream}
-  redis-sidecar     http://127.0.0.1:{sidecar}
+  redis-sidecar     http://127.0.0.1:{sidecar}   (forward auth: http://127.0.0.1:{forward_auth})
   Redis             127.0.0.1:{redis}
 
 Web client (cookie) with curl:
@@ -203,6 +204,7 @@ Ctrl-C stops everything.
         web = o.web_port,
         admin = o.admin_port,
         sidecar = o.sidecar_port,
+        forward_auth = o.forward_auth_port,
         upstream = o.upstream_port,
         redis = o.redis_port,
         cookie = COOKIE_NAME,

@@ -107,6 +107,17 @@ pub fn skip_unless_wasm(what: &str) -> bool {
     skip
 }
 
+/// For a test that does not depend on the shell (the docs, the config
+/// schema): true, with a note on stderr, in the dynamic-module pass, where
+/// it would only repeat the wasm pass.
+pub fn only_in_the_wasm_pass(what: &str) -> bool {
+    let skip = Shell::from_env() != Shell::Wasm;
+    if skip {
+        eprintln!("skipped in the dynamic-module pass: {what} does not depend on the shell");
+    }
+    skip
+}
+
 impl Shell {
     pub fn from_env() -> Shell {
         match std::env::var("PORTERO_SHELL").as_deref() {

@@ -1,11 +1,12 @@
 //! The plugin configuration's JSON Schema (`docs/plugin-config.schema.json`,
 //! the file editors and Istio users check `pluginConfig` with): every
-//! example config validates against it, the parser and the schema agree on
-//! a corpus of good and bad configs, and every field it names is on the
-//! reference page.
+//! example config validates against it, the book's among them; the parser
+//! and the schema agree on a corpus of good and bad configs; and every field
+//! it names is on the reference page.
 
 use portero_core::config::Config;
-use portero_integration::{plugin_config, workspace_root};
+use portero_integration::docs::{code_blocks, fill_from, json_matches, pages, parse_whole_pattern};
+use portero_integration::{plugin_config, workspace_root, SECRET_ENV};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,8 +23,50 @@ fn test_jwks() -> Value {
     serde_json::from_str(portero_testkit::tokens::TEST_JWKS).unwrap()
 }
 
-/// Every config the project ships or documents: the book's examples, the
-/// harness's (what `make run` uses), and Istio's `pluginConfig`.
+/// The plugin configs the README and the book show, marked
+/// ```` ```json,plugin-config ````: each with where it is, the config it
+/// stands for, and, for the one marked `make-run`, what it must match.
+///
+/// A block may be a fragment (members without the braces: `"routes": […]`),
+/// which stands for the harness's config with those members replaced; and
+/// may elide with `…`, which stands for the harness's value at that place.
+fn documented_configs() -> Vec<(String, Value, Option<portero_integration::docs::Pattern>)> {
+    let base = plugin_config("redis_sidecar", &test_jwks());
+    let mut configs = Vec::new();
+    for file in pages() {
+        for block in code_blocks(&file) {
+            if !block.has("plugin-config") {
+                continue;
+            }
+            let text = block.text.trim();
+            let fragment = text.starts_with('"');
+            let whole = if fragment {
+                format!("{{{text}}}")
+            } else {
+                text.to_string()
+            };
+            let pattern = parse_whole_pattern(&whole)
+                .unwrap_or_else(|e| panic!("{}: not JSON: {e}", block.location()));
+            let filled =
+                fill_from(&pattern, &base).unwrap_or_else(|e| panic!("{}: {e}", block.location()));
+            let config = if fragment {
+                let mut config = base.clone();
+                for (name, value) in filled.as_object().into_iter().flatten() {
+                    config[name] = value.clone();
+                }
+                config
+            } else {
+                filled
+            };
+            let make_run = block.has("make-run").then_some(pattern);
+            configs.push((block.location(), config, make_run));
+        }
+    }
+    configs
+}
+
+/// Every config the project ships or documents: docs/examples, the book's
+/// own, the harness's (what `make run` uses), and Istio's `pluginConfig`.
 fn example_configs() -> Vec<(String, Value)> {
     let root = workspace_root();
     let mut configs = Vec::new();
@@ -37,6 +80,11 @@ fn example_configs() -> Vec<(String, Value)> {
             ));
         }
     }
+    configs.extend(
+        documented_configs()
+            .into_iter()
+            .map(|(location, config, _)| (location, config)),
+    );
     configs.push((
         "the harness's".into(),
         plugin_config("redis_sidecar", &test_jwks()),
@@ -56,7 +104,7 @@ fn example_configs() -> Vec<(String, Value)> {
 
 #[test]
 fn every_shipped_and_documented_config_validates_against_the_schema() {
-    if portero_integration::skip_unless_wasm("the config schema") {
+    if portero_integration::only_in_the_wasm_pass("the config schema") {
         return;
     }
     let validator = validator();
@@ -69,6 +117,57 @@ fn every_shipped_and_documented_config_validates_against_the_schema() {
             .collect();
         assert!(errors.is_empty(), "{name}: {errors:?}");
     }
+}
+
+/// The plugin configs the book shows also parse (the parser checks bounds
+/// the schema does not state); the one said to be `make run`'s is the
+/// harness's; and a JSON block that looks like a plugin config is marked as
+/// one, so that it is checked.
+#[test]
+fn every_plugin_config_in_the_book_parses_and_make_runs_is_the_harnesss() {
+    if portero_integration::only_in_the_wasm_pass("the config schema") {
+        return;
+    }
+    for (name, value) in SECRET_ENV {
+        std::env::set_var(name, value);
+    }
+    let configs = documented_configs();
+    assert!(configs.len() >= 3, "{configs:?}");
+    let harness = plugin_config("redis_sidecar", &test_jwks());
+    let mut make_run = 0;
+    for (location, config, pattern) in &configs {
+        if let Err(e) = Config::from_json(config.to_string().as_bytes()) {
+            panic!("{location}: the parser refuses it: {e}\n{config:#}");
+        }
+        if let Some(pattern) = pattern {
+            make_run += 1;
+            if let Err(e) = json_matches(pattern, &harness) {
+                panic!("{location}: not the config tests/src/stack.rs builds: {e}");
+            }
+        }
+    }
+    assert_eq!(make_run, 1, "one block is make run's config");
+
+    let names: Vec<String> = schema()["properties"]
+        .as_object()
+        .expect("the schema's properties")
+        .keys()
+        .map(|k| format!("\"{k}\":"))
+        .collect();
+    let mut unmarked = Vec::new();
+    for file in pages() {
+        for block in code_blocks(&file) {
+            let looks_like_one = names.iter().any(|n| block.text.contains(n.as_str()));
+            if block.lang == "json" && !block.has("plugin-config") && looks_like_one {
+                unmarked.push(block.location());
+            }
+        }
+    }
+    assert!(
+        unmarked.is_empty(),
+        "JSON blocks that look like plugin configs: mark them `json,plugin-config` \
+         (fragments and `…` are fine): {unmarked:?}"
+    );
 }
 
 /// Good and bad configs, each (what, config, whether the shape is right).
@@ -180,7 +279,7 @@ fn corpus() -> Vec<(&'static str, Value, bool)> {
 
 #[test]
 fn the_parser_and_the_schema_agree_on_good_and_bad_configs() {
-    if portero_integration::skip_unless_wasm("the config schema") {
+    if portero_integration::only_in_the_wasm_pass("the config schema") {
         return;
     }
     std::env::set_var(
@@ -244,7 +343,7 @@ fn field_paths(
 
 #[test]
 fn every_field_of_the_schema_is_on_the_reference_page() {
-    if portero_integration::skip_unless_wasm("the config schema") {
+    if portero_integration::only_in_the_wasm_pass("the config schema") {
         return;
     }
     let page = std::fs::read_to_string(workspace_root().join("docs/configuration.md")).unwrap();

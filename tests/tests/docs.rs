@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
+use portero_integration::docs::pages as documentation;
 use portero_integration::workspace_root;
 use pulldown_cmark::{Event, HeadingLevel, Parser, Tag, TagEnd};
 
@@ -97,19 +98,6 @@ fn broken_links(file: &Path, markdown: &str, pages: &mut BTreeMap<PathBuf, Page>
         }
     }
     broken
-}
-
-fn documentation() -> Vec<PathBuf> {
-    let root = workspace_root();
-    let mut files = vec![root.join("README.md")];
-    let mut book: Vec<PathBuf> = std::fs::read_dir(root.join("docs"))
-        .expect("docs/")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "md"))
-        .collect();
-    book.sort();
-    files.extend(book);
-    files
 }
 
 #[test]
