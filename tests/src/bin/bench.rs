@@ -620,6 +620,10 @@ fn main() {
         "oauth2",
         "empty_module",
         "empty_wasm",
+        "piece_headers",
+        "piece_attribute",
+        "piece_set_header",
+        "piece_counter",
     ]
     .into_iter()
     .map(|n| (n, free_port()))
@@ -709,6 +713,18 @@ fn main() {
         ports["empty_module"],
         vec![dynamic_module_named("portero_empty_module", &json!({}))],
     ));
+    // The module's floor piece by piece: the empty module making one Envoy
+    // callback per request (see bench/anchors/empty-module).
+    for (name, probe) in [
+        ("piece_headers", "headers"),
+        ("piece_attribute", "attribute"),
+        ("piece_set_header", "set_header"),
+        ("piece_counter", "counter"),
+    ] {
+        let mut filter = dynamic_module_named("portero_empty_module", &json!({}));
+        filter["typed_config"]["filter_config"]["value"] = json!(probe);
+        listeners.push(listener(name, ports[name], vec![filter]));
+    }
     let empty_wasm = root.join("target/wasm32-wasip1/release/portero_empty_wasm.wasm");
     require(&empty_wasm, "make bench (builds bench/anchors)");
     let mut empty_wasm_filter = wasm_filter(&empty_wasm.display().to_string(), &json!({}));
@@ -865,6 +881,18 @@ fn main() {
         ),
         ("empty_module", ports["empty_module"], vec![get("/", &[])]),
         ("empty_wasm", ports["empty_wasm"], vec![get("/", &[])]),
+        ("piece_headers", ports["piece_headers"], vec![get("/", &[])]),
+        (
+            "piece_attribute",
+            ports["piece_attribute"],
+            vec![get("/", &[])],
+        ),
+        (
+            "piece_set_header",
+            ports["piece_set_header"],
+            vec![get("/", &[])],
+        ),
+        ("piece_counter", ports["piece_counter"], vec![get("/", &[])]),
         // The filter's floor: it runs, but the route needs no session.
         (
             "portero_route_off",
