@@ -624,6 +624,10 @@ fn main() {
         "piece_attribute",
         "piece_set_header",
         "piece_counter",
+        "wasm_piece_headers",
+        "wasm_piece_property",
+        "wasm_piece_set_header",
+        "wasm_piece_counter",
     ]
     .into_iter()
     .map(|n| (n, free_port()))
@@ -734,6 +738,19 @@ fn main() {
         ports["empty_wasm"],
         vec![empty_wasm_filter],
     ));
+    // The wasm filter's floor piece by piece: the empty filter making one
+    // host call per request (see bench/anchors/empty-wasm).
+    for (name, probe) in [
+        ("wasm_piece_headers", "headers"),
+        ("wasm_piece_property", "property"),
+        ("wasm_piece_set_header", "set_header"),
+        ("wasm_piece_counter", "counter"),
+    ] {
+        let mut filter = wasm_filter(&empty_wasm.display().to_string(), &json!({}));
+        filter["typed_config"]["config"]["vm_config"]["vm_id"] = json!(name);
+        filter["typed_config"]["config"]["configuration"]["value"] = json!(probe);
+        listeners.push(listener(name, ports[name], vec![filter]));
+    }
     // BENCH_WASM_B=<path to another portero.wasm>: an A/B contender, the
     // same warm cookie through that build, in the same run.
     let wasm_b = std::env::var("BENCH_WASM_B").ok();
@@ -893,6 +910,26 @@ fn main() {
             vec![get("/", &[])],
         ),
         ("piece_counter", ports["piece_counter"], vec![get("/", &[])]),
+        (
+            "wasm_piece_headers",
+            ports["wasm_piece_headers"],
+            vec![get("/", &[])],
+        ),
+        (
+            "wasm_piece_property",
+            ports["wasm_piece_property"],
+            vec![get("/", &[])],
+        ),
+        (
+            "wasm_piece_set_header",
+            ports["wasm_piece_set_header"],
+            vec![get("/", &[])],
+        ),
+        (
+            "wasm_piece_counter",
+            ports["wasm_piece_counter"],
+            vec![get("/", &[])],
+        ),
         // The filter's floor: it runs, but the route needs no session.
         (
             "portero_route_off",

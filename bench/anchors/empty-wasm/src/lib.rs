@@ -2,31 +2,85 @@
 //! filter on the same SDK as portero's, whose every hook is the SDK's
 //! default (continue). What portero's filter costs beyond this is portero's
 //! own work, not the VM's.
+//!
+//! Its plugin configuration can name one host call to make on every
+//! request, so `make bench` measures each piece of a wasm filter's
+//! per-request floor alone (`""`: nothing; `"headers"`: read the request
+//! header map; `"property"`: read the route name; `"set_header"`: write one
+//! request header; `"counter"`: add one to a metric).
 #![cfg(target_arch = "wasm32")]
 
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::ContextType;
+use proxy_wasm::types::{Action, ContextType, MetricType};
 
 proxy_wasm::main! {{
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(EmptyRoot) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(EmptyRoot { probe: Probe::Nothing })
+    });
 }}
 
-struct EmptyRoot;
+/// The one host call a configuration makes per request.
+#[derive(Clone, Copy)]
+enum Probe {
+    Nothing,
+    Headers,
+    Property,
+    SetHeader,
+    Counter(u32),
+}
+
+struct EmptyRoot {
+    probe: Probe,
+}
 
 impl Context for EmptyRoot {}
 
 impl RootContext for EmptyRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        self.probe = match config.as_slice() {
+            b"headers" => Probe::Headers,
+            b"property" => Probe::Property,
+            b"set_header" => Probe::SetHeader,
+            b"counter" => {
+                proxy_wasm::hostcalls::define_metric(MetricType::Counter, "probe_requests")
+                    .map_or(Probe::Nothing, Probe::Counter)
+            }
+            _ => Probe::Nothing,
+        };
+        true
+    }
+
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(EmptyStream))
+        Some(Box::new(EmptyStream { probe: self.probe }))
     }
 }
 
-struct EmptyStream;
+struct EmptyStream {
+    probe: Probe,
+}
 
 impl Context for EmptyStream {}
 
-impl HttpContext for EmptyStream {}
+impl HttpContext for EmptyStream {
+    fn on_http_request_headers(&mut self, _headers: usize, _end_of_stream: bool) -> Action {
+        match self.probe {
+            Probe::Nothing => {}
+            Probe::Headers => {
+                std::hint::black_box(self.get_http_request_headers_bytes());
+            }
+            Probe::Property => {
+                std::hint::black_box(self.get_property(vec!["xds", "route_name"]));
+            }
+            Probe::SetHeader => self.set_http_request_header("x-probe", Some("1")),
+            Probe::Counter(id) => {
+                let _ = proxy_wasm::hostcalls::increment_metric(id, 1);
+            }
+        }
+        Action::Continue
+    }
+}
