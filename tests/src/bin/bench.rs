@@ -45,6 +45,25 @@ const USER_AGENT: &str = "portero-bench";
 /// A contender: its name, its listener's port, the requests it cycles through.
 type Contender<'a> = (&'a str, u16, Arc<Vec<Vec<u8>>>);
 
+/// The wasm filter's floor piece by piece: the empty filter making one host
+/// call per request, named by its configuration (see bench/anchors/empty-wasm).
+/// Each reads the same request as the cookie contenders carry, so a
+/// whole-map read and a read by name compare. `seven_adds` against
+/// `add_header` tells a price per host call from a price for making any:
+/// measured equal, so fewer calls is not where the filter's time goes.
+const WASM_PIECES: &[(&str, &str)] = &[
+    ("wasm_piece_headers", "headers"),
+    ("wasm_piece_headers_both_ways", "headers_both_ways"),
+    ("wasm_piece_header_by_name", "header_by_name"),
+    ("wasm_piece_three_by_name", "three_by_name"),
+    ("wasm_piece_property", "property"),
+    ("wasm_piece_set_header", "set_header"),
+    ("wasm_piece_add_header", "add_header"),
+    ("wasm_piece_seven_adds", "seven_adds"),
+    ("wasm_piece_remove_absent", "remove_absent"),
+    ("wasm_piece_counter", "counter"),
+];
+
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -624,12 +643,9 @@ fn main() {
         "piece_attribute",
         "piece_set_header",
         "piece_counter",
-        "wasm_piece_headers",
-        "wasm_piece_property",
-        "wasm_piece_set_header",
-        "wasm_piece_counter",
     ]
     .into_iter()
+    .chain(WASM_PIECES.iter().map(|(name, _)| *name))
     .map(|n| (n, free_port()))
     .collect();
     let wasm_path = wasm.display().to_string();
@@ -740,12 +756,7 @@ fn main() {
     ));
     // The wasm filter's floor piece by piece: the empty filter making one
     // host call per request (see bench/anchors/empty-wasm).
-    for (name, probe) in [
-        ("wasm_piece_headers", "headers"),
-        ("wasm_piece_property", "property"),
-        ("wasm_piece_set_header", "set_header"),
-        ("wasm_piece_counter", "counter"),
-    ] {
+    for &(name, probe) in WASM_PIECES {
         let mut filter = wasm_filter(&empty_wasm.display().to_string(), &json!({}));
         filter["typed_config"]["config"]["vm_config"]["vm_id"] = json!(name);
         filter["typed_config"]["config"]["configuration"]["value"] = json!(probe);
@@ -815,7 +826,7 @@ fn main() {
 
     let bearer_warm = format!("Bearer {}", warm.token);
     let oauth2_cookies = oauth2_valid_cookies(&warm.token);
-    let contenders: Vec<(&str, u16, Vec<Vec<u8>>)> = vec![
+    let mut contenders: Vec<(&str, u16, Vec<Vec<u8>>)> = vec![
         ("bare", ports["bare"], vec![get("/", &[])]),
         (
             "jwt_authn",
@@ -910,26 +921,6 @@ fn main() {
             vec![get("/", &[])],
         ),
         ("piece_counter", ports["piece_counter"], vec![get("/", &[])]),
-        (
-            "wasm_piece_headers",
-            ports["wasm_piece_headers"],
-            vec![get("/", &[])],
-        ),
-        (
-            "wasm_piece_property",
-            ports["wasm_piece_property"],
-            vec![get("/", &[])],
-        ),
-        (
-            "wasm_piece_set_header",
-            ports["wasm_piece_set_header"],
-            vec![get("/", &[])],
-        ),
-        (
-            "wasm_piece_counter",
-            ports["wasm_piece_counter"],
-            vec![get("/", &[])],
-        ),
         // The filter's floor: it runs, but the route needs no session.
         (
             "portero_route_off",
@@ -948,6 +939,12 @@ fn main() {
             )],
         ),
     ];
+    let piece_request = get("/", &[("cookie", &warm.cookie)]);
+    contenders.extend(
+        WASM_PIECES
+            .iter()
+            .map(|&(name, _)| (name, ports[name], vec![piece_request.clone()])),
+    );
     // BENCH_ONLY=a,b runs only those contenders (and bare), for quick looks.
     let only = std::env::var("BENCH_ONLY").ok();
     let contenders: Vec<Contender> = contenders
