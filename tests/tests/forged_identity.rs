@@ -10,8 +10,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 use std::time::Duration;
 
+use portero_core::cookie::CookieCodec;
 use portero_integration::wire::{header_lines, WireUpstream};
-use portero_integration::{free_port, raw_exchange, raw_status, Stack, StackOptions, COOKIE_NAME};
+use portero_integration::{
+    free_port, raw_exchange, raw_status, Stack, StackOptions, COOKIE_NAME, COOKIE_SECRET,
+};
 use serde_json::json;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
@@ -202,6 +205,80 @@ fn the_session_cookie_stays_at_the_edge(
     );
 }
 
+/// A dead session cookie on an `optional` route (a session that ended
+/// elsewhere, a cookie that does not open): the page is served anonymously,
+/// the cookie never reaches the upstream, and the browser is told to drop
+/// it. Store trouble there stays a 503 that clears nothing.
+fn a_dead_cookie_on_an_optional_route_stays_at_the_edge(stack: &Stack, wire: &WireUpstream) {
+    let codec = CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())]).unwrap();
+    let ended = codec.seal(&"e".repeat(64)).unwrap();
+    let request = |cookie: &str| {
+        format!(
+            "GET /hostile/optional/x HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\
+             accept: text/html\r\ncookie: theme=dark; {COOKIE_NAME}={cookie}\r\n\
+             x-portero-user-id: forged-by-attacker\r\n\r\n"
+        )
+    };
+    for (cookie, what) in [
+        (ended.as_str(), "an ended session"),
+        ("garbage", "a cookie that does not open"),
+    ] {
+        let response = raw_exchange(
+            stack.options.listen_port,
+            request(cookie).as_bytes(),
+            TIMEOUT,
+        )
+        .expect("Envoy answers");
+        assert_eq!(raw_status(&response), Some(200), "{what}");
+        let clears = header_lines(&response).into_iter().any(|(name, value)| {
+            name.eq_ignore_ascii_case("set-cookie")
+                && value.starts_with(&format!("{COOKIE_NAME}=;"))
+                && value.contains("Max-Age=0")
+        });
+        assert!(
+            clears,
+            "{what}: the browser is told to drop the cookie:\n{}",
+            String::from_utf8_lossy(&response)
+        );
+        let heads = wire.take();
+        assert_eq!(heads.len(), 1, "{what}: one request upstream");
+        let upstream = header_lines(&heads[0]);
+        let cookies: Vec<&str> = upstream
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        assert_eq!(cookies, ["theme=dark"], "{what}");
+        assert_no_forged_identity(&heads[0], what);
+        assert!(
+            !upstream
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case("x-portero-user-id")),
+            "{what}: anonymous upstream"
+        );
+    }
+    stack.signal("sidecar", libc::SIGSTOP);
+    let response = raw_exchange(
+        stack.options.listen_port,
+        request(&ended).as_bytes(),
+        TIMEOUT,
+    );
+    stack.signal("sidecar", libc::SIGCONT);
+    let response = response.expect("Envoy answers");
+    assert_eq!(
+        raw_status(&response),
+        Some(503),
+        "store trouble is no logout"
+    );
+    assert!(
+        !header_lines(&response)
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("set-cookie")),
+        "an outage clears no cookie"
+    );
+    assert!(wire.take().is_empty(), "nothing upstream during the outage");
+}
+
 #[test]
 fn the_shipped_config_refuses_underscored_names_and_strips_every_other_spelling() {
     let wire = WireUpstream::start();
@@ -209,6 +286,7 @@ fn the_shipped_config_refuses_underscored_names_and_strips_every_other_spelling(
     let cookie = stack.login_web("ada", "lovelace");
     refuses_underscores_and_strips_the_rest(&stack, &wire, &cookie);
     the_session_cookie_stays_at_the_edge(&stack, &wire, &cookie, "the filter");
+    a_dead_cookie_on_an_optional_route_stays_at_the_edge(&stack, &wire);
     // h2c: an underscored name never reaches the upstream either.
     for name in UNDERSCORED {
         let out = Command::new("curl")

@@ -232,10 +232,29 @@ fn optional_route_with_and_without_a_session() {
     assert_eq!(named.status, 200, "{}", named.body);
     assert_eq!(named.json()["user"], "user-ada");
 
-    // A credential that is presented must still be good.
-    let bad = stack.get("/feed", &[("cookie", &cookie("garbage"))]);
-    assert_eq!(bad.status, 401);
-    assert_eq!(bad.json()["reason"], "cookie_invalid");
+    // A dead session cookie is dropped and cleared: the page is served,
+    // for nobody (the user whose session ended can still reach it).
+    let dead = stack.get("/feed", &[("cookie", &cookie("garbage"))]);
+    assert_eq!(dead.status, 200, "{}", dead.body);
+    assert_eq!(dead.json()["user"], Value::Null);
+    assert!(dead.set_cookie(COOKIE_NAME).unwrap().contains("Max-Age=0"));
+    // So is one of a session that ended: logged out elsewhere.
+    let logout = stack.request(
+        "POST",
+        "/auth/logout",
+        &[
+            ("cookie", &cookie(&value)),
+            ("sec-fetch-site", "same-origin"),
+        ],
+        Some(&serde_json::json!({})),
+    );
+    assert_eq!(logout.status, 200, "{}", logout.body);
+    let ended = stack.get("/feed", &[("cookie", &cookie(&value))]);
+    assert_eq!(ended.status, 200, "{}", ended.body);
+    assert_eq!(ended.json()["user"], Value::Null);
+    assert!(ended.set_cookie(COOKIE_NAME).unwrap().contains("Max-Age=0"));
+    // A bearer token that is presented must still be good: an API client
+    // must learn its token is dead.
     let bad_token = stack.get("/feed", &[("authorization", "Bearer not.a.token")]);
     assert_eq!(bad_token.status, 401);
     // Required routes still require.

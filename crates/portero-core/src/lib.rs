@@ -30,6 +30,7 @@ pub mod flow;
 pub mod http;
 pub mod jwks;
 pub mod metrics;
+pub mod pages;
 pub mod periodic;
 pub mod policy;
 pub mod reject;

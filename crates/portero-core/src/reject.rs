@@ -192,6 +192,12 @@ impl Rejection {
         self
     }
 
+    /// The credential is dead (the session is gone, the cookie unusable),
+    /// not merely refused for this request: its cookie is to be cleared.
+    pub fn ends_the_credential(&self) -> bool {
+        self.reason.status() == 401 && !self.keep_cookie
+    }
+
     /// Adds a detail for the log line (never sent to the client).
     pub fn detail(mut self, detail: &str) -> Self {
         self.detail = Some(detail.to_string());
@@ -287,22 +293,10 @@ impl Rejection {
         kind: ClientKind,
         original_path: &str,
     ) -> Option<LocalResponse> {
-        let redirect = config.login_redirect.as_ref()?;
         if self.reason.status() != 401 || kind == ClientKind::Bearer {
             return None;
         }
-        // The login page itself must not send to the login page.
-        let path_only = |p: &str| p.split(['?', '#']).next().unwrap_or_default().to_string();
-        if path_only(&redirect.url) == path_only(original_path) {
-            return None;
-        }
-        let mut location = redirect.url.clone();
-        if let Some(path) = safe_return_path(original_path) {
-            location.push(if location.contains('?') { '&' } else { '?' });
-            location.push_str(&redirect.return_parameter);
-            location.push('=');
-            location.push_str(&percent_encode(path));
-        }
+        let location = sign_in_url(config, original_path)?;
         let mut headers = vec![
             ("location".to_string(), location),
             ("cache-control".to_string(), "no-store".to_string()),
@@ -319,6 +313,25 @@ impl Rejection {
             body: Vec::new(),
         })
     }
+}
+
+/// Where a signed-out browser signs in, carrying `original_path` back
+/// (when it is a safe one): the login redirect's target. `None` without a
+/// login page, or on the login page itself (it must not send to itself).
+pub fn sign_in_url(config: &Config, original_path: &str) -> Option<String> {
+    let redirect = config.login_redirect.as_ref()?;
+    let path_only = |p: &str| p.split(['?', '#']).next().unwrap_or_default().to_string();
+    if path_only(&redirect.url) == path_only(original_path) {
+        return None;
+    }
+    let mut location = redirect.url.clone();
+    if let Some(path) = safe_return_path(original_path) {
+        location.push(if location.contains('?') { '&' } else { '?' });
+        location.push_str(&redirect.return_parameter);
+        location.push('=');
+        location.push_str(&percent_encode(path));
+    }
+    Some(location)
 }
 
 /// A return path that can only lead back to this site: absolute path, not

@@ -40,6 +40,15 @@ fn defaults_are_safe() {
     assert_eq!(c.binding.ip, IpCompare::Prefix { v4: 24, v6: 64 });
     assert_eq!(c.binding.ip_policy, MismatchPolicy::Log);
     assert!(c.login_redirect.is_none());
+    // Browsers get HTML pages for refusals, the built-in ones.
+    assert!(c.error_pages.enabled);
+    assert_eq!(
+        (
+            c.error_pages.template.as_ref(),
+            c.error_pages.stylesheet_url.as_ref()
+        ),
+        (None, None)
+    );
     // Caches on, 30 s session views, the feed read twice a second.
     assert_eq!(c.cache, CacheConfig::default());
     assert_eq!(c.cache.session_ttl_seconds, 30);
@@ -330,6 +339,37 @@ fn each_bad_field_is_named() {
         (
             "retry_after_seconds",
             Box::new(|v| v["retry_after_seconds"] = json!(0)),
+        ),
+        (
+            "error_pages.stylesheet_url",
+            Box::new(|v| v["error_pages"] = json!({"stylesheet_url": "http://cdn.example/a.css"})),
+        ),
+        (
+            "error_pages.stylesheet_url",
+            Box::new(|v| v["error_pages"] = json!({"stylesheet_url": "//cdn.example/a.css"})),
+        ),
+        (
+            "error_pages.template",
+            Box::new(|v| v["error_pages"] = json!({"template": "<h1>{{title}}</h1>"})),
+        ),
+        (
+            "error_pages.template",
+            Box::new(|v| v["error_pages"] = json!({"template": "{{message}} {{user_id}}"})),
+        ),
+        (
+            "error_pages.template",
+            Box::new(|v| v["error_pages"] = json!({"template": "{{message}} {{title"})),
+        ),
+        (
+            "error_pages.template",
+            Box::new(|v| {
+                v["error_pages"] =
+                    json!({"template": format!("{{{{message}}}}{}", " ".repeat(40_000))})
+            }),
+        ),
+        (
+            "error_pages.enabled",
+            Box::new(|v| v["error_pages"] = json!({"enabled": "yes"})),
         ),
     ];
     for (field, mutate) in cases {

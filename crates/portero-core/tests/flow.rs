@@ -560,13 +560,51 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
     assert_eq!(host.request_header("x-portero-user-id"), None);
     assert_eq!(host.outcome(ClientKind::Anonymous, Outcome::Anonymous), 1);
 
-    // A cookie that does not open is still refused there.
+    // A dead cookie there (one that does not open, a session gone) is no
+    // reason to refuse the page: it goes on anonymously, without the
+    // cookie, and the response clears it in the browser.
     let mut host = FakeHost::new()
         .with(":path", "/feed/today")
-        .with("cookie", "__Host-portero=garbage");
-    new_flow(config.clone()).on_request_headers(&mut host);
-    assert_eq!(host.sent_status(), Some(401));
-    assert_eq!(host.sent_reason(), "cookie_invalid");
+        .with("cookie", "theme=dark; __Host-portero=garbage");
+    let mut flow = new_flow(config.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Forward);
+    assert!(host.sent.is_none() && host.calls.is_empty());
+    assert_eq!(host.request_header("cookie").as_deref(), Some("theme=dark"));
+    assert_eq!(host.request_header("x-portero-user-id"), None);
+    flow.on_response_headers(&mut host);
+    assert!(host
+        .response_header("set-cookie")
+        .is_some_and(|c| c.starts_with("__Host-portero=;") && c.contains("Max-Age=0")));
+    let mut host = cookie_host(&config).with(":path", "/feed/today");
+    let mut flow = new_flow(config.clone());
+    assert_eq!(flow.on_request_headers(&mut host), Verdict::Wait);
+    assert_eq!(
+        flow.on_sidecar_reply(&mut host, not_found("session_not_found")),
+        Verdict::Forward
+    );
+    assert!(host.sent.is_none());
+    assert_eq!(host.request_header("cookie").as_deref(), Some("theme=dark"));
+    assert_eq!(host.request_header("x-portero-user-id"), None);
+    assert_eq!(host.outcome(ClientKind::Anonymous, Outcome::Anonymous), 1);
+    // … unless the page itself signs the user in (the login form's POST).
+    host.add_response_header("x-portero-start-session", SID);
+    flow.on_response_headers(&mut host);
+    let set_cookie = host.response_header("set-cookie").unwrap();
+    assert!(!set_cookie.contains("Max-Age=0"), "{set_cookie}");
+    // Store trouble there is still a 503 that keeps the cookie: an outage
+    // is no logout.
+    let mut host = cookie_host(&config).with(":path", "/feed/today");
+    let mut flow = new_flow(config.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(
+        &mut host,
+        SidecarReply {
+            status: None,
+            body: vec![],
+        },
+    );
+    assert_eq!(host.sent_status(), Some(503));
+    assert_eq!(host.sent_header("set-cookie"), None);
 
     // A valid session there is identified as usual.
     let mut host = cookie_host(&config).with(":path", "/feed/today");
@@ -875,12 +913,161 @@ fn a_return_path_to_another_host_is_dropped() {
     for path in ["/\\evil.example/x", "/x\u{1}y"] {
         let mut host = FakeHost::new()
             .with(":path", path)
-            .with("accept", "text/html");
+            .with("accept", "application/json");
         new_flow(config.clone()).on_request_headers(&mut host);
         assert_eq!(host.sent_status(), Some(400), "{path:?}");
         assert_eq!(host.sent_reason(), "ambiguous_path");
         assert_eq!(host.sent_header("location"), None, "{path:?}");
     }
+}
+
+// ── pages for browsers ──────────────────────────────────────────────────
+
+fn sent_page(host: &FakeHost) -> String {
+    let sent = host.sent.as_ref().expect("a local response");
+    String::from_utf8(sent.body.clone()).unwrap()
+}
+
+fn navigation(host: FakeHost) -> FakeHost {
+    host.with("sec-fetch-mode", "navigate")
+        .with("accept", "text/html,application/xhtml+xml,*/*;q=0.8")
+}
+
+#[test]
+fn navigations_get_pages_and_scripts_get_json_with_the_same_status() {
+    let config = config_with(|v| {
+        v["routes"] =
+            serde_json::json!([{"path_prefix": "/admin", "roles": {"any_of": ["auditor"]}}])
+    });
+    // 403: signed in, without the role.
+    let mut host = navigation(cookie_host(&config)).with(":path", "/admin");
+    let mut flow = new_flow(config.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_eq!(host.sent_status(), Some(403));
+    assert_eq!(
+        host.sent_header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
+    assert_eq!(host.sent_header("cache-control"), Some("no-store"));
+    assert_eq!(host.sent_header("set-cookie"), None, "the session is fine");
+    let csp = host.sent_header("content-security-policy").unwrap();
+    assert!(csp.starts_with("default-src 'none'") && csp.contains("frame-ancestors 'none'"));
+    let page = sent_page(&host);
+    assert!(page.starts_with("<!doctype html>") && page.contains("<html lang=\"en\">"));
+    assert!(
+        page.contains("<h1>You don&#39;t have access to this page</h1>"),
+        "{page}"
+    );
+    // Nothing private: no user, no session, no reason detail.
+    for private in ["user-1", "ada@example.com", "session-1", "missing_role"] {
+        assert!(!page.contains(private), "{private} on the page");
+    }
+
+    // The same refusal to a script's fetch: JSON.
+    let mut host = cookie_host(&config)
+        .with(":path", "/admin")
+        .with("sec-fetch-mode", "cors")
+        .with("accept", "text/html, */*");
+    let mut flow = new_flow(config.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+    assert_eq!(host.sent_status(), Some(403));
+    assert_eq!(host.sent_header("content-type"), Some("application/json"));
+    assert_eq!(host.sent_reason(), "missing_role");
+
+    // 503 during a store outage: a page saying try again, Retry-After kept,
+    // the cookie kept, and a link back to where the user was.
+    let mut host = navigation(cookie_host(&config)).with(":path", "/reports?q=1");
+    let mut flow = new_flow(config.clone());
+    flow.on_request_headers(&mut host);
+    flow.on_sidecar_reply(
+        &mut host,
+        SidecarReply {
+            status: None,
+            body: vec![],
+        },
+    );
+    assert_eq!(host.sent_status(), Some(503));
+    assert_eq!(host.sent_header("retry-after"), Some("1"));
+    assert_eq!(host.sent_header("set-cookie"), None);
+    let page = sent_page(&host);
+    assert!(
+        page.contains("Try again in a moment") && page.contains("href=\"/reports?q=1\""),
+        "{page}"
+    );
+
+    // 401 without a login page configured: signed out, a link home, the
+    // dead cookie cleared.
+    let mut host = navigation(FakeHost::new())
+        .with(":path", "/me")
+        .with("cookie", "__Host-portero=garbage");
+    new_flow(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    assert!(host
+        .sent_header("set-cookie")
+        .unwrap()
+        .contains("Max-Age=0"));
+    assert!(sent_page(&host).contains("<h1>You&#39;re signed out</h1>"));
+
+    // A form POST from another site (a navigation, not a GET): the 403 page.
+    let mut host = navigation(cookie_host(&config))
+        .with(":method", "POST")
+        .with(":path", "/transfer")
+        .with("origin", "https://evil.example");
+    new_flow(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(403));
+    assert!(sent_page(&host).contains("came from another site"));
+
+    // Pages off: JSON for everyone.
+    let off = config_with(|v| v["error_pages"] = serde_json::json!({"enabled": false}));
+    let mut host = navigation(FakeHost::new()).with(":path", "/me");
+    new_flow(off).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    assert_eq!(host.sent_reason(), "no_credentials");
+}
+
+#[test]
+fn a_signed_out_page_links_the_sign_in_page_when_a_get_cannot_be_redirected() {
+    let config = redirect_config();
+    // A GET navigation is redirected as before …
+    let mut host = navigation(FakeHost::new()).with(":path", "/me");
+    new_flow(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(302));
+    // … a form POST that lost its session gets the page with the link.
+    let mut host = navigation(FakeHost::new())
+        .with(":method", "POST")
+        .with(":path", "/notes");
+    new_flow(config).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    let page = sent_page(&host);
+    assert!(
+        page.contains("<a href=\"/login?app=web&amp;return_to=/notes\">Sign in</a>"),
+        "{page}"
+    );
+}
+
+#[test]
+fn an_operators_template_and_stylesheet_brand_the_pages() {
+    let config = config_with(|v| {
+        v["error_pages"] = serde_json::json!({
+            "stylesheet_url": "https://cdn.example/brand.css",
+            "template": "<html><link rel=stylesheet href=\"{{stylesheet_url}}\"><h1>ACME: {{ title }}</h1><p role=alert>{{message}}</p><a href=\"{{action_url}}\">{{action_label}}</a> ({{status}})</html>"
+        })
+    });
+    let mut host = navigation(FakeHost::new()).with(":path", "/me");
+    new_flow(config).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    let page = sent_page(&host);
+    assert_eq!(
+        page,
+        "<html><link rel=stylesheet href=\"https://cdn.example/brand.css\"><h1>ACME: Sign in to continue</h1>\
+         <p role=alert>You need to be signed in to open this page.</p><a href=\"/\">Go to the home page</a> (401)</html>"
+    );
+    assert!(host
+        .sent_header("content-security-policy")
+        .unwrap()
+        .contains("style-src 'unsafe-inline' https://cdn.example;"));
 }
 
 // ── metrics ─────────────────────────────────────────────────────────────

@@ -74,6 +74,32 @@ pub struct LoginRedirect {
     pub return_parameter: String,
 }
 
+/// The HTML pages a browser navigation gets for a refusal (same status
+/// codes as the JSON bodies API clients get).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorPages {
+    pub enabled: bool,
+    /// Linked from every page (a same-site path or an `https://` URL).
+    pub stylesheet_url: Option<String>,
+    /// The operator's document, checked to name only [`PAGE_PLACEHOLDERS`];
+    /// `None`: the built-in one.
+    pub template: Option<String>,
+}
+
+/// What a page template may contain, each written `{{name}}`; every value
+/// is HTML-escaped. `message` is required.
+pub const PAGE_PLACEHOLDERS: [&str; 6] = [
+    "status",
+    "title",
+    "message",
+    "action_url",
+    "action_label",
+    "stylesheet_url",
+];
+
+/// The longest page template accepted, bytes.
+pub const MAX_PAGE_TEMPLATE: usize = 32 * 1024;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SidecarConfig {
     pub cluster: String,
@@ -107,6 +133,7 @@ pub struct Config {
     pub login_redirect: Option<LoginRedirect>,
     pub cache: CacheConfig,
     pub retry_after_seconds: u64,
+    pub error_pages: ErrorPages,
 }
 
 impl Config {

@@ -37,6 +37,33 @@ pub(super) struct RawConfig {
     pub(super) cache: RawCache,
     #[serde(default = "default_retry_after")]
     pub(super) retry_after_seconds: u64,
+    #[serde(default)]
+    pub(super) error_pages: RawErrorPages,
+}
+
+/// The HTML pages a browser navigation gets instead of a JSON error body.
+#[derive(Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawErrorPages {
+    /// `false`: navigations get the JSON bodies too.
+    #[serde(default = "default_true")]
+    pub(super) enabled: bool,
+    /// A stylesheet the pages link (a same-site path or an `https://` URL).
+    #[serde(default)]
+    pub(super) stylesheet_url: Option<String>,
+    /// A whole HTML document with `{{placeholders}}`, instead of the built-in one.
+    #[serde(default)]
+    pub(super) template: Option<String>,
+}
+
+impl Default for RawErrorPages {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            stylesheet_url: None,
+            template: None,
+        }
+    }
 }
 
 #[derive(Deserialize, JsonSchema)]

@@ -6,8 +6,9 @@ use jsonwebtoken::jwk::JwkSet;
 use super::error::err;
 use super::raw::*;
 use super::{
-    Config, ConfigError, CsrfConfig, IdentityHeaders, LoginRedirect, SidecarConfig,
-    MAX_CACHE_CAPACITY, MAX_LEEWAY_SECONDS, MAX_REFRESH_WINDOW_SECONDS, TIMEOUT_MS_RANGE,
+    Config, ConfigError, CsrfConfig, ErrorPages, IdentityHeaders, LoginRedirect, SidecarConfig,
+    MAX_CACHE_CAPACITY, MAX_LEEWAY_SECONDS, MAX_PAGE_TEMPLATE, MAX_REFRESH_WINDOW_SECONDS,
+    PAGE_PLACEHOLDERS, TIMEOUT_MS_RANGE,
 };
 use crate::cache::CacheConfig;
 use crate::cookie::{CookieAttributes, CookieCodec, MIN_SECRET_LEN};
@@ -114,6 +115,7 @@ impl RawConfig {
         if !(1..=3600).contains(&self.retry_after_seconds) {
             return Err(err("retry_after_seconds", "expected 1 to 3600"));
         }
+        let error_pages = self.error_pages.validate()?;
         Ok(Config {
             cookie,
             cookie_attributes,
@@ -131,6 +133,7 @@ impl RawConfig {
             login_redirect,
             cache,
             retry_after_seconds: self.retry_after_seconds,
+            error_pages,
         })
     }
 }
@@ -292,17 +295,7 @@ impl RawCsrf {
 
 impl RawLoginRedirect {
     pub(super) fn validate(self) -> Result<LoginRedirect, ConfigError> {
-        let same_site_path = self.url.starts_with('/')
-            && !self.url.starts_with("//")
-            && !self.url.starts_with("/\\");
-        let https_url = self
-            .url
-            .strip_prefix("https://")
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-        if !(same_site_path || https_url)
-            || self.url.contains('#')
-            || self.url.bytes().any(|b| b <= b' ' || b == 0x7f)
-        {
+        if !is_same_site_path_or_https_url(&self.url) || self.url.contains('#') {
             return Err(err(
                 "login_redirect.url",
                 "expected a path like \"/login\" or an absolute \"https://\" URL (no fragment)",
@@ -324,6 +317,65 @@ impl RawLoginRedirect {
             return_parameter: self.return_parameter,
         })
     }
+}
+
+impl RawErrorPages {
+    pub(super) fn validate(self) -> Result<ErrorPages, ConfigError> {
+        if let Some(url) = &self.stylesheet_url {
+            if !is_same_site_path_or_https_url(url) || url.contains('#') {
+                return Err(err(
+                    "error_pages.stylesheet_url",
+                    "expected a path like \"/assets/pages.css\" or an absolute \"https://\" URL (no fragment)",
+                ));
+            }
+        }
+        if let Some(template) = &self.template {
+            check_page_template(template).map_err(|why| err("error_pages.template", why))?;
+        }
+        Ok(ErrorPages {
+            enabled: self.enabled,
+            stylesheet_url: self.stylesheet_url,
+            template: self.template,
+        })
+    }
+}
+
+/// A same-site absolute path (not `//host`, not `/\host`) or an absolute
+/// `https://` URL, with no blank or control character.
+fn is_same_site_path_or_https_url(url: &str) -> bool {
+    let same_site_path = url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\");
+    let https_url = url
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    (same_site_path || https_url) && !url.bytes().any(|b| b <= b' ' || b == 0x7f)
+}
+
+/// Every `{{…}}` names a known placeholder, `{{message}}` is there, and the
+/// template is not huge (it is kept per worker and copied per page).
+fn check_page_template(template: &str) -> Result<(), String> {
+    if template.len() > MAX_PAGE_TEMPLATE {
+        return Err(format!("longer than {MAX_PAGE_TEMPLATE} bytes"));
+    }
+    let mut rest = template;
+    let mut has_message = false;
+    while let Some((_, after)) = rest.split_once("{{") {
+        let Some((name, tail)) = after.split_once("}}") else {
+            return Err("a `{{` without its `}}`".into());
+        };
+        let name = name.trim();
+        if !PAGE_PLACEHOLDERS.contains(&name) {
+            return Err(format!(
+                "unknown placeholder {{{{{name}}}}} (known: {})",
+                PAGE_PLACEHOLDERS.join(", ")
+            ));
+        }
+        has_message |= name == "message";
+        rest = tail;
+    }
+    if !has_message {
+        return Err("expected a {{message}} placeholder".into());
+    }
+    Ok(())
 }
 
 impl RawSidecar {

@@ -155,6 +155,9 @@ struct Forwarded {
     /// Why this request may not start a session (it came from another
     /// site), should the upstream's answer try to.
     session_start_refused: Option<String>,
+    /// The request came with a dead session cookie: the response clears it
+    /// (unless the upstream starts a session).
+    clear_session_cookie: bool,
 }
 
 /// One request's flow.
@@ -334,6 +337,12 @@ impl Flow {
         rejection: Rejection,
         refreshed_token: Option<String>,
     ) -> Verdict {
+        if self.policy == RoutePolicy::Optional
+            && kind == ClientKind::Cookie
+            && rejection.ends_the_credential()
+        {
+            return self.make_anonymous_request_without_dead_cookie(host, rejection);
+        }
         self.state = State::Responded;
         let rejection = rejection.session(self.session.take());
         rejection.log(kind, host.now());
@@ -341,13 +350,7 @@ impl Flow {
             flow: kind,
             outcome: Outcome::Rejected(rejection.reason.code()),
         });
-        let redirect = if is_html_navigation(host) {
-            let path = header_text(host, ":path").unwrap_or_default();
-            rejection.login_redirect(&self.config, kind, &path)
-        } else {
-            None
-        };
-        let mut response = redirect.unwrap_or_else(|| rejection.response(&self.config, kind));
+        let mut response = self.refusal_for_this_client(host, kind, &rejection);
         if let Some(token) = refreshed_token {
             response
                 .headers
@@ -355,6 +358,63 @@ impl Flow {
         }
         host.send_local_response(response);
         Verdict::Responded
+    }
+}
+
+impl Flow {
+    /// The refusal as this client can use it: a browser loading a page
+    /// (GET/HEAD) that must sign in is sent to the login page; any other
+    /// navigation gets an HTML page; API clients get the JSON body. The
+    /// status code is the same for all.
+    fn refusal_for_this_client(
+        &self,
+        host: &dyn Host,
+        kind: ClientKind,
+        rejection: &Rejection,
+    ) -> LocalResponse {
+        let config = &self.config;
+        if !is_navigation(host) {
+            return rejection.response(config, kind);
+        }
+        let path = header_text(host, ":path").unwrap_or_default();
+        let method = header_text(host, ":method").unwrap_or_default();
+        if matches!(method.as_str(), "GET" | "HEAD") {
+            if let Some(redirect) = rejection.login_redirect(config, kind, &path) {
+                return redirect;
+            }
+        }
+        let json = rejection.response(config, kind);
+        if !config.error_pages.enabled {
+            return json;
+        }
+        let sign_in = crate::reject::sign_in_url(config, &path);
+        crate::pages::page(config, rejection.reason, json, sign_in, &path)
+    }
+
+    /// A dead session cookie on an `optional` route (the session ended
+    /// elsewhere, expired, or the cookie cannot be opened): the page still
+    /// renders — for nobody — and the browser's cookie is cleared, so a
+    /// user whose session ended can always reach the sign-in page.
+    fn make_anonymous_request_without_dead_cookie(
+        &mut self,
+        host: &mut dyn Host,
+        rejection: Rejection,
+    ) -> Verdict {
+        log::info!(
+            "{}",
+            serde_json::json!({"event": "dead_session_cookie_cleared", "reason": rejection.reason.code()})
+        );
+        self.session = None;
+        self.remove_session_cookie(host);
+        self.pass(
+            host,
+            ClientKind::Anonymous,
+            Outcome::Anonymous,
+            Forwarded {
+                clear_session_cookie: true,
+                ..Forwarded::default()
+            },
+        )
     }
 }
 
@@ -378,12 +438,14 @@ pub fn sidecar_call(config: &Config, method: &str, path: String, body: Vec<u8>) 
     }
 }
 
-/// A browser loading a page (not an API call): a GET or HEAD that accepts
-/// HTML. Only these are redirected to the login page.
-fn is_html_navigation(host: &dyn Host) -> bool {
-    let method = header_text(host, ":method").unwrap_or_default();
-    let accept = header_text(host, "accept").unwrap_or_default();
-    matches!(method.as_str(), "GET" | "HEAD") && accept.contains("text/html")
+/// A browser navigating (loading a page or submitting a form), not a
+/// script's `fetch`: browsers say so in `Sec-Fetch-Mode`; without it (an
+/// older browser, curl), a request that accepts HTML.
+fn is_navigation(host: &dyn Host) -> bool {
+    match header_text(host, "sec-fetch-mode") {
+        Some(mode) => mode == "navigate",
+        None => header_text(host, "accept").is_some_and(|accept| accept.contains("text/html")),
+    }
 }
 
 /// A request header the flow only reads (never a credential, never written

@@ -24,7 +24,9 @@ impl Flow {
             host.add_response_header(&config.access_token_header, &token);
         }
         let session_start = response_text(host, &config.session_start_header);
+        let mut cookie_to_clear = forwarded.clear_session_cookie;
         if let Some(session_start) = session_start {
+            cookie_to_clear = false;
             host.remove_response_header(&config.session_start_header);
             if let Some(why) = forwarded.session_start_refused {
                 refuse_cross_site_session_start(host, &why);
@@ -58,6 +60,9 @@ impl Flow {
             if let Some(key) = &forwarded.session_key {
                 self.evict_session(key);
             }
+            cookie_to_clear = true;
+        }
+        if cookie_to_clear {
             host.add_response_header("set-cookie", &config.cookie_attributes.clear_cookie(name));
         }
     }
