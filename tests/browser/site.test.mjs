@@ -108,6 +108,9 @@ test("a wrong password stays on the login page with an error and no cookie", asy
   await logIn(page, "ada", "wrong");
   assert.equal(new URL(page.url()).pathname, "/login");
   assert.match(await page.textContent("#login-error"), /Wrong user name or password/);
+  // Announced to screen readers, and tied to the fields it is about.
+  assert.equal(await page.getAttribute("#login-error", "role"), "alert");
+  assert.equal(await page.getAttribute("input[name=username]", "aria-describedby"), "login-error");
   assert.equal(await sessionCookie(context), undefined);
   await context.close();
 });
@@ -165,8 +168,9 @@ test("a form POST from another origin is refused with 403; the site's own form w
     page.click("#claim"),
   ]);
   assert.equal(refused.status(), 403);
-  assert.match(await refused.text(), /cross_site/);
+  assert.match(refused.headers()["content-type"], /^text\/html/);
   await page.waitForLoadState();
+  assert.equal(await page.textContent("h1"), "Request refused");
   await shot(page, "04-cross-origin-post-refused");
   // Still signed in: the refused POST ended nothing.
   await page.goto(`${BASE}/`);
@@ -264,8 +268,26 @@ test("a page gated by role answers 403 to a user without the role", async () => 
   await logIn(page, "alan", "turing");
   const refused = await page.goto(`${BASE}/admin`);
   assert.equal(refused.status(), 403);
-  assert.match(await refused.text(), /missing_role/);
+  // A page for a person, not JSON: what happened, a way on, nothing private.
+  assert.match(refused.headers()["content-type"], /^text\/html/);
+  assert.equal(await page.textContent("h1"), "You don't have access to this page");
+  assert.equal(await page.getAttribute("main a", "href"), "/");
+  const shown = await page.content();
+  assert.ok(!/missing_role|user-alan|alan@/.test(shown), shown);
   await shot(page, "08-admin-refused-without-role");
+  // The page itself runs nothing and may fetch nothing (its CSP) …
+  const blocked = await page.evaluate(() => fetch("/admin").then(() => "fetched", () => "blocked"));
+  assert.equal(blocked, "blocked");
+  // … and the same refusal to a site page's own script is JSON, as an API
+  // expects.
+  await page.goto(`${BASE}/`);
+  const api = await page.evaluate(async () => {
+    const r = await fetch("/admin", { headers: { accept: "text/html, */*" } });
+    return { status: r.status, type: r.headers.get("content-type"), body: await r.text() };
+  });
+  assert.equal(api.status, 403);
+  assert.equal(api.type, "application/json");
+  assert.equal(JSON.parse(api.body).reason, "missing_role");
   await context.close();
 
   const admin = await newPage();
@@ -276,4 +298,78 @@ test("a page gated by role answers 403 to a user without the role", async () => 
   assert.equal(await admin.page.textContent("#admin-title"), "Admin");
   await shot(admin.page, "09-admin-with-role");
   await admin.context.close();
+});
+
+/** The browser holds a cookie for a session that ended elsewhere. */
+async function withEndedSession(context) {
+  const { hostname } = new URL(BASE);
+  await context.addCookies([{
+    name: COOKIE, value: process.env.ENDED_SESSION_COOKIE, domain: hostname, path: "/",
+    secure: true, httpOnly: true, sameSite: "Strict",
+  }]);
+}
+
+test("a user whose session ended elsewhere who opens the login page sees the form", async () => {
+  const { context, page } = await newPage();
+  await withEndedSession(context);
+  const reply = await page.goto(`${BASE}/login`);
+  assert.equal(reply.status(), 200);
+  assert.ok(await page.isVisible("#login-form"));
+  assert.equal(await sessionCookie(context), undefined, "the dead cookie was cleared");
+  await shot(page, "11-ended-session-sees-the-login-form");
+  // And signing in from there works.
+  await logIn(page, "alan", "turing");
+  assert.ok(await sessionCookie(context));
+  await context.close();
+});
+
+test("a form sent after the session ended gets a signed-out page with a way to sign in", async () => {
+  const { context, page } = await newPage();
+  await withEndedSession(context);
+  await page.goto(`${BASE}/login`);
+  // The site's own form, posting to a page that needs a session: a POST
+  // navigation is not redirected (that would lose the form), it gets a page.
+  await page.evaluate(() => {
+    document.body.insertAdjacentHTML("beforeend",
+      '<form method="post" action="/account" id="late"><button id="send">Send</button></form>');
+  });
+  const [reply] = await Promise.all([page.waitForNavigation(), page.click("#send")]);
+  assert.equal(reply.status(), 401);
+  assert.match(reply.headers()["content-type"], /^text\/html/);
+  assert.equal(reply.headers()["cache-control"], "no-store");
+  assert.match(await page.textContent("h1"), /Sign in to continue|signed out/);
+  assert.match(await page.getAttribute("main a", "href"), /^\/login\?return_to=\/account$/);
+  await shot(page, "12-signed-out-page");
+  await Promise.all([page.waitForNavigation(), page.click("main a")]);
+  assert.equal(new URL(page.url()).pathname, "/login");
+  await context.close();
+});
+
+test("during a store outage a page says try again, the script gets JSON, and nobody is logged out", async () => {
+  const { context, page } = await newPage();
+  await withEndedSession(context);
+  const sidecar = Number(process.env.SIDECAR_PID);
+  process.kill(sidecar, "SIGSTOP");
+  try {
+    const reply = await page.goto(`${BASE}/account`);
+    assert.equal(reply.status(), 503);
+    assert.match(reply.headers()["content-type"], /^text\/html/);
+    assert.ok(reply.headers()["retry-after"]);
+    assert.equal(await page.textContent("h1"), "Try again in a moment");
+    assert.equal(await page.getAttribute("main a", "href"), "/account");
+    await shot(page, "13-try-again-page");
+    // A script of the site (on a page that needs no session) asks the same.
+    await page.goto(`${BASE}/public/hello`);
+    const api = await page.evaluate(async () => {
+      const r = await fetch("/account");
+      return { status: r.status, type: r.headers.get("content-type"), body: await r.text() };
+    });
+    assert.equal(api.status, 503);
+    assert.equal(api.type, "application/json");
+    assert.equal(JSON.parse(api.body).reason, "sidecar_unavailable");
+    assert.ok(await sessionCookie(context), "an outage clears no cookie");
+  } finally {
+    process.kill(sidecar, "SIGCONT");
+  }
+  await context.close();
 });

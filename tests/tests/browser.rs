@@ -2,12 +2,16 @@
 //! playwright-core (`tests/browser/site.test.mjs`, run by Node's test
 //! runner) against the whole stack over HTTPS — Envoy with portero, the web
 //! front end on Deno, the Fastify API, the sidecar and Redis. Each step
-//! leaves a screenshot in `target/browser-artifacts/`.
+//! leaves a screenshot in `target/browser-artifacts/` (the refusal pages a
+//! browser user sees among them).
 
 use std::path::Path;
 use std::process::Command;
 
-use portero_integration::{require, workspace_root, Stack, StackOptions};
+use portero_core::cookie::CookieCodec;
+use portero_integration::{
+    require, workspace_root, Stack, StackOptions, COOKIE_NAME, COOKIE_SECRET,
+};
 use serde_json::json;
 
 #[test]
@@ -32,6 +36,15 @@ fn the_site_works_in_a_real_browser() {
     let (port, cert) = stack.edge_tls.clone().expect("the HTTPS listener");
     let artifacts = root.join("target/browser-artifacts");
     let _ = std::fs::remove_dir_all(&artifacts);
+    // A cookie the edge can open, for a session the store does not have:
+    // a session that ended elsewhere.
+    let codec = CookieCodec::new(COOKIE_NAME, &[(1, COOKIE_SECRET.as_bytes())]).unwrap();
+    let ended_session_cookie = codec.seal(&"e".repeat(64)).unwrap();
+    let sidecar_pid = stack
+        .sidecar
+        .as_ref()
+        .and_then(|p| p.pid())
+        .expect("the sidecar");
     let output = Command::new("node")
         .current_dir(root.join("tests/browser"))
         .args(["--test", "--test-reporter=spec", "site.test.mjs"])
@@ -40,6 +53,10 @@ fn the_site_works_in_a_real_browser() {
         .env("EDGE_KEY", &cert.key)
         .env("ARTIFACTS", &artifacts)
         .env("CHROMIUM", chromium)
+        .env("ENDED_SESSION_COOKIE", &ended_session_cookie)
+        // The page for a store outage: the script stalls the sidecar
+        // (SIGSTOP) and lets it go again (SIGCONT).
+        .env("SIDECAR_PID", sidecar_pid.to_string())
         .output()
         .expect("node");
     let report = String::from_utf8_lossy(&output.stdout);
@@ -60,6 +77,9 @@ fn the_site_works_in_a_real_browser() {
         "08-admin-refused-without-role",
         "09-admin-with-role",
         "10-cross-site-login-refused",
+        "11-ended-session-sees-the-login-form",
+        "12-signed-out-page",
+        "13-try-again-page",
     ] {
         let png = artifacts.join(format!("{step}.png"));
         let bytes = std::fs::read(&png).unwrap_or_default();

@@ -31,16 +31,35 @@ export default function Login({ url }: PageProps) {
     <>
       <h1>Log in</h1>
       {signedOut && <p id="signed-out">You are signed out.</p>}
-      {error && <p class="error" id="login-error">Wrong user name or password.</p>}
+      {/* role="alert": a screen reader announces the error as the page loads. */}
+      {error && (
+        <p class="error" id="login-error" role="alert">
+          Wrong user name or password.
+        </p>
+      )}
       <form method="post" action="/auth/login" id="login-form">
         <input type="hidden" name="client" value="web" />
         <input type="hidden" name="return_to" value={returnTo} />
         <label>
-          User name <input name="username" autocomplete="username" required />
+          User name{" "}
+          <input
+            name="username"
+            autocomplete="username"
+            required
+            aria-invalid={error ? "true" : undefined}
+            aria-describedby={error ? "login-error" : undefined}
+          />
         </label>
         <label>
           Password{" "}
-          <input name="password" type="password" autocomplete="current-password" required />
+          <input
+            name="password"
+            type="password"
+            autocomplete="current-password"
+            required
+            aria-invalid={error ? "true" : undefined}
+            aria-describedby={error ? "login-error" : undefined}
+          />
         </label>
         <button type="submit" id="login-submit">Log in</button>
       </form>
