@@ -46,6 +46,21 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port in {PORT_RANGE:?}")
 }
 
+/// A free port whose Redis Cluster bus port (the port + 10000) is free too,
+/// both below the ephemeral range: a cluster node listens on both and aborts
+/// when the second is taken (an outgoing connection once held it).
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let bus = u32::from(port) + 10_000;
+        let bus_free = bus < 32_768
+            && u16::try_from(bus).is_ok_and(|bus| TcpListener::bind(("127.0.0.1", bus)).is_ok());
+        if bus_free {
+            return port;
+        }
+    }
+}
+
 pub fn envoy_binary() -> PathBuf {
     std::env::var_os("PORTERO_ENVOY_BIN")
         .map(PathBuf::from)

@@ -13,7 +13,7 @@ use std::process::Command;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::proc::{free_port, Proc};
+use crate::proc::{free_cluster_port, free_port, Proc};
 
 /// The name Sentinel knows the primary by.
 pub const MASTER_NAME: &str = "portero";
@@ -279,7 +279,7 @@ impl Topology {
         let dir = work_dir("cluster");
         let mut nodes = Vec::new();
         for _ in 0..primaries * (1 + replicas) {
-            let port = free_port();
+            let port = free_cluster_port();
             let conf = format!("nodes-{port}.conf");
             nodes.push(Node::start(
                 &dir,
