@@ -17,7 +17,7 @@ pub struct EdgeCertificate {
     pub ca: PathBuf,
 }
 
-/// Makes a CA and a `localhost` server certificate in `dir`, or takes the
+/// Makes a CA and a `localhost` (and `*.example.test`) server certificate in `dir`, or takes the
 /// ones made there before (a browser that trusts the demo's CA keeps
 /// trusting it across `make run`s).
 pub fn edge_certificate(dir: &Path) -> EdgeCertificate {
@@ -40,7 +40,10 @@ pub fn edge_certificate(dir: &Path) -> EdgeCertificate {
         .push(rcgen::DnType::CommonName, "portero demo CA");
     let ca_key = KeyPair::generate().expect("CA key");
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
-    let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+    // `*.example.test`: the sibling hosts of the single sign-on checks
+    // (a browser maps them to loopback).
+    let names = vec!["localhost".to_string(), "*.example.test".to_string()];
+    let mut params = CertificateParams::new(names).expect("params");
     params
         .subject_alt_names
         .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
