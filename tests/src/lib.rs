@@ -39,6 +39,7 @@ pub mod demo {
 /// The test signing key and the one token minter (the filter's testkit).
 pub use portero_testkit::tokens::{Minter, TEST_KID};
 
+pub mod browser;
 pub mod client;
 pub mod docs;
 pub mod proc;

@@ -2,23 +2,14 @@
 //! playwright-core (`tests/browser/site.test.mjs`, run by Node's test
 //! runner) against the whole stack over HTTPS — Envoy with portero, the web
 //! front end on Deno, the Fastify API, the sidecar and Redis. Each step
-//! leaves a screenshot in `target/browser-artifacts/`.
+//! leaves a screenshot in `target/browser-artifacts/`
+//! (`portero_integration::browser`).
 
-use std::path::Path;
-use std::process::Command;
-
-use portero_integration::{require, workspace_root, Stack, StackOptions};
+use portero_integration::{browser, workspace_root, Stack, StackOptions};
 use serde_json::json;
 
 #[test]
 fn the_site_works_in_a_real_browser() {
-    let chromium = Path::new("/usr/bin/chromium");
-    require(chromium, "make setup (installs Debian's chromium)");
-    let root = workspace_root();
-    require(
-        &root.join("tests/browser/node_modules/playwright-core"),
-        "make setup (npm ci in tests/browser)",
-    );
     let stack = Stack::start_with(StackOptions {
         https: true,
         web_app: true,
@@ -30,43 +21,12 @@ fn the_site_works_in_a_real_browser() {
         ..StackOptions::default()
     });
     let (port, cert) = stack.edge_tls.clone().expect("the HTTPS listener");
-    let artifacts = root.join("target/browser-artifacts");
-    let _ = std::fs::remove_dir_all(&artifacts);
-    let output = Command::new("node")
-        .current_dir(root.join("tests/browser"))
-        .args(["--test", "--test-reporter=spec", "site.test.mjs"])
-        .env("PORTERO_URL", format!("https://localhost:{port}"))
-        .env("EDGE_CERT", &cert.cert)
-        .env("EDGE_KEY", &cert.key)
-        .env("ARTIFACTS", &artifacts)
-        .env("CHROMIUM", chromium)
-        .output()
-        .expect("node");
-    let report = String::from_utf8_lossy(&output.stdout);
-    println!("{report}{}", String::from_utf8_lossy(&output.stderr));
-    if !output.status.success() {
-        stack.dump_logs();
-    }
-    assert!(output.status.success(), "browser checks failed:\n{report}");
-    // Every step left its screenshot.
-    for step in [
-        "01-login-page",
-        "02-home-signed-in",
-        "03-account-api-call",
-        "04-cross-origin-post-refused",
-        "05-back-where-asked",
-        "06-after-refreshes",
-        "07-back-after-logout",
-        "08-admin-refused-without-role",
-        "09-admin-with-role",
-        "10-cross-site-login-refused",
-    ] {
-        let png = artifacts.join(format!("{step}.png"));
-        let bytes = std::fs::read(&png).unwrap_or_default();
-        assert!(
-            bytes.starts_with(b"\x89PNG") && bytes.len() > 2000,
-            "no screenshot {}",
-            png.display()
-        );
+    let artifacts = workspace_root().join("target/browser-artifacts");
+    match browser::site_checks(port, &cert, 2, &artifacts) {
+        Ok(report) => println!("{report}"),
+        Err(report) => {
+            stack.dump_logs();
+            panic!("browser checks failed:\n{report}");
+        }
     }
 }
