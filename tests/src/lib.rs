@@ -41,6 +41,7 @@ pub use portero_testkit::tokens::{Minter, TEST_KID};
 
 pub mod browser;
 pub mod client;
+pub mod compose;
 pub mod docs;
 pub mod proc;
 pub mod stack;
