@@ -257,12 +257,14 @@ compose-images: compose-config compose-base $(PODMAN_COMPOSE)
 
 # tests/tests/compose.rs starts each file, checks it, and takes it down
 # (podman-compose down -v); whatever a killed run left is removed here by
-# the projects' labels, pass or fail.
+# the projects' labels, pass or fail. COMPOSE_TESTS filters the tests by
+# name (.ci/run: the base file's only, see there).
+COMPOSE_TESTS ?=
 compose-test: compose-images
 	@status=0; \
 	CONTAINERS_CONF=$(PODMAN_CONF) PORTERO_COMPOSE=1 PORTERO_COMPOSE_CMD=$(CURDIR)/$(PODMAN_COMPOSE) \
 	  cargo test --profile it -p portero-integration --test compose \
-	  -- --test-threads 1 --nocapture || status=1; \
+	  -- --test-threads 1 --nocapture $(COMPOSE_TESTS) || status=1; \
 	for p in $(COMPOSE_PROJECTS); do \
 	  $(PODMAN) ps -aq --filter label=com.docker.compose.project=$$p | xargs -r $(PODMAN) rm -f >/dev/null; \
 	  $(PODMAN) network ls -q --filter label=io.podman.compose.project=$$p | xargs -r $(PODMAN) network rm >/dev/null; \
