@@ -124,26 +124,29 @@ fn text_for(reason: Reason, status: u32, sign_in_url: Option<String>, path: &str
             action_label: "Go to the home page",
             action_url: home(),
         },
-        (_, Reason::NoCredentials) => PageText {
-            title: "Sign in to continue",
-            message: "You need to be signed in to open this page.",
-            action_label: if sign_in_url.is_some() {
-                "Sign in"
+        (_, reason) => {
+            let (title, message) = if reason == Reason::NoCredentials {
+                (
+                    "Sign in to continue",
+                    "You need to be signed in to open this page.",
+                )
             } else {
-                "Go to the home page"
-            },
-            action_url: sign_in_url.unwrap_or_else(home),
-        },
-        _ => PageText {
-            title: "You're signed out",
-            message: "Your session has ended. Sign in again to continue.",
-            action_label: if sign_in_url.is_some() {
-                "Sign in"
-            } else {
-                "Go to the home page"
-            },
-            action_url: sign_in_url.unwrap_or_else(home),
-        },
+                (
+                    "You're signed out",
+                    "Your session has ended. Sign in again to continue.",
+                )
+            };
+            let (action_label, action_url) = match sign_in_url {
+                Some(url) => ("Sign in", url),
+                None => ("Go to the home page", home()),
+            };
+            PageText {
+                title,
+                message,
+                action_label,
+                action_url,
+            }
+        }
     }
 }
 

@@ -1705,3 +1705,58 @@ fn a_warm_request_runs_no_cryptography_and_new_bytes_do() {
     assert_eq!(host.crypto.cookie_opens.get(), 1);
     assert_eq!(host.sent_reason(), "cookie_invalid");
 }
+
+#[test]
+fn hostile_paths_and_header_bytes_never_reach_a_page_as_markup() {
+    let config = redirect_config();
+    let hostile = [
+        "/r?q=\"><script>alert(1)</script>",
+        "/r?q='onmouseover='alert(1)",
+        "/r?next=javascript:alert(1)&x=<img src=x>",
+    ];
+    let mut pages_checked = 0;
+    for path in hostile {
+        // A 503 links back to the path; a POST's 401 links the sign-in page
+        // with the path as its return parameter.
+        let mut host = navigation(cookie_host(&config)).with(":path", path);
+        let mut flow = new_flow(config.clone());
+        flow.on_request_headers(&mut host);
+        flow.on_sidecar_reply(
+            &mut host,
+            SidecarReply {
+                status: None,
+                body: vec![],
+            },
+        );
+        let mut post = navigation(FakeHost::new())
+            .with(":method", "POST")
+            .with(":path", path);
+        new_flow(config.clone()).on_request_headers(&mut post);
+        for (host, status) in [(&host, 503), (&post, 401)] {
+            if host.sent_status() == Some(400) {
+                continue; // no single reading: refused before any page
+            }
+            assert_eq!(host.sent_status(), Some(status), "{path}");
+            let page = sent_page(host);
+            for markup in ["<script", "<img", "'onmouseover", "\"><"] {
+                assert!(
+                    !page.contains(markup),
+                    "{path}: {markup} on the page:\n{page}"
+                );
+            }
+            pages_checked += 1;
+        }
+    }
+    assert_eq!(
+        pages_checked,
+        2 * hostile.len(),
+        "every hostile path reached a page"
+    );
+    // Bytes that are not UTF-8 where the flow reads whether this is a
+    // navigation: no panic, a refusal either way.
+    let mut host = FakeHost::new().with(":path", "/me");
+    host.request.push("sec-fetch-mode", vec![0xff, 0xfe, b'n']);
+    host.request.push("accept", vec![b't', 0x80, b'/', b'h']);
+    new_flow(config).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+}
