@@ -14,10 +14,9 @@
 //                 them those steps are skipped
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { createHash, X509Certificate } from "node:crypto";
 import { mkdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:https";
-import { chromium } from "playwright-core";
+import { launchTrusting } from "./launch.mjs";
 
 const BASE = process.env.PORTERO_URL;
 const ARTIFACTS = process.env.ARTIFACTS;
@@ -31,26 +30,8 @@ let browser;
 let otherSite;
 let otherOrigin;
 
-// Chromium trusts exactly this certificate (no CA install, no
-// --ignore-certificate-errors): the base64 SHA-256 of its public key.
-const spki = createHash("sha256")
-  .update(new X509Certificate(CERT).publicKey.export({ type: "spki", format: "der" }))
-  .digest("base64");
-
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM,
-    args: [
-      `--ignore-certificate-errors-spki-list=${spki}`,
-      // This machine's network is closed: no background fetches to Google.
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-quic",
-      "--disable-gpu",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchTrusting(process.env.CHROMIUM, CERT);
   // A page of another origin that is the same site (localhost, another
   // port): SameSite=Strict lets the cookie go with its POST, so only the
   // filter's origin check stands between it and the user's session.

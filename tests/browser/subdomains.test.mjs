@@ -11,8 +11,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { readFileSync, mkdirSync } from "node:fs";
-import { createHash, X509Certificate } from "node:crypto";
-import { chromium } from "playwright-core";
+import { launchTrusting } from "./launch.mjs";
 
 const PORT = process.env.EDGE_PORT;
 const A = `https://a.example.test:${PORT}`;
@@ -21,26 +20,12 @@ const COOKIE = "portero";
 const ARTIFACTS = process.env.ARTIFACTS;
 mkdirSync(ARTIFACTS, { recursive: true });
 
-const spki = createHash("sha256")
-  .update(new X509Certificate(readFileSync(process.env.EDGE_CERT)).publicKey.export({ type: "spki", format: "der" }))
-  .digest("base64");
-
 let browser;
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM,
-    args: [
-      `--ignore-certificate-errors-spki-list=${spki}`,
-      "--host-resolver-rules=MAP *.example.test 127.0.0.1",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-      "--disable-quic",
-      "--disable-gpu",
-      "--no-first-run",
-    ],
-  });
+  browser = await launchTrusting(process.env.CHROMIUM, readFileSync(process.env.EDGE_CERT), [
+    "--host-resolver-rules=MAP *.example.test 127.0.0.1",
+  ]);
 });
 
 after(async () => {

@@ -192,10 +192,7 @@ fn expired_session_or_tokens_are_401() {
 fn sidecar_trouble_is_503_and_keeps_the_cookie() {
     let config = config();
     let replies = [
-        SidecarReply {
-            status: None,
-            body: vec![],
-        },
+        no_answer(),
         SidecarReply {
             status: Some(500),
             body: vec![],
@@ -537,6 +534,14 @@ fn config_with(mutate: impl FnOnce(&mut serde_json::Value)) -> Rc<Config> {
     Rc::new(Config::from_json(v.to_string().as_bytes()).unwrap())
 }
 
+/// The sidecar never answered (Envoy's own timeout or reset).
+fn no_answer() -> SidecarReply {
+    SidecarReply {
+        status: None,
+        body: vec![],
+    }
+}
+
 fn not_found(code: &str) -> SidecarReply {
     SidecarReply {
         status: Some(404),
@@ -596,13 +601,7 @@ fn optional_route_passes_without_a_credential_but_checks_one_that_is_presented()
     let mut host = cookie_host(&config).with(":path", "/feed/today");
     let mut flow = new_flow(config.clone());
     flow.on_request_headers(&mut host);
-    flow.on_sidecar_reply(
-        &mut host,
-        SidecarReply {
-            status: None,
-            body: vec![],
-        },
-    );
+    flow.on_sidecar_reply(&mut host, no_answer());
     assert_eq!(host.sent_status(), Some(503));
     assert_eq!(host.sent_header("set-cookie"), None);
 
@@ -890,13 +889,7 @@ fn only_html_gets_of_login_matters_are_redirected() {
     let mut host = cookie_host(&config).with("accept", html);
     let mut flow = new_flow(config);
     flow.on_request_headers(&mut host);
-    flow.on_sidecar_reply(
-        &mut host,
-        SidecarReply {
-            status: None,
-            body: vec![],
-        },
-    );
+    flow.on_sidecar_reply(&mut host, no_answer());
     assert_eq!(host.sent_status(), Some(503));
 }
 
@@ -981,13 +974,7 @@ fn navigations_get_pages_and_scripts_get_json_with_the_same_status() {
     let mut host = navigation(cookie_host(&config)).with(":path", "/reports?q=1");
     let mut flow = new_flow(config.clone());
     flow.on_request_headers(&mut host);
-    flow.on_sidecar_reply(
-        &mut host,
-        SidecarReply {
-            status: None,
-            body: vec![],
-        },
-    );
+    flow.on_sidecar_reply(&mut host, no_answer());
     assert_eq!(host.sent_status(), Some(503));
     assert_eq!(host.sent_header("retry-after"), Some("1"));
     assert_eq!(host.sent_header("set-cookie"), None);
@@ -1108,13 +1095,7 @@ fn look_ups_count_refreshes_reuse_errors_and_latency() {
 
     // Each kind of sidecar trouble.
     for (reply, error) in [
-        (
-            SidecarReply {
-                status: None,
-                body: vec![],
-            },
-            SidecarError::NoAnswer,
-        ),
+        (no_answer(), SidecarError::NoAnswer),
         (
             SidecarReply {
                 status: Some(500),
@@ -1721,13 +1702,7 @@ fn hostile_paths_and_header_bytes_never_reach_a_page_as_markup() {
         let mut host = navigation(cookie_host(&config)).with(":path", path);
         let mut flow = new_flow(config.clone());
         flow.on_request_headers(&mut host);
-        flow.on_sidecar_reply(
-            &mut host,
-            SidecarReply {
-                status: None,
-                body: vec![],
-            },
-        );
+        flow.on_sidecar_reply(&mut host, no_answer());
         let mut post = navigation(FakeHost::new())
             .with(":method", "POST")
             .with(":path", path);
