@@ -188,14 +188,25 @@ fn kill_the_primary_under_load(
     };
     if !under_replicated {
         // Sentinel re-points the surviving replica at the new primary; until
-        // it is attached (and the sidecar's replica count, at most 1 s old,
-        // has seen it) a write is rightly accepted under-replicated.
-        let primary = topology.primary_port().expect("a primary after failover");
+        // it is attached and synchronised (`state=online`: `ROLE`, which the
+        // sidecar counts with, lists only those; `connected_slaves` also
+        // counts one still loading the primary's snapshot) and the sidecar's
+        // replica count, at most 1 s old, has seen it, a write is rightly
+        // accepted under-replicated.
         let deadline = Instant::now() + RESUME_BOUND;
-        while !portero_integration::topology::cli(primary, &["INFO", "replication"])
-            .contains("connected_slaves:1")
-        {
-            assert!(Instant::now() < deadline, "no replica re-attached");
+        loop {
+            let primary = topology.primary_port().expect("a primary after failover");
+            let info = portero_integration::topology::cli(primary, &["INFO", "replication"]);
+            if info
+                .lines()
+                .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no replica re-attached to {primary}: {info}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         std::thread::sleep(Duration::from_millis(1200));
