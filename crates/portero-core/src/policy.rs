@@ -61,6 +61,9 @@ pub struct RouteRule {
     pub matcher: RouteMatch,
     pub policy: RoutePolicy,
     pub roles: Option<RoleRequirement>,
+    /// The route is a sign-in callback (portero's OIDC callback): see
+    /// [`RouteDecision::sign_in_callback`].
+    pub sign_in_callback: bool,
 }
 
 /// The rule that governs a request: `Required`, no roles, when none matches.
@@ -68,6 +71,11 @@ pub struct RouteRule {
 pub struct RouteDecision<'a> {
     pub policy: RoutePolicy,
     pub roles: Option<&'a RoleRequirement>,
+    /// A session may start here from a cross-site GET: the provider's
+    /// redirect back is one, and the upstream (the sidecar's OIDC callback)
+    /// defends against login CSRF itself, by the `state` it bound to the
+    /// browser's pre-login cookie.
+    pub sign_in_callback: bool,
 }
 
 impl Default for RouteDecision<'_> {
@@ -75,6 +83,7 @@ impl Default for RouteDecision<'_> {
         Self {
             policy: RoutePolicy::Required,
             roles: None,
+            sign_in_callback: false,
         }
     }
 }
@@ -107,6 +116,7 @@ pub fn decide<'a>(
     rule.map_or_else(RouteDecision::default, |r| RouteDecision {
         policy: r.policy,
         roles: r.roles.as_ref(),
+        sign_in_callback: r.sign_in_callback,
     })
 }
 
@@ -128,6 +138,12 @@ pub(crate) struct RawRoute {
     policy: RoutePolicy,
     #[serde(default)]
     roles: Option<RawRoles>,
+    /// `true` on the route of portero's OIDC callback (`policy: "off"`): a
+    /// session may start there from a cross-site GET navigation, the
+    /// provider's redirect back, since the callback checks `state` against
+    /// the browser's own pre-login cookie.
+    #[serde(default)]
+    sign_in_callback: bool,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -174,10 +190,17 @@ impl RawRoute {
                 "roles need `policy: \"required\"` (an anonymous request has no roles)",
             ));
         }
+        if self.sign_in_callback && policy != RoutePolicy::Off {
+            return Err(err(
+                &format!("{field}.sign_in_callback"),
+                "a sign-in callback needs `policy: \"off\"` (the browser has no session yet)",
+            ));
+        }
         Ok(RouteRule {
             matcher,
             policy,
             roles,
+            sign_in_callback: self.sign_in_callback,
         })
     }
 }
@@ -483,6 +506,7 @@ mod tests {
             matcher,
             policy,
             roles: None,
+            sign_in_callback: false,
         }
     }
 

@@ -242,6 +242,10 @@ fn each_bad_field_is_named() {
             }),
         ),
         (
+            "routes[0].sign_in_callback",
+            Box::new(|v| v["routes"] = json!([{"path_prefix": "/cb", "sign_in_callback": true}])),
+        ),
+        (
             "routes[0].roles.none_of",
             Box::new(|v| v["routes"] = json!([{"path_prefix": "/a", "roles": {"none_of": ["a"]}}])),
         ),

@@ -1580,9 +1580,20 @@ fn login_through_off_route(
     config: &Rc<Config>,
     headers: &[(&str, &str)],
 ) -> (Option<String>, Option<String>) {
+    session_start_through(config, "POST", "/auth/login", headers)
+}
+
+/// A `method` request to `path`, as `headers` describe it, answered by an
+/// upstream that starts a session: the Set-Cookie, and the status.
+fn session_start_through(
+    config: &Rc<Config>,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (Option<String>, Option<String>) {
     let mut host = FakeHost::new()
-        .with(":method", "POST")
-        .with(":path", "/auth/login")
+        .with(":method", method)
+        .with(":path", path)
         .with(":scheme", "https")
         .with(":authority", "app.example");
     for (name, value) in headers {
@@ -1642,6 +1653,35 @@ fn a_cross_site_request_never_starts_a_session_whatever_the_routes_policy() {
         assert!(cookie.is_some(), "{same_origin:?}");
         assert_eq!(status.as_deref(), Some("303"), "{same_origin:?}");
     }
+}
+
+#[test]
+fn only_a_sign_in_callback_starts_a_session_from_the_providers_cross_site_redirect() {
+    let config = config_with(|v| {
+        v["routes"] = serde_json::json!([
+            {"path_prefix": "/.portero/oidc/", "policy": "off", "sign_in_callback": true},
+            {"path_prefix": "/auth/", "policy": "off"},
+        ]);
+    });
+    let from_the_provider = [
+        ("sec-fetch-site", "cross-site"),
+        ("sec-fetch-mode", "navigate"),
+    ];
+    let callback = "/.portero/oidc/callback?code=c&state=s";
+    let (cookie, status) = session_start_through(&config, "GET", callback, &from_the_provider);
+    assert!(cookie.is_some_and(|c| c.starts_with("__Host-portero=")));
+    assert_eq!(status.as_deref(), Some("303"));
+    // A cross-site POST there (a hostile form) still starts nothing.
+    let hostile_post = [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+    ];
+    let (cookie, status) = session_start_through(&config, "POST", callback, &hostile_post);
+    assert_eq!((cookie, status.as_deref()), (None, Some("403")));
+    // Nor does the same redirect to an `off` route that is no callback.
+    let (cookie, status) =
+        session_start_through(&config, "GET", "/auth/callback", &from_the_provider);
+    assert_eq!((cookie, status.as_deref()), (None, Some("403")));
 }
 
 #[test]

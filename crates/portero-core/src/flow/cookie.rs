@@ -73,9 +73,21 @@ impl Flow {
     /// account). Browsers mark such requests (`Sec-Fetch-Site`, and `Origin`
     /// on every POST); a request with neither is no browser's cross-site
     /// request (curl, an app) and may log in.
+    ///
+    /// A sign-in callback route is the exception for GET: the provider's
+    /// redirect back is a cross-site navigation by design, and the callback
+    /// refuses any `state` not bound to this browser's pre-login cookie.
     pub(super) fn check_may_start_session(&self, host: &dyn Host) -> Result<(), String> {
         let fetch_site = header_text(host, "sec-fetch-site");
         if fetch_site.as_deref() == Some("same-origin") {
+            return Ok(());
+        }
+        if self.sign_in_callback
+            && matches!(
+                header_text(host, ":method").as_deref(),
+                Some("GET" | "HEAD")
+            )
+        {
             return Ok(());
         }
         match header_text(host, "origin") {

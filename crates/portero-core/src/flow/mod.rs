@@ -168,6 +168,8 @@ pub struct Flow {
     state: State,
     policy: RoutePolicy,
     required_roles: Option<RoleRequirement>,
+    /// The route is a sign-in callback ([`crate::policy::RouteDecision`]).
+    sign_in_callback: bool,
     /// Which session this is, for log lines (a hash, never the secret).
     session: Option<SessionRef>,
 }
@@ -180,6 +182,7 @@ impl Flow {
             state: State::Start,
             policy: RoutePolicy::Required,
             required_roles: None,
+            sign_in_callback: false,
             session: None,
         }
     }
@@ -234,6 +237,7 @@ impl Flow {
         let decision = self.config.route(&path, route_name.as_deref());
         self.policy = decision.policy;
         self.required_roles = decision.roles.cloned();
+        self.sign_in_callback = decision.sign_in_callback;
         Ok(())
     }
 
