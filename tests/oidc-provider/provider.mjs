@@ -177,7 +177,8 @@ const provider = new Provider(config.issuer, {
 for (const event of ['server_error', 'backchannel.error', 'end_session.error', 'grant.error', 'authorization.error']) {
   provider.on(event, (...args) => {
     const err = args.find((a) => a instanceof Error);
-    process.stderr.write(`oidc-provider: ${event}: ${err?.message ?? ''}${err?.error_description ? ` (${err.error_description})` : ''}\n`);
+    const client = args.find((a) => a?.clientId)?.clientId;
+    process.stderr.write(`oidc-provider: ${event}${client ? ` (${client})` : ''}: ${err?.message ?? ''}${err?.error_description ? ` (${err.error_description})` : ''}\n`);
   });
 }
 // oidc-provider validates static client metadata lazily: load each client now
@@ -268,7 +269,9 @@ function send(res, status, html) {
   res.writeHead(status, {
     'content-type': 'text/html; charset=utf-8',
     'cache-control': 'no-store',
-    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    // No form-action: Chromium applies it to the redirects after the POST too,
+    // and those end at the client's redirect_uri, another origin.
+    'content-security-policy': "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
   });
   res.end(html);
 }
