@@ -322,8 +322,23 @@ impl EdgeCache {
             (Some(200), Ok(feed)) if is_cursor(&feed.cursor) => feed,
             _ => return FeedOutcome::Failed,
         };
+        // The first reply starts the feed at its end: it cannot vouch for
+        // views cached before (a session ended between their look-up and
+        // this reply is in no later reply), so they go, as on a reset.
+        let first = self.feed.cursor.is_none();
         self.feed.cursor = Some(feed.cursor);
         self.feed.fresh_as_of_us = Some(dispatched);
+        if first {
+            let evicted = self.sessions.as_ref().map_or(0, |s| s.len());
+            if let Some(sessions) = self.sessions.as_mut() {
+                sessions.clear();
+            }
+            self.feed.last_eviction_us = now_us;
+            return FeedOutcome::Applied {
+                evicted,
+                more: feed.more,
+            };
+        }
         if feed.reset {
             if let Some(sessions) = self.sessions.as_mut() {
                 sessions.clear();
@@ -612,6 +627,32 @@ mod tests {
             cache.on_feed_reply(Some(200), &feed("7-0", &[], false), NOW * S),
             FeedOutcome::Failed
         );
+    }
+
+    #[test]
+    fn views_cached_before_the_first_feed_reply_are_dropped_by_it() {
+        // A worker caches a view before its feed is read (the view is not
+        // served yet); the session ends; then the first reply starts the
+        // feed at its end, after that event. The view must not be trusted.
+        let mut cache = EdgeCache::new(&CacheConfig::default());
+        let key = SessionKey::of_sealed_cookie("early");
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S);
+        assert!(cache.session(&key, NOW * S).is_none(), "feed not read yet");
+        cache.feed_poll(NOW * S + 10, 500);
+        let outcome = cache.on_feed_reply(Some(200), &feed("5-0", &[], false), NOW * S + 20);
+        assert_eq!(
+            outcome,
+            FeedOutcome::Applied {
+                evicted: 1,
+                more: false
+            }
+        );
+        assert!(cache.session(&key, NOW * S + 30).is_none());
+        // A look-up dispatched before that reply is not cached either.
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S + 15);
+        assert!(cache.session(&key, NOW * S + 30).is_none());
+        cache.insert_session(key.clone(), view("u", "h"), NOW * S + 25);
+        assert!(cache.session(&key, NOW * S + 30).is_some());
     }
 
     #[test]
