@@ -13,4 +13,5 @@ pub mod eviction;
 pub mod forward_auth;
 pub mod keys;
 pub mod metrics;
+pub mod oidc;
 pub mod store;

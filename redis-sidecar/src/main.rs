@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use redis_sidecar::backend::{RedisConnect, RedisTarget};
-use redis_sidecar::{api, eviction, forward_auth, keys, metrics, store};
+use redis_sidecar::{api, eviction, forward_auth, keys, metrics, oidc, store};
 
 #[derive(Parser)]
 #[command(
@@ -65,6 +65,15 @@ struct ServeArgs {
     /// with; its `sidecar` section and pinned keys are this sidecar's own.
     #[arg(long, env = "PORTERO_FORWARD_AUTH_CONFIG")]
     forward_auth_config: Option<std::path::PathBuf>,
+    /// Sign-in with an OpenID Connect provider (off unless set): the JSON
+    /// file that names the provider and the apps (docs/oidc.md). Its pages
+    /// are served on --public-listen.
+    #[arg(long, env = "PORTERO_OIDC_CONFIG", requires = "public_listen")]
+    oidc_config: Option<std::path::PathBuf>,
+    /// Where the browser-facing sign-in routes are served (Envoy routes
+    /// `/.portero/oidc/` there); nothing else is served on it.
+    #[arg(long, env = "PORTERO_PUBLIC_LISTEN", requires = "oidc_config")]
+    public_listen: Option<SocketAddr>,
     /// How Redis is deployed: `standalone` (one server, --redis-url),
     /// `sentinel` (the primary Sentinel names: --redis-sentinels,
     /// --redis-master-name) or `cluster` (--redis-cluster-nodes).
@@ -353,6 +362,9 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
     if let (Some(listen), Some(path)) = (args.forward_auth_listen, &args.forward_auth_config) {
         serve_forward_auth(listen, path, &args.filter_token, &state).await?;
     }
+    if let (Some(listen), Some(path)) = (args.public_listen, &args.oidc_config) {
+        serve_sign_in(listen, path, &state).await?;
+    }
     let stop = stopped(refusal_rx.clone());
     axum::serve(listener, api::router(state))
         .with_graceful_shutdown(stop)
@@ -443,6 +455,29 @@ async fn serve_forward_auth(
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).await {
             tracing::error!(error = %e, "forward auth stopped");
+        }
+    });
+    Ok(())
+}
+
+/// Serves the OIDC sign-in routes on `listen`, with the configuration at
+/// `path`.
+async fn serve_sign_in(
+    listen: SocketAddr,
+    path: &std::path::Path,
+    state: &Arc<api::AppState>,
+) -> Result<(), String> {
+    let config = oidc::load(path).map_err(|e| format!("--oidc-config {e}"))?;
+    let sign_in = oidc::SignIn::new(config, state.clone())
+        .map_err(|e| format!("--oidc-config {}: {e}", path.display()))?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| format!("--public-listen {listen}: {e}"))?;
+    tracing::info!(listen = %listen, provider = %sign_in.describe(), "sign-in serving");
+    let app = oidc::router(Arc::new(sign_in));
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "sign-in stopped");
         }
     });
     Ok(())

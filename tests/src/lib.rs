@@ -43,6 +43,7 @@ pub mod browser;
 pub mod client;
 pub mod compose;
 pub mod docs;
+pub mod oidc;
 pub mod proc;
 pub mod stack;
 pub mod tls;

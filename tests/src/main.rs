@@ -50,6 +50,7 @@ fn compose_config() {
         ("WEB_PORT", "8000".into()),
         ("SIDECAR_HOST", "redis-sidecar".into()),
         ("SIDECAR_PORT", "7070".into()),
+        ("SIGN_IN_PORT", "7072".into()),
         ("WASM_PATH", "/etc/portero/portero.wasm".into()),
         ("XFF_TRUSTED_HOPS", "0".into()),
         (

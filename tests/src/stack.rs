@@ -85,6 +85,12 @@ pub struct StackOptions {
     /// Envoy's `--log-level` (its own default is `info`; the suite's `warn`
     /// keeps logs short), with `wasm` and `dynamic_modules` at `info` always.
     pub envoy_log_level: &'static str,
+    /// Sign-in with a real OIDC provider (tests/oidc-provider, started by
+    /// the stack, [`Stack::provider`]): the sidecar serves its sign-in
+    /// pages, and navigations without a session go to them. Needs `https`.
+    pub oidc: bool,
+    /// The sidecar's sign-in listener (0: a free one).
+    pub sign_in_port: u16,
 }
 
 /// Which shell the suite runs the filter in: `PORTERO_SHELL=wasm` (the
@@ -162,6 +168,8 @@ impl Default for StackOptions {
             ext_authz: false,
             dynamic_module: Shell::from_env() == Shell::DynamicModule,
             envoy_log_level: "warn",
+            oidc: false,
+            sign_in_port: 0,
         }
     }
 }
@@ -226,6 +234,7 @@ pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
         "login_redirect": {"url": "/login", "return_parameter": "return_to"},
         "routes": [
             {"path_prefix": "/auth/login", "policy": "off"},
+            {"route_name": "sign_in", "policy": "off", "sign_in_callback": true},
             {"route_name": "login", "policy": "optional"},
             {"route_name": "web_assets", "policy": "off"},
             {"path_prefix": "/feed", "policy": "optional"},
@@ -299,6 +308,8 @@ pub struct Stack {
     pub edge_tls: Option<(u16, crate::tls::EdgeCertificate)>,
     /// A client trusting the edge certificate's CA.
     pub(crate) https_agent: Option<ureq::Agent>,
+    /// The OIDC provider (`StackOptions::oidc`).
+    pub provider: Option<crate::oidc::Provider>,
 }
 
 impl Stack {
@@ -319,6 +330,11 @@ impl Stack {
         options.redis_port = pick(options.redis_port);
         options.upstream_port = pick(options.upstream_port);
         options.web_port = pick(options.web_port);
+        options.sign_in_port = pick(options.sign_in_port);
+        if options.oidc {
+            assert!(options.https, "a sign-in stack needs https: true");
+            options.https_port = pick(options.https_port);
+        }
         let (dir, temp_dir) = match &options.work_dir {
             Some(dir) => (dir.clone(), false),
             None => {
@@ -354,8 +370,12 @@ impl Stack {
             more_envoys: Vec::new(),
             edge_tls: None,
             https_agent: None,
+            provider: None,
         };
 
+        if stack.options.oidc {
+            stack.start_provider();
+        }
         if stack.options.redis_args.is_none() {
             stack.start_redis();
         }
@@ -415,6 +435,7 @@ impl Stack {
             more_envoys: Vec::new(),
             edge_tls: https,
             https_agent,
+            provider: None,
         }
     }
 
@@ -460,6 +481,11 @@ impl Stack {
         }
 
         let mut config = plugin_config("redis_sidecar", &stack.jwks);
+        if options.oidc {
+            // Navigations without a session sign in with the provider.
+            config["login_redirect"] =
+                json!({"url": "/.portero/oidc/start", "return_parameter": "return_to"});
+        }
         if let Some(patch) = options.plugin_config_patch {
             patch(&mut config);
         }
@@ -474,6 +500,7 @@ impl Stack {
             ("WEB_PORT", options.web_port.to_string()),
             ("SIDECAR_HOST", "127.0.0.1".into()),
             ("SIDECAR_PORT", options.sidecar_port.to_string()),
+            ("SIGN_IN_PORT", options.sign_in_port.to_string()),
             ("WASM_PATH", wasm.display().to_string()),
             ("XFF_TRUSTED_HOPS", options.xff_trusted_hops.to_string()),
             (
@@ -655,6 +682,15 @@ impl Stack {
             .env("PORTERO_REFRESH_GRACE", o.refresh_grace.to_string())
             .env("PORTERO_REVOKE_ON_REPLAY", o.revoke_on_replay.to_string())
             .args(o.redis_args.iter().flatten());
+        if o.oidc {
+            command
+                .env("PORTERO_OIDC_CONFIG", self.dir.join("oidc.json"))
+                .env(
+                    "PORTERO_PUBLIC_LISTEN",
+                    format!("127.0.0.1:{}", o.sign_in_port),
+                )
+                .env("PORTERO_OIDC_CLIENT_SECRET", crate::oidc::CLIENT_SECRET);
+        }
         if let Some(dir) = &o.signing_keys_dir {
             command
                 .env_remove("PORTERO_SIGNING_KEY_FILE")
@@ -690,6 +726,21 @@ impl Stack {
             self.dir.join("sidecar.log"),
         ));
         self.wait_http("sidecar", port, "/healthz");
+    }
+
+    /// The OIDC provider for this stack's HTTPS app (`localhost:<https
+    /// port>`), and the sidecar's sign-in configuration for it.
+    fn start_provider(&mut self) {
+        let cert = crate::tls::edge_certificate(&self.dir);
+        let apps = [crate::oidc::App {
+            client_id: "portero-test".into(),
+            host: format!("localhost:{}", self.options.https_port),
+            backchannel_logout_uri: None,
+        }];
+        let provider = crate::oidc::Provider::start(&self.dir, &cert, &apps);
+        let config = provider.sidecar_config(&cert, &apps);
+        fs::write(self.dir.join("oidc.json"), config.to_string()).expect("oidc.json");
+        self.provider = Some(provider);
     }
 
     pub fn stop_sidecar(&mut self) {
@@ -754,7 +805,8 @@ impl Stack {
             .more_sidecars
             .iter()
             .map(|(_, p)| p)
-            .chain(self.more_envoys.iter().map(|(_, _, p)| p));
+            .chain(self.more_envoys.iter().map(|(_, _, p)| p))
+            .chain(self.provider.iter().map(|p| &p.proc));
         for p in [
             &self.redis,
             &self.sidecar,
@@ -796,6 +848,7 @@ impl Drop for Stack {
         ]
         .into_iter()
         .flatten()
+        .chain(self.provider.as_mut().map(|p| &mut p.proc))
         {
             p.stop();
         }

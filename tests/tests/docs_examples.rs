@@ -606,6 +606,13 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 7071 } } }
+  - name: sign_in
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: sign_in
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 7072 } } }
 "#;
 
 /// Replaces what the docs elide: a plugin configuration written with `…`

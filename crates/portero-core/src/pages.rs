@@ -94,6 +94,48 @@ pub fn page(
     }
 }
 
+/// A page of portero's own outside a refusal (the sidecar's sign-in
+/// steps), in the built-in look with no stylesheet: `title`, `message` and
+/// one link, every value escaped; never cached, no script.
+pub fn built_in_page(
+    status: u32,
+    title: &str,
+    message: &str,
+    action_label: &str,
+    action_url: &str,
+) -> LocalResponse {
+    let pages = ErrorPages {
+        enabled: true,
+        stylesheet_url: None,
+        template: None,
+    };
+    let status_text = status.to_string();
+    let body = render(
+        &template(&pages),
+        &[
+            ("status", status_text.as_str()),
+            ("title", title),
+            ("message", message),
+            ("action_url", action_url),
+            ("action_label", action_label),
+        ],
+    );
+    LocalResponse {
+        status,
+        headers: vec![
+            ("content-type".into(), "text/html; charset=utf-8".into()),
+            ("cache-control".into(), "no-store".into()),
+            (
+                "content-security-policy".into(),
+                content_security_policy(&pages),
+            ),
+            ("x-content-type-options".into(), "nosniff".into()),
+            ("referrer-policy".into(), "no-referrer".into()),
+        ],
+        body: body.into_bytes(),
+    }
+}
+
 fn text_for(reason: Reason, status: u32, sign_in_url: Option<String>, path: &str) -> PageText {
     let home = || "/".to_string();
     match (status, reason) {

@@ -35,6 +35,7 @@ use crate::store::{Lifetimes, RotationRules, Store, StoreError};
 pub use auth::{Admin, Caller, CallerRole, Filter, FilterOrAdmin, Role};
 use input::is_json_media_type;
 pub use openapi::{openapi, openapi_json};
+pub(crate) use sessions::start_session;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -117,6 +118,16 @@ impl ApiError {
     fn bad_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
+
+    pub(crate) fn status(&self) -> StatusCode {
+        self.status
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -148,7 +159,7 @@ impl From<StoreError> for ApiError {
     }
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())

@@ -70,7 +70,18 @@ pub(super) async fn create_session(
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreateSessionResponse>), ApiError> {
     let req: CreateSessionRequest = parse_json(&headers, &body)?;
-    validate_create(&req)?;
+    let created = start_session(&state, &req).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// A login, however the user was recognised (an app's own login, or the
+/// OIDC callback): checks `req`, and stores the session and its first
+/// access token as [`create_session`] says.
+pub(crate) async fn start_session(
+    state: &AppState,
+    req: &CreateSessionRequest,
+) -> Result<CreateSessionResponse, ApiError> {
+    validate_create(req)?;
     let now = now();
     let token_version = state.store.token_version(&req.user_id).await?;
     // A fresh id at every login: no fixation. Collisions of 256-bit ids are
@@ -79,14 +90,7 @@ pub(super) async fn create_session(
         let session_id = state.store.new_session_id(&req.user_id);
         let handle = state.store.handle_of(&session_id);
         let expires_at = now + state.lifetimes.absolute;
-        let token = issue_token(
-            &state,
-            &req.user_id,
-            &handle,
-            token_version,
-            expires_at,
-            now,
-        )?;
+        let token = issue_token(state, &req.user_id, &handle, token_version, expires_at, now)?;
         let record = SessionRecord {
             user_id: req.user_id.clone(),
             email: req.email.clone(),
@@ -111,18 +115,15 @@ pub(super) async fn create_session(
             CreateOutcome::Created => {
                 // The login rewrote the user's roles: other sessions' cached
                 // views must pick them up.
-                revoked(&state, Some(&req.user_id), None).await?;
+                revoked(state, Some(&req.user_id), None).await?;
                 tracing::info!(target: LOG_TARGET, user = %req.user_id, session_hash = %session_hash(&handle), "session created");
-                return Ok((
-                    StatusCode::CREATED,
-                    Json(CreateSessionResponse {
-                        session_id,
-                        session_handle: handle,
-                        access_token: token.token,
-                        access_expires_at: token.expires_at,
-                        expires_at,
-                    }),
-                ));
+                return Ok(CreateSessionResponse {
+                    session_id,
+                    session_handle: handle,
+                    access_token: token.token,
+                    access_expires_at: token.expires_at,
+                    expires_at,
+                });
             }
             CreateOutcome::Refused(verdict) => {
                 return Err(ApiError::new(

@@ -11,6 +11,7 @@
 //! {prefix}:session:{<utag>}:<handle>  HASH  record (JSON) | abs | idle | seen | ver | inc
 //!                                           | token | jti | exp | cur_seen | rotations
 //!                                           | prev_jti | prev_until | prev_max
+//! {prefix}:signin:<mac>               STRING  an OIDC sign-in under way (`sign_in`)
 //! ```
 //!
 //! `utag` = base64url(HMAC-SHA256(key, "user\0" + user_id))[..22]. A session id
@@ -37,7 +38,8 @@
 //! One file per concern: `session` (a session's record: login, look-up,
 //! rotation, end), `users` (user records and revoke-all), `revocations`
 //! (the feed filters poll), `token_seal` (access tokens sealed at rest),
-//! `scripts` (running the Lua scripts and reading their replies) and
+//! `sign_in` (OIDC sign-ins under way), `scripts` (running the Lua scripts
+//! and reading their replies) and
 //! `replication` (writes that must survive a failover). This file holds
 //! the [`Store`] itself, its errors and the key naming they all share.
 
@@ -45,6 +47,7 @@ mod replication;
 mod revocations;
 mod scripts;
 mod session;
+mod sign_in;
 mod token_seal;
 mod users;
 
@@ -65,6 +68,7 @@ pub use replication::Durability;
 pub use revocations::{stream_id, REVOCATION_FEED_LENGTH};
 use scripts::Scripts;
 pub use session::{CreateOutcome, IssuedToken, Lifetimes, Lookup, RotationRules, SessionRecord};
+pub use sign_in::PendingSignIn;
 use token_seal::token_seal_cipher;
 
 /// The target of the store's log lines: this module's, as before the store

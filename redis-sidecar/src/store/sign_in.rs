@@ -1,0 +1,73 @@
+//! Sign-ins under way (OIDC): what the callback needs to finish one,
+//! stored when it starts and taken (read and deleted, once) when the
+//! provider sends the browser back.
+//!
+//! ```text
+//! {prefix}:signin:<mac("signin\0" + state)>   STRING  PendingSignIn (JSON), TTL = sign-in time
+//! ```
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{corrupt, Store, StoreError};
+
+/// A started sign-in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingSignIn {
+    /// The app's host (its OIDC client).
+    pub host: String,
+    pub nonce: String,
+    /// PKCE: sent to the token endpoint with the code.
+    pub code_verifier: String,
+    /// Where the browser goes once signed in (a safe same-site path).
+    pub return_to: String,
+    /// SHA-256 of the pre-login cookie's value, base64url: the browser
+    /// that started it.
+    pub browser_binding: String,
+}
+
+impl Store {
+    fn sign_in_key(&self, state: &str) -> String {
+        format!(
+            "{}:signin:{}",
+            self.prefix,
+            self.mac(&[b"signin\0", state.as_bytes()])
+        )
+    }
+
+    /// Keeps `pending` under `state` for `ttl`.
+    pub async fn put_sign_in(
+        &self,
+        state: &str,
+        pending: &PendingSignIn,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(pending).map_err(|e| corrupt(&e.to_string()))?;
+        let mut conn = self.connection().await?;
+        let result = redis::cmd("SET")
+            .arg(self.sign_in_key(state))
+            .arg(json)
+            .arg("PX")
+            .arg(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1))
+            .query_async::<()>(&mut conn)
+            .await;
+        self.check(result).await
+    }
+
+    /// The sign-in started under `state`, deleted as it is read: a state
+    /// is good for one callback. `None`: unknown, used or expired.
+    pub async fn take_sign_in(&self, state: &str) -> Result<Option<PendingSignIn>, StoreError> {
+        let mut conn = self.connection().await?;
+        let result = redis::cmd("GETDEL")
+            .arg(self.sign_in_key(state))
+            .query_async::<Option<String>>(&mut conn)
+            .await;
+        match self.check(result).await? {
+            None => Ok(None),
+            Some(json) => serde_json::from_str(&json)
+                .map(Some)
+                .map_err(|_| corrupt("a pending sign-in")),
+        }
+    }
+}

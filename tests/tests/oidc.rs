@@ -1,0 +1,352 @@
+//! Sign-in with a real OpenID Connect provider (`oidc-provider` from npm,
+//! over HTTPS): a browser without a session goes through the provider and
+//! comes back with a portero session made exactly as an app's login makes
+//! one; and the callback, attacked: replayed, carried to another browser,
+//! forged, and met with the provider or Redis stalled.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::BTreeMap;
+
+use portero_integration::client::Reply;
+use portero_integration::oidc::subject_of;
+use portero_integration::stack::{Stack, StackOptions};
+
+fn sign_in_stack() -> Stack {
+    Stack::start_with(StackOptions {
+        https: true,
+        oidc: true,
+        ..StackOptions::default()
+    })
+}
+
+/// What a browser keeps between requests: cookies by host (as browsers do,
+/// whatever the port), sent back with every request to that host.
+struct Browser<'a> {
+    stack: &'a Stack,
+    cookies: BTreeMap<String, BTreeMap<String, String>>,
+}
+
+impl<'a> Browser<'a> {
+    fn new(stack: &'a Stack) -> Self {
+        Self {
+            stack,
+            cookies: BTreeMap::new(),
+        }
+    }
+
+    fn host_of(url: &str) -> String {
+        let rest = url.split_once("://").map_or(url, |(_, r)| r);
+        let authority = rest.split('/').next().unwrap_or_default();
+        authority.split(':').next().unwrap_or_default().to_string()
+    }
+
+    fn request(&mut self, method: &str, url: &str, site: &str, body: Option<&str>) -> Reply {
+        let host = Self::host_of(url);
+        let cookie = self
+            .cookies
+            .get(&host)
+            .map(|jar| {
+                jar.iter()
+                    .map(|(n, v)| format!("{n}={v}"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            })
+            .unwrap_or_default();
+        let mut headers = vec![
+            ("sec-fetch-mode", "navigate"),
+            ("sec-fetch-site", site),
+            ("accept", "text/html,application/xhtml+xml"),
+            ("user-agent", "portero-oidc-test"),
+        ];
+        if !cookie.is_empty() {
+            headers.push(("cookie", cookie.as_str()));
+        }
+        let origin;
+        if let Some(body) = body {
+            origin = url.split('/').take(3).collect::<Vec<_>>().join("/");
+            headers.push(("content-type", "application/x-www-form-urlencoded"));
+            headers.push(("origin", origin.as_str()));
+            let reply = self.stack.send_raw(method, url, &headers, body.as_bytes());
+            self.keep_cookies(&host, &reply);
+            return reply;
+        }
+        let reply = self.stack.send_raw(method, url, &headers, b"");
+        self.keep_cookies(&host, &reply);
+        reply
+    }
+
+    fn keep_cookies(&mut self, host: &str, reply: &Reply) {
+        for line in reply.headers_named("set-cookie") {
+            let (pair, attributes) = line.split_once(';').unwrap_or((line, ""));
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
+            let jar = self.cookies.entry(host.to_string()).or_default();
+            if value.is_empty() || attributes.to_ascii_lowercase().contains("max-age=0") {
+                jar.remove(name.trim());
+            } else {
+                jar.insert(name.trim().to_string(), value.trim().to_string());
+            }
+        }
+    }
+
+    fn cookie(&self, host: &str, name: &str) -> Option<String> {
+        self.cookies.get(host)?.get(name).cloned()
+    }
+
+    /// Follows redirects from `reply` (which came from `url`) until a reply
+    /// that is none, or until `stop` says the next location is to be
+    /// returned instead (`Err(location)`).
+    fn follow(
+        &mut self,
+        mut url: String,
+        mut reply: Reply,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<(String, Reply), String> {
+        for _ in 0..20 {
+            if !(300..400).contains(&reply.status) {
+                return Ok((url, reply));
+            }
+            let location = reply.header("location").expect("a redirect's location");
+            let next = absolute(&url, location);
+            if stop(&next) {
+                return Err(next);
+            }
+            let site = if Self::host_of(&next) == Self::host_of(&url) {
+                "same-origin"
+            } else {
+                "cross-site"
+            };
+            reply = self.request("GET", &next, site, None);
+            url = next;
+        }
+        panic!("too many redirects from {url}");
+    }
+}
+
+fn absolute(base: &str, location: &str) -> String {
+    if location.starts_with("https://") || location.starts_with("http://") {
+        return location.to_string();
+    }
+    let origin = base.split('/').take(3).collect::<Vec<_>>().join("/");
+    format!("{origin}{location}")
+}
+
+/// From a signed-out visit to `path` up to the provider's redirect back to
+/// the app's callback (not followed): the callback URL. Signs in at the
+/// provider's login page as `user` when it shows one.
+fn up_to_the_callback(browser: &mut Browser, path: &str, user: (&str, &str)) -> String {
+    let stack = browser.stack;
+    let url = stack.https_url(path);
+    let first = browser.request("GET", &url, "none", None);
+    assert_eq!(first.status, 302, "{}", first.body);
+    let location = first.header("location").unwrap().to_string();
+    assert!(
+        location.starts_with("/.portero/oidc/start?return_to="),
+        "{location}"
+    );
+    let is_callback = |next: &str| next.contains("/.portero/oidc/callback");
+    let (at, page) = match browser.follow(url, first, is_callback) {
+        Err(callback) => return callback,
+        Ok(page) => page,
+    };
+    assert_eq!(page.status, 200, "{at}: {}", page.body);
+    let action = page
+        .body
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("a login form at {at}: {}", page.body))
+        .to_string();
+    let post_url = absolute(&at, &action);
+    let form = format!("username={}&password={}", user.0, user.1);
+    let posted = browser.request("POST", &post_url, "same-origin", Some(&form));
+    match browser.follow(post_url, posted, is_callback) {
+        Err(callback) => callback,
+        Ok((at, page)) => panic!("no callback after signing in, at {at}: {}", page.body),
+    }
+}
+
+/// The provider's redirect back, as a browser follows it (cross-site).
+fn callback(browser: &mut Browser, url: &str) -> Reply {
+    browser.request("GET", url, "cross-site", None)
+}
+
+const GRACE: (&str, &str) = ("grace", "hopper");
+
+#[test]
+fn a_browser_signs_in_with_the_provider_and_gets_a_portero_session() {
+    let stack = sign_in_stack();
+    let mut browser = Browser::new(&stack);
+    let callback_url = up_to_the_callback(&mut browser, "/me?tab=1", GRACE);
+    // The pre-login cookie that binds the sign-in to this browser.
+    assert!(browser.cookie("localhost", "__Host-portero-oidc").is_some());
+    let back = callback(&mut browser, &callback_url);
+    assert_eq!(back.status, 303, "{}", back.body);
+    assert_eq!(back.header("location"), Some("/me?tab=1"));
+    assert_eq!(back.header("cache-control"), Some("no-store"));
+    // The same cookie an app's login gets, sealed by the filter.
+    let set_cookie = back.set_cookie("__Host-portero").expect("a session cookie");
+    for attribute in ["Secure", "HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set_cookie.contains(attribute), "{set_cookie}");
+    }
+    // Nothing of the provider's tokens, nor the internal start header.
+    for (name, value) in &back.headers {
+        assert!(!value.contains("eyJ"), "a JWT in {name}: {value}");
+        assert_ne!(name, "x-portero-start-session");
+    }
+    let me = browser.request("GET", &stack.https_url("/me"), "none", None);
+    assert_eq!(me.status, 200, "{}", me.body);
+    let me = me.json();
+    assert_eq!(me["user_id"], format!("oidc:{}", subject_of("grace")));
+    assert_eq!(me["email"], "grace@example.test");
+    assert_eq!(me["roles"], serde_json::json!(["admin", "staff"]));
+    assert_eq!(me["client_ip"], "127.0.0.1");
+    // The roles from the provider's groups gate routes like any login's.
+    let admin = browser.request("GET", &stack.https_url("/admin/overview"), "none", None);
+    assert_eq!(admin.status, 200, "{}", admin.body);
+    // And the session is the sidecar's like any other: listed, revocable.
+    let user_id = format!("oidc:{}", subject_of("grace"));
+    let sessions = stack.admin("GET", &format!("/v1/users/{user_id}/sessions"), None);
+    assert_eq!(sessions.status, 200, "{}", sessions.body);
+    let revoked = stack.admin("POST", &format!("/v1/users/{user_id}/revoke"), None);
+    assert_eq!(revoked.status, 200, "{}", revoked.body);
+    assert_eq!(revoked.json()["ended"], 1, "{}", revoked.body);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let after = browser.request("GET", &stack.https_url("/me"), "none", None);
+    assert_eq!(after.status, 302, "revoked: sign in again: {}", after.body);
+}
+
+#[test]
+fn a_callback_finishes_one_sign_in_once_and_only_in_the_browser_that_started_it() {
+    let stack = sign_in_stack();
+    // Replayed: the state is spent.
+    let mut browser = Browser::new(&stack);
+    let url = up_to_the_callback(&mut browser, "/me", GRACE);
+    assert_eq!(callback(&mut browser, &url).status, 303);
+    let again = callback(&mut browser, &url);
+    assert_eq!(again.status, 400, "{}", again.body);
+    assert!(again.set_cookie("__Host-portero").is_none());
+    assert!(again
+        .header("content-type")
+        .unwrap()
+        .starts_with("text/html"));
+    assert!(again.body.contains("Sign-in didn"), "{}", again.body);
+
+    // Login CSRF: the attacker's own code and state, sent to a victim's
+    // browser, which has no (or another) pre-login cookie.
+    let mut attacker = Browser::new(&stack);
+    let attackers = up_to_the_callback(&mut attacker, "/me", ("alan", "turing"));
+    let mut victim = Browser::new(&stack);
+    let forced = callback(&mut victim, &attackers);
+    assert_eq!(forced.status, 400, "{}", forced.body);
+    assert!(forced.set_cookie("__Host-portero").is_none());
+    let mut other_victim = Browser::new(&stack);
+    let _ = other_victim.request(
+        "GET",
+        &stack.https_url("/.portero/oidc/start"),
+        "none",
+        None,
+    );
+    assert!(other_victim
+        .cookie("localhost", "__Host-portero-oidc")
+        .is_some());
+    let forced = callback(&mut other_victim, &attackers);
+    assert_eq!(forced.status, 400, "{}", forced.body);
+    assert!(forced.set_cookie("__Host-portero").is_none());
+
+    // A state the sidecar never made, and none at all.
+    let mut browser = Browser::new(&stack);
+    let url = up_to_the_callback(&mut browser, "/me", GRACE);
+    let (base, _) = url.split_once("state=").unwrap();
+    for forged in [
+        format!("{base}state=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"),
+        format!("{base}state=%3Cscript%3E"),
+        base.trim_end_matches(['&', '?']).to_string(),
+    ] {
+        let reply = callback(&mut browser, &forged);
+        assert_eq!(reply.status, 400, "{forged}: {}", reply.body);
+        assert!(reply.set_cookie("__Host-portero").is_none());
+        assert!(!reply.body.contains("<script>"));
+    }
+    // The real one still works: nothing above spent it.
+    assert_eq!(callback(&mut browser, &url).status, 303);
+
+    // A return path that leaves the site is never followed.
+    let mut browser = Browser::new(&stack);
+    let start = stack.https_url("/.portero/oidc/start?return_to=//evil.example/x");
+    let reply = browser.request("GET", &start, "none", None);
+    let is_callback = |next: &str| next.contains("/.portero/oidc/callback");
+    let url = match browser.follow(start, reply, is_callback) {
+        Err(url) => url,
+        Ok((at, page)) => {
+            let action = page
+                .body
+                .split("action=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string();
+            let post = absolute(&at, &action);
+            let posted = browser.request(
+                "POST",
+                &post,
+                "same-origin",
+                Some("username=grace&password=hopper"),
+            );
+            browser.follow(post, posted, is_callback).unwrap_err()
+        }
+    };
+    let back = callback(&mut browser, &url);
+    assert_eq!(back.status, 303);
+    assert_eq!(back.header("location"), Some("/"));
+}
+
+#[test]
+fn provider_or_store_trouble_is_a_try_again_page_and_never_a_session() {
+    let stack = sign_in_stack();
+    // Once signed in, a stalled provider changes nothing for the session.
+    let mut browser = Browser::new(&stack);
+    let url = up_to_the_callback(&mut browser, "/me", GRACE);
+    assert_eq!(callback(&mut browser, &url).status, 303);
+
+    // The provider stalls between the redirect back and the code exchange.
+    let mut second = Browser::new(&stack);
+    let url = up_to_the_callback(&mut second, "/me", GRACE);
+    stack.provider.as_ref().unwrap().proc.signal(libc::SIGSTOP);
+    let stalled = callback(&mut second, &url);
+    let signed_in = browser.request("GET", &stack.https_url("/me"), "none", None);
+    stack.provider.as_ref().unwrap().proc.signal(libc::SIGCONT);
+    assert_eq!(stalled.status, 503, "{}", stalled.body);
+    assert!(stalled.header("retry-after").is_some());
+    assert!(stalled.set_cookie("__Host-portero").is_none());
+    assert!(stalled.body.contains("Try again"), "{}", stalled.body);
+    assert_eq!(signed_in.status, 200, "{}", signed_in.body);
+
+    // Redis stalls when a sign-in starts: a try-again page, no redirect.
+    stack.signal("redis", libc::SIGSTOP);
+    let mut third = Browser::new(&stack);
+    let start = third.request(
+        "GET",
+        &stack.https_url("/.portero/oidc/start"),
+        "none",
+        None,
+    );
+    stack.signal("redis", libc::SIGCONT);
+    assert_eq!(start.status, 503, "{}", start.body);
+    assert!(start.header("location").is_none());
+    assert!(start.body.contains("Try again"), "{}", start.body);
+
+    // The sidecar's public listener serves nothing but the sign-in pages.
+    for path in [
+        "/.portero/oidc/../v1/sessions",
+        "/.portero/oidc/v1/users/x",
+        "/.portero/oidc/healthz",
+    ] {
+        let reply = third.request("GET", &stack.https_url(path), "none", None);
+        assert_ne!(reply.status, 200, "{path}: {}", reply.body);
+        assert!(!reply.body.contains("session_id"), "{path}: {}", reply.body);
+    }
+}
