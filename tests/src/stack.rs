@@ -728,15 +728,23 @@ impl Stack {
         self.wait_http("sidecar", port, "/healthz");
     }
 
-    /// The OIDC provider for this stack's HTTPS app (`localhost:<https
-    /// port>`), and the sidecar's sign-in configuration for it.
+    /// The OIDC provider for this stack's HTTPS apps, and the sidecar's
+    /// sign-in configuration for them: `localhost`, and `app-one.test` and
+    /// `app-two.test` (unrelated domains a browser maps to the edge), each
+    /// an OIDC client of its own, all on the HTTPS port.
     fn start_provider(&mut self) {
         let cert = crate::tls::edge_certificate(&self.dir);
-        let apps = [crate::oidc::App {
-            client_id: "portero-test".into(),
-            host: format!("localhost:{}", self.options.https_port),
+        let port = self.options.https_port;
+        let apps = [
+            ("portero-test", "localhost"),
+            ("app-one", "app-one.test"),
+            ("app-two", "app-two.test"),
+        ]
+        .map(|(client_id, host)| crate::oidc::App {
+            client_id: client_id.into(),
+            host: format!("{host}:{port}"),
             backchannel_logout_uri: None,
-        }];
+        });
         let provider = crate::oidc::Provider::start(&self.dir, &cert, &apps);
         let config = provider.sidecar_config(&cert, &apps);
         fs::write(self.dir.join("oidc.json"), config.to_string()).expect("oidc.json");

@@ -17,7 +17,8 @@ pub struct EdgeCertificate {
     pub ca: PathBuf,
 }
 
-/// Makes a CA and a `localhost` (and `*.example.test`) server certificate in `dir`, or takes the
+/// Makes a CA and a `localhost` (and `*.example.test`, `app-one.test`, `app-two.test`) server
+/// certificate in `dir`, or takes the
 /// ones made there before (a browser that trusts the demo's CA keeps
 /// trusting it across `make run`s).
 pub fn edge_certificate(dir: &Path) -> EdgeCertificate {
@@ -42,7 +43,14 @@ pub fn edge_certificate(dir: &Path) -> EdgeCertificate {
     let ca = ca_params.self_signed(&ca_key).expect("CA certificate");
     // `*.example.test`: the sibling hosts of the single sign-on checks
     // (a browser maps them to loopback).
-    let names = vec!["localhost".to_string(), "*.example.test".to_string()];
+    // `app-one.test`, `app-two.test`: apps on unrelated domains, signed in
+    // through the OIDC provider.
+    let names = vec![
+        "localhost".to_string(),
+        "*.example.test".to_string(),
+        "app-one.test".to_string(),
+        "app-two.test".to_string(),
+    ];
     let mut params = CertificateParams::new(names).expect("params");
     params
         .subject_alt_names

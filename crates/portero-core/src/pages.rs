@@ -136,6 +136,33 @@ pub fn built_in_page(
     }
 }
 
+/// The sign-in callback's answer: it carries the new session (the filter
+/// seals the cookie from its header) and sends the browser on to
+/// `return_to` from this site itself, with a `refresh`. A redirect would
+/// not do: a `SameSite=Strict` cookie is not sent on a redirect chain that
+/// another site (the provider) started, so the page after it would look
+/// signed out. `return_to` must be a safe path (`safe_return_path`).
+pub fn signed_in_page(return_to: &str) -> LocalResponse {
+    let mut page = built_in_page(
+        200,
+        "Signed in",
+        "You are signed in. Continuing to your page…",
+        "Continue",
+        return_to,
+    );
+    let refresh = render(
+        "<meta http-equiv=\"refresh\" content=\"0;url={{url}}\">\n",
+        &[("url", return_to)],
+    );
+    let html = String::from_utf8_lossy(&page.body).replacen(
+        "<meta charset=\"utf-8\">\n",
+        &format!("<meta charset=\"utf-8\">\n{refresh}"),
+        1,
+    );
+    page.body = html.into_bytes();
+    page
+}
+
 fn text_for(reason: Reason, status: u32, sign_in_url: Option<String>, path: &str) -> PageText {
     let home = || "/".to_string();
     match (status, reason) {
@@ -270,6 +297,17 @@ mod tests {
             html,
             "<a href=\"/x?a=1&amp;b=&quot;2&quot;\">&lt;script&gt;&#39;</a>{{"
         );
+    }
+
+    #[test]
+    fn the_signed_in_page_refreshes_to_the_escaped_return_path() {
+        let page = signed_in_page("/a?b=1&c=\"x\"");
+        let html = String::from_utf8(page.body).unwrap();
+        assert_eq!(page.status, 200);
+        assert!(html.contains(
+            "<meta http-equiv=\"refresh\" content=\"0;url=/a?b=1&amp;c=&quot;x&quot;\">"
+        ));
+        assert!(html.contains("href=\"/a?b=1&amp;c=&quot;x&quot;\""));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use super::provider::Provider;
 use super::SignInError;
 
 /// The validated claims of an ID token.
+#[derive(Debug)]
 pub struct IdToken {
     claims: Map<String, Value>,
 }
@@ -135,4 +136,195 @@ fn usable_roles(roles: Vec<String>) -> Vec<String> {
         tracing::warn!(target: super::LOG_TARGET, dropped = dropped.len(), "provider roles that portero cannot carry (empty, commas, spaces, controls, over 128 bytes) were dropped");
     }
     usable.into_iter().take(64).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::panic)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    use serde_json::json;
+
+    use super::super::config::ClaimMapping;
+    use super::*;
+
+    const PEM: &str = include_str!("../../../crates/portero-testkit/fixtures/test-rsa.pem");
+    const KID: &str = "provider-key";
+    const NONCE: &str = "the-nonce-of-this-sign-in";
+
+    fn config() -> OidcConfig {
+        OidcConfig {
+            issuer: "https://id.example.test".into(),
+            ca_pem: None,
+            clients: vec![Client {
+                host: "app.example.test".into(),
+                client_id: "app".into(),
+                client_secret: "s".into(),
+                redirect_uri: "https://app.example.test/.portero/oidc/callback".into(),
+            }],
+            scopes: vec!["openid".into()],
+            claims: ClaimMapping {
+                user_id: "sub".into(),
+                user_id_prefix: "oidc:".into(),
+                email: "email".into(),
+                roles: Some("groups".into()),
+            },
+            algorithms: vec![Algorithm::RS256],
+            leeway_seconds: 30,
+            sign_in_ttl: Duration::from_secs(600),
+            session_start_header: "x-portero-start-session".into(),
+            pre_login_cookie: "__Host-portero-oidc".into(),
+            provider_timeout: Duration::from_secs(1),
+        }
+    }
+
+    fn provider(config: &OidcConfig) -> Provider {
+        let key = crate::keys::SigningKey::from_pem(PEM, Some(KID.into())).unwrap();
+        let keys: jsonwebtoken::jwk::JwkSet = serde_json::from_value(key.jwks()).unwrap();
+        Provider::with_keys(config, keys)
+    }
+
+    fn now() -> u64 {
+        crate::api::now()
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": "https://id.example.test",
+            "aud": "app",
+            "sub": "u-42",
+            "email": "grace@example.test",
+            "groups": ["admin", "has space", "staff", "a,b"],
+            "nonce": NONCE,
+            "iat": now(),
+            "exp": now() + 300,
+        })
+    }
+
+    fn signed(claims: &Value, kid: &str) -> String {
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(kid.into());
+        let key = EncodingKey::from_rsa_pem(PEM.as_bytes()).unwrap();
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+
+    fn check(token: &str) -> Result<IdToken, SignInError> {
+        let config = config();
+        let provider = provider(&config);
+        let client = &config.clients[0];
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(validate(&provider, &config, client, token, NONCE, now()))
+    }
+
+    fn refused(token: &str) -> String {
+        refused_as(token, "this token")
+    }
+
+    fn refused_as(token: &str, what: &str) -> String {
+        match check(token) {
+            Err(SignInError::Refused(why)) => why,
+            Err(_) => panic!("{what}: not a refusal"),
+            Ok(_) => panic!("{what}: accepted"),
+        }
+    }
+
+    #[test]
+    fn a_valid_token_names_the_prefixed_user_with_the_usable_roles() {
+        let token = check(&signed(&claims(), KID)).unwrap();
+        let user = token.user(&config()).unwrap();
+        assert_eq!(
+            user,
+            SignedInUser {
+                user_id: "oidc:u-42".into(),
+                email: "grace@example.test".into(),
+                roles: vec!["admin".into(), "staff".into()],
+            }
+        );
+    }
+
+    #[test]
+    fn every_claim_that_binds_the_token_is_checked() {
+        let with = |name: &str, value: Value| {
+            let mut c = claims();
+            c[name] = value;
+            signed(&c, KID)
+        };
+        for (what, token) in [
+            ("another nonce", with("nonce", json!("replayed"))),
+            ("no nonce", {
+                let mut c = claims();
+                c.as_object_mut().unwrap().remove("nonce");
+                signed(&c, KID)
+            }),
+            ("another audience", with("aud", json!("other-app"))),
+            ("another issuer", with("iss", json!("https://evil.example"))),
+            ("expired", with("exp", json!(now() - 120))),
+            ("issued in the future", with("iat", json!(now() + 600))),
+            ("azp of another client", with("azp", json!("other-app"))),
+            (
+                "several audiences, no azp",
+                with("aud", json!(["app", "other-app"])),
+            ),
+            (
+                "a key the provider does not have",
+                signed(&claims(), "unknown-kid"),
+            ),
+        ] {
+            refused_as(&token, what);
+        }
+        // Several audiences naming this client as azp: accepted.
+        let mut c = claims();
+        c["aud"] = json!(["app", "other-app"]);
+        c["azp"] = json!("app");
+        assert!(check(&signed(&c, KID)).is_ok());
+    }
+
+    #[test]
+    fn alg_none_hs256_with_the_public_key_and_a_changed_payload_are_refused() {
+        let payload = URL_SAFE_NO_PAD.encode(claims().to_string());
+        // `none`: no signature at all.
+        let none_header = URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"provider-key"}"#);
+        refused(&format!("{none_header}.{payload}."));
+        // HS256 keyed with the provider's public key (the key-confusion attack).
+        let key = crate::keys::SigningKey::from_pem(PEM, Some(KID.into())).unwrap();
+        let public_n = key.jwks()["keys"][0]["n"].as_str().unwrap().to_string();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some(KID.into());
+        let hs = jsonwebtoken::encode(
+            &header,
+            &claims(),
+            &EncodingKey::from_secret(public_n.as_bytes()),
+        )
+        .unwrap();
+        assert!(refused(&hs).contains("not accepted"));
+        // A valid token whose payload was changed after signing.
+        let good = signed(&claims(), KID);
+        let mut parts: Vec<&str> = good.split('.').collect();
+        let mut evil = claims();
+        evil["sub"] = json!("admin");
+        let evil_payload = URL_SAFE_NO_PAD.encode(evil.to_string());
+        parts[1] = &evil_payload;
+        refused(&parts.join("."));
+        // Not a JWT at all.
+        refused("not-a-token");
+    }
+
+    #[test]
+    fn a_token_without_the_user_claim_names_nobody() {
+        let mut c = claims();
+        c["sub"] = json!("");
+        // `sub` is required by the validation itself; an empty one passes it
+        // and is refused by the mapping.
+        let token = check(&signed(&c, KID)).unwrap();
+        assert!(matches!(
+            token.user(&config()),
+            Err(SignInError::Refused(_))
+        ));
+    }
 }

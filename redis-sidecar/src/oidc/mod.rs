@@ -76,6 +76,7 @@ impl SignIn {
 }
 
 /// Why a sign-in step stopped; each becomes a page for the browser.
+#[derive(Debug)]
 pub enum SignInError {
     /// The provider could not be reached or answered badly: try again.
     Provider(ProviderError),
@@ -193,6 +194,9 @@ struct CallbackQuery {
     state: Option<String>,
     #[serde(default)]
     error: Option<String>,
+    /// RFC 9207: the provider that answered (mix-up defence), when it says.
+    #[serde(default)]
+    iss: Option<String>,
 }
 
 /// "Finish the sign-in": the provider sent the browser back.
@@ -220,6 +224,15 @@ async fn finish(
         .state
         .ok_or_else(|| SignInError::Refused("callback without state".into()))?;
     let pending = take_pending_sign_in(sign_in, &state).await?;
+    if query
+        .iss
+        .as_deref()
+        .is_some_and(|iss| iss.trim_end_matches('/') != config.issuer)
+    {
+        return Err(SignInError::Refused(
+            "the callback names another issuer (RFC 9207)".into(),
+        ));
+    }
     if let Some(error) = query.error {
         return Err(SignInError::Denied(error));
     }
@@ -266,10 +279,23 @@ async fn finish(
         subject_present = token.subject().is_some(),
         "signed in through the provider"
     );
-    Ok(redirect(
-        &pending.return_to,
-        &[(config.session_start_header.as_str(), created.session_id)],
-    ))
+    // A page, not a redirect: see `signed_in_page`. The pre-login cookie
+    // has done its work: cleared, so the apps never see it.
+    let mut response = local_response(portero_core::pages::signed_in_page(&pending.return_to));
+    let cleared = format!(
+        "{}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0",
+        config.pre_login_cookie
+    );
+    if let Ok(value) = HeaderValue::from_str(&cleared) {
+        response.headers_mut().append("set-cookie", value);
+    }
+    if let (Ok(name), Ok(value)) = (
+        HeaderName::from_bytes(config.session_start_header.as_bytes()),
+        HeaderValue::from_str(&created.session_id),
+    ) {
+        response.headers_mut().insert(name, value);
+    }
+    Ok(response)
 }
 
 /// "Take the pending sign-in": read and deleted at once, so a `state`
@@ -441,13 +467,21 @@ impl SignInError {
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let local = portero_core::pages::built_in_page(
+    local_response(portero_core::pages::built_in_page(
         u32::from(status.as_u16()),
         title,
         message,
         "Go to the home page",
         "/",
-    );
+    ))
+}
+
+/// One of the core's pages as an HTTP response.
+fn local_response(local: portero_core::http::LocalResponse) -> Response {
+    let status = u16::try_from(local.status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, local.body).into_response();
     for (name, value) in local.headers {
         if let (Ok(name), Ok(value)) = (

@@ -69,6 +69,17 @@ impl Provider {
         })
     }
 
+    /// A provider whose keys are already known (tests of the validation).
+    #[cfg(test)]
+    pub fn with_keys(config: &OidcConfig, keys: JwkSet) -> Self {
+        let provider = Self::new(config).expect("an HTTPS client");
+        *provider
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), keys));
+        provider
+    }
+
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
