@@ -51,7 +51,7 @@ async function me(page) {
   return JSON.parse(await page.innerText("body"));
 }
 
-test("signed in on app-one.test, app-two.test signs in through the provider without a prompt", async () => {
+test("signed in on app-one.test, app-two.test signs in through the provider without a prompt; signing out on one signs out both", async () => {
   const context = await browser.newContext();
   const page = await context.newPage();
   const shown = recordDocuments(page);
@@ -96,6 +96,39 @@ test("signed in on app-one.test, app-two.test signs in through the provider with
   assert.equal(twoCookies.length, 1);
   assert.equal(twoCookies[0].domain, "app-two.test");
   assert.notEqual(twoCookies[0].value, oneCookies[0].value);
+
+  // Sign out on app-two (a form on its own page, as its sign-out button
+  // would post): the provider asks to confirm, then tells every app.
+  await page.evaluate(() => {
+    const form = document.createElement("form");
+    form.method = "post";
+    form.action = "/.portero/oidc/logout";
+    document.body.append(form);
+    form.submit();
+  });
+  await page.waitForURL((url) => url.host === PROVIDER.host);
+  await page.screenshot({ path: `${ARTIFACTS}/cross-domain-04-provider-sign-out.png`, fullPage: true });
+  // Back on app-two's home page (post_logout_redirect_uri), which needs a
+  // session: to the provider, which now asks for the password.
+  await Promise.all([
+    page.waitForURL((url) => url.host === PROVIDER.host && url.pathname.startsWith("/interaction/")),
+    page.getByRole("button", { name: "Sign out" }).click(),
+  ]);
+  await page.getByLabel("Password").waitFor();
+  assert.equal((await context.cookies(TWO)).filter((c) => c.name === COOKIE).length, 0);
+  // app-one still holds its cookie, but its session was ended by the
+  // provider's back-channel call: it is sent to sign in again (within the
+  // revocation feed's bound), and the provider asks for the password.
+  assert.equal((await context.cookies(ONE)).filter((c) => c.name === COOKIE).length, 1);
+  const deadline = Date.now() + 3000;
+  for (;;) {
+    await page.goto(`${ONE}/me`);
+    if (new URL(page.url()).host === PROVIDER.host) break;
+    assert.ok(Date.now() < deadline, `app-one still signed in: ${await page.innerText("body")}`);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  await page.getByLabel("Password").waitFor();
+  await page.screenshot({ path: `${ARTIFACTS}/cross-domain-05-app-one-signed-out.png`, fullPage: true });
 
   // A browser that never signed in gets the provider's page on app-two.
   const stranger = await (await browser.newContext()).newPage();

@@ -234,7 +234,8 @@ pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
         "login_redirect": {"url": "/login", "return_parameter": "return_to"},
         "routes": [
             {"path_prefix": "/auth/login", "policy": "off"},
-            {"route_name": "sign_in", "policy": "off", "sign_in_callback": true},
+            {"path_prefix": "/.portero/oidc/", "policy": "off", "sign_in_callback": true},
+            {"path_prefix": "/.portero/oidc/logout", "policy": "optional"},
             {"route_name": "login", "policy": "optional"},
             {"route_name": "web_assets", "policy": "off"},
             {"path_prefix": "/feed", "policy": "optional"},
@@ -743,7 +744,11 @@ impl Stack {
         .map(|(client_id, host)| crate::oidc::App {
             client_id: client_id.into(),
             host: format!("{host}:{port}"),
-            backchannel_logout_uri: None,
+            // Server to server: straight to the sidecar's sign-in listener.
+            backchannel_logout_uri: Some(format!(
+                "http://127.0.0.1:{}/oidc/backchannel-logout",
+                self.options.sign_in_port
+            )),
         });
         let provider = crate::oidc::Provider::start(&self.dir, &cert, &apps);
         let config = provider.sidecar_config(&cert, &apps);

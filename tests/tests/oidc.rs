@@ -360,6 +360,60 @@ fn provider_or_store_trouble_is_a_try_again_page_and_never_a_session() {
     assert!(start.header("location").is_none());
     assert!(start.body.contains("Try again"), "{}", start.body);
 
+    // Back-channel logout calls that are not the provider's end nothing.
+    let backchannel = format!(
+        "http://127.0.0.1:{}/oidc/backchannel-logout",
+        stack.options.sign_in_port
+    );
+    let b64 = |text: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(text)
+    };
+    let claims = serde_json::json!({
+        "iss": stack.provider.as_ref().unwrap().issuer,
+        "aud": "portero-test", "sub": subject_of("grace"), "jti": "forged",
+        "iat": portero_integration::proc::unix_now(),
+        "events": {"http://schemas.openid.net/event/backchannel-logout": {}},
+    });
+    let unsigned = format!("{}.{}.", b64(r#"{"alg":"none"}"#), b64(&claims.to_string()));
+    for (what, body, content_type) in [
+        (
+            "no body",
+            String::new(),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "not a JWT",
+            "logout_token=garbage".to_string(),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "alg none",
+            format!("logout_token={unsigned}"),
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "JSON, not a form",
+            format!(r#"{{"logout_token":"{unsigned}"}}"#),
+            "application/json",
+        ),
+    ] {
+        let reply = stack.send_raw(
+            "POST",
+            &backchannel,
+            &[("content-type", content_type)],
+            body.as_bytes(),
+        );
+        assert_eq!(reply.status, 400, "{what}: {}", reply.body);
+        assert_eq!(reply.json()["error"], "invalid_request", "{what}");
+    }
+    let still = browser.request("GET", &stack.https_url("/me"), "none", None);
+    assert_eq!(
+        still.status, 200,
+        "a forged logout ended nothing: {}",
+        still.body
+    );
+
     // The sidecar's public listener serves nothing but the sign-in pages.
     for path in [
         "/.portero/oidc/../v1/sessions",

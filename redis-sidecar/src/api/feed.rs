@@ -13,7 +13,7 @@ use super::{ApiError, AppState, Caller, Filter};
 /// Reports a change to the revocation feed, after it is made. If the feed
 /// cannot be written the caller gets a 503 and retries (every change is
 /// idempotent); until then filters' cached views may lag by their TTL.
-pub(super) async fn revoked(
+pub(crate) async fn revoked(
     state: &AppState,
     user_id: Option<&str>,
     session_handle: Option<&str>,

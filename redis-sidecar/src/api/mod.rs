@@ -33,6 +33,7 @@ use crate::metrics::{Metrics, StoreFailure};
 use crate::store::{Lifetimes, RotationRules, Store, StoreError};
 
 pub use auth::{Admin, Caller, CallerRole, Filter, FilterOrAdmin, Role};
+pub(crate) use feed::revoked;
 use input::is_json_media_type;
 pub use openapi::{openapi, openapi_json};
 pub(crate) use sessions::start_session;

@@ -26,6 +26,9 @@ pub struct OidcConfig {
     /// The response header the filter turns into the session cookie
     /// (the filter's `session_start_header`).
     pub session_start_header: String,
+    /// The response header the filter clears the cookie on (the filter's
+    /// `session_end_header`).
+    pub session_end_header: String,
     /// The cookie that binds a started sign-in to the browser.
     pub pre_login_cookie: String,
     /// How long the provider may take to answer one call.
@@ -77,6 +80,8 @@ struct RawOidcConfig {
     sign_in_ttl_seconds: u64,
     #[serde(default = "default_start_header")]
     session_start_header: String,
+    #[serde(default = "default_end_header")]
+    session_end_header: String,
     #[serde(default = "default_pre_login_cookie")]
     pre_login_cookie: String,
     #[serde(default = "default_provider_timeout")]
@@ -137,6 +142,9 @@ fn default_sign_in_ttl() -> u64 {
 }
 fn default_start_header() -> String {
     "x-portero-start-session".into()
+}
+fn default_end_header() -> String {
+    "x-portero-end-session".into()
 }
 fn default_pre_login_cookie() -> String {
     "__Host-portero-oidc".into()
@@ -217,6 +225,7 @@ impl RawOidcConfig {
             leeway_seconds: self.leeway_seconds,
             sign_in_ttl: Duration::from_secs(self.sign_in_ttl_seconds),
             session_start_header: self.session_start_header.to_ascii_lowercase(),
+            session_end_header: self.session_end_header.to_ascii_lowercase(),
             pre_login_cookie: self.pre_login_cookie,
             provider_timeout: Duration::from_millis(self.provider_timeout_ms.max(1)),
         })

@@ -32,32 +32,19 @@ pub async fn validate(
     now: u64,
 ) -> Result<IdToken, SignInError> {
     let refused = |why: String| SignInError::Refused(format!("ID token: {why}"));
-    let header = jsonwebtoken::decode_header(id_token).map_err(|e| refused(e.to_string()))?;
-    if !config.algorithms.contains(&header.alg) {
-        return Err(refused(format!("algorithm {:?} not accepted", header.alg)));
-    }
-    let jwk = provider
-        .key(header.kid.as_deref())
-        .await
-        .map_err(SignInError::Provider)?
-        .ok_or_else(|| refused(format!("no provider key {:?}", header.kid)))?;
-    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| refused(e.to_string()))?;
-    let mut validation = jsonwebtoken::Validation::new(header.alg);
-    validation.algorithms = config.algorithms.clone();
-    validation.leeway = config.leeway_seconds;
-    validation.set_issuer(&[config.issuer.as_str()]);
-    validation.set_audience(&[client.client_id.as_str()]);
-    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-    let data = jsonwebtoken::decode::<Map<String, Value>>(id_token, &key, &validation)
-        .map_err(|e| refused(e.to_string()))?;
-    let claims = data.claims;
-    let iat = claims
-        .get("iat")
-        .and_then(Value::as_u64)
-        .unwrap_or(u64::MAX);
-    if iat > now.saturating_add(config.leeway_seconds) {
-        return Err(refused("issued in the future".into()));
-    }
+    let claims = decode_signed(
+        provider,
+        config,
+        id_token,
+        &[client.client_id.as_str()],
+        &["exp", "iat", "iss", "aud", "sub"],
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        SignInError::Refused(why) => refused(why),
+        other => other,
+    })?;
     // A token for several audiences must name this client as the one it
     // was issued to; a named `azp` must be this client whatever `aud` is.
     let audiences = match claims.get("aud") {
@@ -76,6 +63,136 @@ pub async fn validate(
         return Err(refused("nonce is not this sign-in's".into()));
     }
     Ok(IdToken { claims })
+}
+
+/// A token signed by the provider: an allowed asymmetric algorithm, the
+/// provider's key, `iss`, one of `audiences`, `exp` (when required or
+/// present) and `iat` (not in the future) with the leeway, and the
+/// `required` claims present. Its claims.
+async fn decode_signed(
+    provider: &Provider,
+    config: &OidcConfig,
+    token: &str,
+    audiences: &[&str],
+    required: &[&str],
+    now: u64,
+) -> Result<Map<String, Value>, SignInError> {
+    let refused = SignInError::Refused;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| refused(e.to_string()))?;
+    if !config.algorithms.contains(&header.alg) {
+        return Err(refused(format!("algorithm {:?} not accepted", header.alg)));
+    }
+    let jwk = provider
+        .key(header.kid.as_deref())
+        .await
+        .map_err(SignInError::Provider)?
+        .ok_or_else(|| refused(format!("no provider key {:?}", header.kid)))?;
+    let key = jsonwebtoken::DecodingKey::from_jwk(&jwk).map_err(|e| refused(e.to_string()))?;
+    let mut validation = jsonwebtoken::Validation::new(header.alg);
+    validation.algorithms = config.algorithms.clone();
+    validation.leeway = config.leeway_seconds;
+    validation.set_issuer(&[config.issuer.as_str()]);
+    validation.set_audience(audiences);
+    validation.validate_exp = required.contains(&"exp");
+    validation.set_required_spec_claims(required);
+    let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key, &validation)
+        .map_err(|e| refused(e.to_string()))?;
+    let claims = data.claims;
+    let iat = claims
+        .get("iat")
+        .and_then(Value::as_u64)
+        .unwrap_or(u64::MAX);
+    if iat > now.saturating_add(config.leeway_seconds) {
+        return Err(refused("issued in the future".into()));
+    }
+    // `exp` is optional in a logout token; when present it holds.
+    if let Some(exp) = claims.get("exp") {
+        let live = exp
+            .as_u64()
+            .is_some_and(|exp| exp.saturating_add(config.leeway_seconds) > now);
+        if !live {
+            return Err(refused("expired".into()));
+        }
+    }
+    Ok(claims)
+}
+
+/// The event a back-channel logout token carries (OpenID Connect
+/// Back-Channel Logout 1.0, §2.4).
+const BACKCHANNEL_LOGOUT_EVENT: &str = "http://schemas.openid.net/event/backchannel-logout";
+
+/// What a validated logout token ends.
+#[derive(Debug, PartialEq, Eq)]
+pub struct LogoutToken {
+    /// The provider's session: end the portero sessions made under it.
+    pub provider_session: Option<String>,
+    /// The user: without `sid`, end every session of theirs.
+    pub subject: Option<String>,
+    /// For replay detection.
+    pub jti: String,
+    pub issued_at: u64,
+}
+
+/// "Validate the logout token" (§2.6): signed by the provider for one of
+/// the configured clients, `iat`, `jti`, the back-channel logout event,
+/// `sub` or `sid`, and no `nonce` (an ID token is not a logout token).
+pub async fn validate_logout(
+    provider: &Provider,
+    config: &OidcConfig,
+    token: &str,
+    now: u64,
+) -> Result<LogoutToken, SignInError> {
+    let audiences: Vec<&str> = config
+        .clients
+        .iter()
+        .map(|c| c.client_id.as_str())
+        .collect();
+    let claims = decode_signed(
+        provider,
+        config,
+        token,
+        &audiences,
+        &["iat", "iss", "aud"],
+        now,
+    )
+    .await
+    .map_err(|e| match e {
+        SignInError::Refused(why) => SignInError::Refused(format!("logout token: {why}")),
+        other => other,
+    })?;
+    let refused = |why: &str| SignInError::Refused(format!("logout token: {why}"));
+    let has_event = claims
+        .get("events")
+        .and_then(Value::as_object)
+        .is_some_and(|events| {
+            events
+                .get(BACKCHANNEL_LOGOUT_EVENT)
+                .is_some_and(Value::is_object)
+        });
+    if !has_event {
+        return Err(refused("no back-channel logout event"));
+    }
+    if claims.contains_key("nonce") {
+        return Err(refused("a nonce: this is an ID token"));
+    }
+    let text = |name: &str| {
+        claims
+            .get(name)
+            .and_then(Value::as_str)
+            .filter(|v| !v.is_empty())
+            .map(str::to_string)
+    };
+    let (provider_session, subject) = (text("sid"), text("sub"));
+    if provider_session.is_none() && subject.is_none() {
+        return Err(refused("neither sub nor sid"));
+    }
+    let jti = text("jti").ok_or_else(|| refused("no jti"))?;
+    Ok(LogoutToken {
+        provider_session,
+        subject,
+        jti,
+        issued_at: claims.get("iat").and_then(Value::as_u64).unwrap_or(0),
+    })
 }
 
 impl IdToken {
@@ -176,6 +293,7 @@ mod tests {
             leeway_seconds: 30,
             sign_in_ttl: Duration::from_secs(600),
             session_start_header: "x-portero-start-session".into(),
+            session_end_header: "x-portero-end-session".into(),
             pre_login_cookie: "__Host-portero-oidc".into(),
             provider_timeout: Duration::from_secs(1),
         }
@@ -313,6 +431,75 @@ mod tests {
         refused(&parts.join("."));
         // Not a JWT at all.
         refused("not-a-token");
+    }
+
+    fn logout_claims() -> Value {
+        json!({
+            "iss": "https://id.example.test",
+            "aud": "app",
+            "sub": "u-42",
+            "sid": "provider-session-1",
+            "jti": "logout-1",
+            "iat": now(),
+            "events": {BACKCHANNEL_LOGOUT_EVENT: {}},
+        })
+    }
+
+    fn check_logout(token: &str) -> Result<LogoutToken, SignInError> {
+        let config = config();
+        let provider = provider(&config);
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(validate_logout(&provider, &config, token, now()))
+    }
+
+    #[test]
+    fn a_logout_token_names_the_provider_session_and_nothing_else_passes_for_one() {
+        let token = check_logout(&signed(&logout_claims(), KID)).unwrap();
+        assert_eq!(
+            token.provider_session.as_deref(),
+            Some("provider-session-1")
+        );
+        assert_eq!(token.subject.as_deref(), Some("u-42"));
+        let without = |name: &str| {
+            let mut c = logout_claims();
+            c.as_object_mut().unwrap().remove(name);
+            c
+        };
+        let with = |name: &str, value: Value| {
+            let mut c = logout_claims();
+            c[name] = value;
+            c
+        };
+        let mut neither = without("sid");
+        neither.as_object_mut().unwrap().remove("sub");
+        for (what, claims) in [
+            ("an ID token (a nonce)", with("nonce", json!("n"))),
+            ("no event", without("events")),
+            (
+                "another event",
+                with("events", json!({"http://example.com/other": {}})),
+            ),
+            ("neither sub nor sid", neither),
+            ("no jti", without("jti")),
+            ("no iat", without("iat")),
+            ("another audience", with("aud", json!("other-app"))),
+            ("another issuer", with("iss", json!("https://evil.example"))),
+            ("expired", with("exp", json!(now() - 120))),
+        ] {
+            match check_logout(&signed(&claims, KID)) {
+                Err(SignInError::Refused(_)) => {}
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Only `sub`: every session of that user.
+        let token = check_logout(&signed(&without("sid"), KID)).unwrap();
+        assert_eq!(
+            (token.provider_session, token.subject.as_deref()),
+            (None, Some("u-42"))
+        );
     }
 
     #[test]

@@ -22,15 +22,18 @@
 
 mod config;
 mod id_token;
+mod logout;
 mod provider;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -97,6 +100,11 @@ pub fn router(sign_in: Arc<SignIn>) -> Router {
     Router::new()
         .route("/oidc/start", get(start_sign_in))
         .route("/oidc/callback", get(finish_sign_in))
+        .route("/oidc/logout", post(logout::sign_out))
+        .route(
+            "/oidc/backchannel-logout",
+            post(logout::end_provider_session),
+        )
         .fallback(|| async {
             page(
                 StatusCode::NOT_FOUND,
@@ -104,6 +112,7 @@ pub fn router(sign_in: Arc<SignIn>) -> Router {
                 "There is nothing here.",
             )
         })
+        .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(sign_in)
 }
 
@@ -271,6 +280,21 @@ async fn finish(
             StatusCode::SERVICE_UNAVAILABLE => SignInError::Store(e.to_string()),
             _ => SignInError::Refused(format!("the session was refused: {e}")),
         })?;
+    // Back-channel logout names the provider's session: remember which
+    // portero session it made. Without that note the session could not be
+    // ended from the provider, so it does not survive a failed note.
+    if let Some(sid) = token.provider_session() {
+        let lifetime = Duration::from_secs(sign_in.api.lifetimes.absolute);
+        let noted = sign_in
+            .api
+            .store
+            .index_provider_session(&config.issuer, sid, &created.session_handle, lifetime)
+            .await;
+        if let Err(e) = noted {
+            let _ = sign_in.api.store.end(&created.session_handle).await;
+            return Err(SignInError::Store(e.to_string()));
+        }
+    }
     tracing::info!(
         target: LOG_TARGET,
         user = %request.user_id,

@@ -23,6 +23,9 @@ pub struct Metadata {
     pub authorization_endpoint: String,
     pub token_endpoint: String,
     pub jwks_uri: String,
+    /// RP-initiated logout, when the provider offers it.
+    #[serde(default)]
+    pub end_session_endpoint: Option<String>,
     #[serde(default)]
     pub code_challenge_methods_supported: Vec<String>,
 }

@@ -12,6 +12,8 @@
 //!                                           | token | jti | exp | cur_seen | rotations
 //!                                           | prev_jti | prev_until | prev_max
 //! {prefix}:signin:<mac>               STRING  an OIDC sign-in under way (`sign_in`)
+//! {prefix}:oidc-sid:<mac>             SET     sessions made under a provider session
+//! {prefix}:oidc-jti:<mac>             STRING  a back-channel logout token seen
 //! ```
 //!
 //! `utag` = base64url(HMAC-SHA256(key, "user\0" + user_id))[..22]. A session id

@@ -3,7 +3,11 @@
 //! provider sends the browser back.
 //!
 //! ```text
-//! {prefix}:signin:<mac("signin\0" + state)>   STRING  PendingSignIn (JSON), TTL = sign-in time
+//! {prefix}:signin:<mac("signin\0" + state)>         STRING  PendingSignIn (JSON), TTL = sign-in time
+//! {prefix}:oidc-sid:<mac("sid\0" + iss + "\0" + sid)> SET     handles of the sessions made under
+//!                                                            a provider session (back-channel
+//!                                                            logout), TTL = session lifetime
+//! {prefix}:oidc-jti:<mac("jti\0" + iss + "\0" + jti)> STRING  a logout token seen (no replay)
 //! ```
 
 use std::time::Duration;
@@ -69,5 +73,86 @@ impl Store {
                 .map(Some)
                 .map_err(|_| corrupt("a pending sign-in")),
         }
+    }
+}
+
+impl Store {
+    fn provider_session_key(&self, issuer: &str, sid: &str) -> String {
+        let mac = self.mac(&[b"sid\0", issuer.as_bytes(), b"\0", sid.as_bytes()]);
+        format!("{}:oidc-sid:{mac}", self.prefix)
+    }
+
+    /// Notes that session `handle` was made under the provider's session
+    /// `sid`, for as long as the session can live.
+    pub async fn index_provider_session(
+        &self,
+        issuer: &str,
+        sid: &str,
+        handle: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let key = self.provider_session_key(issuer, sid);
+        let mut conn = self.connection().await?;
+        let result = redis::pipe()
+            .atomic()
+            .cmd("SADD")
+            .arg(&key)
+            .arg(handle)
+            .ignore()
+            .cmd("EXPIRE")
+            .arg(&key)
+            .arg(ttl.as_secs().max(1))
+            .ignore()
+            .query_async::<()>(&mut conn)
+            .await;
+        self.check(result).await
+    }
+
+    /// The sessions made under the provider's session `sid` (some may have
+    /// ended since).
+    pub async fn provider_session_handles(
+        &self,
+        issuer: &str,
+        sid: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.connection().await?;
+        let result = redis::cmd("SMEMBERS")
+            .arg(self.provider_session_key(issuer, sid))
+            .query_async::<Vec<String>>(&mut conn)
+            .await;
+        self.check(result).await
+    }
+
+    fn logout_token_key(&self, issuer: &str, jti: &str) -> String {
+        let mac = self.mac(&[b"jti\0", issuer.as_bytes(), b"\0", jti.as_bytes()]);
+        format!("{}:oidc-jti:{mac}", self.prefix)
+    }
+
+    /// Whether logout token `jti` was acted on before (a replay).
+    pub async fn logout_token_seen(&self, issuer: &str, jti: &str) -> Result<bool, StoreError> {
+        let mut conn = self.connection().await?;
+        let result = redis::cmd("EXISTS")
+            .arg(self.logout_token_key(issuer, jti))
+            .query_async::<u64>(&mut conn)
+            .await;
+        Ok(self.check(result).await? > 0)
+    }
+
+    /// Remembers that logout token `jti` was acted on, for `ttl`.
+    pub async fn remember_logout_token(
+        &self,
+        issuer: &str,
+        jti: &str,
+        ttl: Duration,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.connection().await?;
+        let result = redis::cmd("SET")
+            .arg(self.logout_token_key(issuer, jti))
+            .arg(1)
+            .arg("EX")
+            .arg(ttl.as_secs().max(1))
+            .query_async::<()>(&mut conn)
+            .await;
+        self.check(result).await
     }
 }
