@@ -136,3 +136,17 @@ test("signed in on app-one.test, app-two.test signs in through the provider with
   assert.equal(new URL(stranger.url()).host, PROVIDER.host);
   await context.close();
 });
+
+test("the web app's login page offers the organisation's sign-in beside its own form", async () => {
+  const context = await browser.newContext();
+  const page = await context.newPage();
+  await page.goto(`${ONE}/login?return_to=/`);
+  await page.getByRole("link", { name: "Sign in with your organisation" }).click();
+  await page.waitForURL((url) => url.host === PROVIDER.host);
+  await page.getByLabel("Username").fill("alan");
+  await page.getByLabel("Password").fill("turing");
+  await Promise.all([page.waitForURL(`${ONE}/`), page.getByRole("button").click()]);
+  assert.equal(await page.textContent("#user-id"), "oidc:sub-alan");
+  await page.screenshot({ path: `${ARTIFACTS}/cross-domain-06-web-app-signed-in.png`, fullPage: true });
+  await context.close();
+});

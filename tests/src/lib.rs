@@ -34,6 +34,10 @@ pub mod demo {
     pub const REDIS_PORT: u16 = 6380;
     pub const UPSTREAM_PORT: u16 = 3000;
     pub const WEB_PORT: u16 = 8000;
+    /// The sidecar's sign-in pages (`--public-listen`).
+    pub const SIGN_IN_PORT: u16 = 7072;
+    /// The demo's OpenID Connect provider (tests/oidc-provider).
+    pub const PROVIDER_PORT: u16 = 9443;
 }
 
 /// The test signing key and the one token minter (the filter's testkit).

@@ -97,6 +97,7 @@ environment (defaults in brackets):
   PORTERO_PORT [8080]  PORTERO_HTTPS_PORT [8443]  PORTERO_ADMIN_PORT [9901]
   PORTERO_SIDECAR_PORT [7070]  PORTERO_FORWARD_AUTH_PORT [7071]
   PORTERO_REDIS_PORT [6380]  PORTERO_UPSTREAM_PORT [3000]  PORTERO_WEB_PORT [8000]
+  PORTERO_SIGN_IN_PORT [7072]  PORTERO_PROVIDER_PORT [9443]
   PORTERO_ACCESS_TTL [900]         access-token lifetime, seconds (try 10
                                    to watch refreshes happen)
   PORTERO_IDLE_TIMEOUT [1800]      session idle timeout, seconds
@@ -160,6 +161,12 @@ fn main() {
         https_port: port("PORTERO_HTTPS_PORT", demo::HTTPS_PORT),
         web_app: true,
         web_port: port("PORTERO_WEB_PORT", demo::WEB_PORT),
+        // The organisation's sign-in beside the app's own: an OIDC provider
+        // (tests/oidc-provider), linked from the login page.
+        oidc: true,
+        oidc_login_redirect: false,
+        sign_in_port: port("PORTERO_SIGN_IN_PORT", demo::SIGN_IN_PORT),
+        provider_port: port("PORTERO_PROVIDER_PORT", demo::PROVIDER_PORT),
         access_ttl: setting("PORTERO_ACCESS_TTL", defaults.access_ttl),
         idle_timeout: setting("PORTERO_IDLE_TIMEOUT", defaults.idle_timeout),
         absolute_timeout: setting("PORTERO_ABSOLUTE_TIMEOUT", defaults.absolute_timeout),
@@ -184,6 +191,9 @@ fn main() {
 portero demo is up (logs in .run/). Open the site in a browser:
 
     https://localhost:{https_port}/      log in as ada / lovelace (admin) or alan / turing
+
+  or "Sign in with your organisation" on the login page: the OpenID Connect
+  provider at {provider} (grace / hopper, admin; alan / turing).
 
   The certificate is made by the demo's own CA, {ca}:
   import it into the browser (or accept the warning once). The session cookie
@@ -218,6 +228,7 @@ Ctrl-C stops everything.
         redis = o.redis_port,
         cookie = COOKIE_NAME,
         ca = cert.ca.display(),
+        provider = stack.provider.as_ref().map_or("", |p| p.issuer.as_str()),
     );
 
     let mut received: libc::c_int = 0;

@@ -49,15 +49,16 @@ pub struct Provider {
 }
 
 impl Provider {
-    /// Starts the provider in `dir` for `apps`, waiting for its `ready` line.
-    pub fn start(dir: &Path, cert: &EdgeCertificate, apps: &[App]) -> Provider {
+    /// Starts the provider in `dir` for `apps` on `port` (0: a free one),
+    /// waiting for its `ready` line.
+    pub fn start(dir: &Path, cert: &EdgeCertificate, apps: &[App], port: u16) -> Provider {
         let root = workspace_root();
         let script = root.join("tests/oidc-provider/provider.mjs");
         require(
             &root.join("tests/oidc-provider/node_modules/oidc-provider"),
             "make setup (npm ci in tests/oidc-provider)",
         );
-        let port = free_port();
+        let port = if port == 0 { free_port() } else { port };
         let issuer = format!("https://localhost:{port}");
         let clients: Vec<Value> = apps
             .iter()

@@ -91,6 +91,11 @@ pub struct StackOptions {
     pub oidc: bool,
     /// The sidecar's sign-in listener (0: a free one).
     pub sign_in_port: u16,
+    /// The provider's port (0: a free one).
+    pub provider_port: u16,
+    /// Navigations without a session go to the provider (`true`), or to
+    /// the web app's login page, which then links the provider (`false`).
+    pub oidc_login_redirect: bool,
 }
 
 /// Which shell the suite runs the filter in: `PORTERO_SHELL=wasm` (the
@@ -170,6 +175,8 @@ impl Default for StackOptions {
             envoy_log_level: "warn",
             oidc: false,
             sign_in_port: 0,
+            provider_port: 0,
+            oidc_login_redirect: true,
         }
     }
 }
@@ -245,7 +252,8 @@ pub fn plugin_config(sidecar_cluster: &str, jwks: &Value) -> Value {
 }
 
 /// The web front end on `port`, calling the API through the edge at `api_url`.
-pub fn spawn_web_app(port: u16, api_url: &str, log: PathBuf) -> Proc {
+/// `provider_sign_in`: its login page also offers the OIDC provider.
+pub fn spawn_web_app(port: u16, api_url: &str, provider_sign_in: bool, log: PathBuf) -> Proc {
     let app = workspace_root().join("examples/fresh-web");
     let deno = app.join("runtime/node_modules/.bin/deno");
     require(&deno, "make setup (npm ci in examples/fresh-web/runtime)");
@@ -270,6 +278,7 @@ pub fn spawn_web_app(port: u16, api_url: &str, log: PathBuf) -> Proc {
             .env("HOST", "127.0.0.1")
             .env("PORT", port.to_string())
             .env("API_URL", api_url)
+            .env("PROVIDER_SIGN_IN", if provider_sign_in { "1" } else { "" })
             .env("NO_COLOR", "1"),
         log,
     )
@@ -477,12 +486,13 @@ impl Stack {
             stack.web = Some(spawn_web_app(
                 options.web_port,
                 &format!("http://127.0.0.1:{}", options.listen_port),
+                options.oidc,
                 dir.join("fresh-web.log"),
             ));
         }
 
         let mut config = plugin_config("redis_sidecar", &stack.jwks);
-        if options.oidc {
+        if options.oidc && options.oidc_login_redirect {
             // Navigations without a session sign in with the provider.
             config["login_redirect"] =
                 json!({"url": "/.portero/oidc/start", "return_parameter": "return_to"});
@@ -750,7 +760,8 @@ impl Stack {
                 self.options.sign_in_port
             )),
         });
-        let provider = crate::oidc::Provider::start(&self.dir, &cert, &apps);
+        let provider =
+            crate::oidc::Provider::start(&self.dir, &cert, &apps, self.options.provider_port);
         let config = provider.sidecar_config(&cert, &apps);
         fs::write(self.dir.join("oidc.json"), config.to_string()).expect("oidc.json");
         self.provider = Some(provider);

@@ -20,6 +20,7 @@ fn one_sign_in_at_the_provider_serves_apps_on_unrelated_domains() {
     let stack = Stack::start_with(StackOptions {
         https: true,
         oidc: true,
+        web_app: true,
         ..StackOptions::default()
     });
     let (port, cert) = stack.edge_tls.clone().expect("the HTTPS listener");

@@ -12,6 +12,10 @@ export function safeReturnPath(value: string | null): string {
   return value;
 }
 
+/** Whether the edge also signs people in with the organisation's OpenID
+ * Connect provider (portero's sidecar, at /.portero/oidc/). */
+const PROVIDER_SIGN_IN = Deno.env.get("PROVIDER_SIGN_IN") === "1";
+
 export const handler: Handlers = {
   GET(_req, ctx) {
     const returnTo = safeReturnPath(ctx.url.searchParams.get("return_to"));
@@ -64,6 +68,17 @@ export default function Login({ url }: PageProps) {
         <button type="submit" id="login-submit">Log in</button>
       </form>
       <p>Demo users: ada / lovelace (admin), alan / turing.</p>
+      {PROVIDER_SIGN_IN && (
+        <p>
+          <a
+            id="provider-sign-in"
+            href={`/.portero/oidc/start?return_to=${encodeURIComponent(returnTo)}`}
+          >
+            Sign in with your organisation
+          </a>{" "}
+          (the demo provider's users: grace / hopper, alan / turing).
+        </p>
+      )}
     </>
   );
 }
