@@ -64,6 +64,8 @@ pub struct RouteRule {
     /// The route is a sign-in callback (portero's OIDC callback): see
     /// [`RouteDecision::sign_in_callback`].
     pub sign_in_callback: bool,
+    /// See [`RouteDecision::login_redirect_url`].
+    pub login_redirect_url: Option<String>,
 }
 
 /// The rule that governs a request: `Required`, no roles, when none matches.
@@ -76,6 +78,10 @@ pub struct RouteDecision<'a> {
     /// defends against login CSRF itself, by the `state` it bound to the
     /// browser's pre-login cookie.
     pub sign_in_callback: bool,
+    /// Where a navigation without a session is sent on this route, instead
+    /// of `login_redirect.url` (the OIDC start page on some routes, the
+    /// app's own login page on others).
+    pub login_redirect_url: Option<&'a str>,
 }
 
 impl Default for RouteDecision<'_> {
@@ -84,6 +90,7 @@ impl Default for RouteDecision<'_> {
             policy: RoutePolicy::Required,
             roles: None,
             sign_in_callback: false,
+            login_redirect_url: None,
         }
     }
 }
@@ -117,6 +124,7 @@ pub fn decide<'a>(
         policy: r.policy,
         roles: r.roles.as_ref(),
         sign_in_callback: r.sign_in_callback,
+        login_redirect_url: r.login_redirect_url.as_deref(),
     })
 }
 
@@ -144,6 +152,12 @@ pub(crate) struct RawRoute {
     /// the browser's own pre-login cookie.
     #[serde(default)]
     sign_in_callback: bool,
+    /// Where a browser navigation without a session is sent on this route
+    /// (a same-site path or an `https://` URL), instead of
+    /// `login_redirect.url`; its return parameter is `login_redirect`'s
+    /// (`return_to` without one). Only with `policy: "required"`.
+    #[serde(default)]
+    login_redirect_url: Option<String>,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -196,11 +210,26 @@ impl RawRoute {
                 "a sign-in callback needs `policy: \"off\"` (the browser has no session yet)",
             ));
         }
+        if let Some(url) = &self.login_redirect_url {
+            if policy != RoutePolicy::Required {
+                return Err(err(
+                    &format!("{field}.login_redirect_url"),
+                    "only a `required` route sends a browser to sign in",
+                ));
+            }
+            if !is_same_site_path_or_https_url(url) || url.contains('#') {
+                return Err(err(
+                    &format!("{field}.login_redirect_url"),
+                    "expected a path like \"/login\" or an absolute \"https://\" URL (no fragment)",
+                ));
+            }
+        }
         Ok(RouteRule {
             matcher,
             policy,
             roles,
             sign_in_callback: self.sign_in_callback,
+            login_redirect_url: self.login_redirect_url,
         })
     }
 }
@@ -228,6 +257,17 @@ impl RawRoles {
             (_, roles) => RoleRequirement::AllOf(roles.unwrap_or_default()),
         })
     }
+}
+
+/// A same-site absolute path (not `//host`, not `/\host`) or an absolute
+/// `https://` URL, with no blank or control character: where a browser may
+/// be sent to sign in.
+pub(crate) fn is_same_site_path_or_https_url(url: &str) -> bool {
+    let same_site_path = url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\");
+    let https_url = url
+        .strip_prefix("https://")
+        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+    (same_site_path || https_url) && !url.bytes().any(|b| b <= b' ' || b == 0x7f)
 }
 
 // ── session binding ─────────────────────────────────────────────────────
@@ -507,6 +547,7 @@ mod tests {
             policy,
             roles: None,
             sign_in_callback: false,
+            login_redirect_url: None,
         }
     }
 

@@ -290,13 +290,14 @@ impl Rejection {
     pub fn login_redirect(
         &self,
         config: &Config,
+        route_url: Option<&str>,
         kind: ClientKind,
         original_path: &str,
     ) -> Option<LocalResponse> {
         if self.reason.status() != 401 || kind == ClientKind::Bearer {
             return None;
         }
-        let location = sign_in_url(config, original_path)?;
+        let location = sign_in_url(config, route_url, original_path)?;
         let mut headers = vec![
             ("location".to_string(), location),
             ("cache-control".to_string(), "no-store".to_string()),
@@ -316,18 +317,25 @@ impl Rejection {
 }
 
 /// Where a signed-out browser signs in, carrying `original_path` back
-/// (when it is a safe one): the login redirect's target. `None` without a
-/// login page, or on the login page itself (it must not send to itself).
-pub fn sign_in_url(config: &Config, original_path: &str) -> Option<String> {
-    let redirect = config.login_redirect.as_ref()?;
+/// (when it is a safe one): the route's own sign-in page (`route_url`), or
+/// the login redirect's target. `None` without either, or on the login page
+/// itself (it must not send to itself).
+pub fn sign_in_url(
+    config: &Config,
+    route_url: Option<&str>,
+    original_path: &str,
+) -> Option<String> {
+    let global = config.login_redirect.as_ref();
+    let url = route_url.or_else(|| global.map(|r| r.url.as_str()))?;
+    let return_parameter = global.map_or("return_to", |r| r.return_parameter.as_str());
     let path_only = |p: &str| p.split(['?', '#']).next().unwrap_or_default().to_string();
-    if path_only(&redirect.url) == path_only(original_path) {
+    if path_only(url) == path_only(original_path) {
         return None;
     }
-    let mut location = redirect.url.clone();
+    let mut location = url.to_string();
     if let Some(path) = safe_return_path(original_path) {
         location.push(if location.contains('?') { '&' } else { '?' });
-        location.push_str(&redirect.return_parameter);
+        location.push_str(return_parameter);
         location.push('=');
         location.push_str(&percent_encode(path));
     }

@@ -242,6 +242,18 @@ fn each_bad_field_is_named() {
             }),
         ),
         (
+            "routes[0].login_redirect_url",
+            Box::new(|v| {
+                v["routes"] = json!([{"path_prefix": "/a", "login_redirect_url": "//evil.example"}])
+            }),
+        ),
+        (
+            "routes[0].login_redirect_url",
+            Box::new(|v| {
+                v["routes"] = json!([{"path_prefix": "/a", "policy": "optional", "login_redirect_url": "/in"}])
+            }),
+        ),
+        (
             "routes[0].sign_in_callback",
             Box::new(|v| v["routes"] = json!([{"path_prefix": "/cb", "sign_in_callback": true}])),
         ),

@@ -863,6 +863,45 @@ fn html_navigation_without_a_session_is_sent_to_the_login_page() {
 }
 
 #[test]
+fn a_route_may_send_browsers_to_a_sign_in_page_of_its_own() {
+    let config = config_with(|v| {
+        v["login_redirect"] = serde_json::json!({"url": "/login", "return_parameter": "next"});
+        v["routes"] = serde_json::json!([
+            {"path_prefix": "/staff/", "login_redirect_url": "/.portero/oidc/start"},
+        ]);
+    });
+    let navigate = |path: &str| {
+        let mut host = FakeHost::new()
+            .with(":path", path)
+            .with("sec-fetch-mode", "navigate");
+        new_flow(config.clone()).on_request_headers(&mut host);
+        (
+            host.sent_status(),
+            host.sent_header("location").map(str::to_string),
+        )
+    };
+    assert_eq!(
+        navigate("/staff/reports"),
+        (
+            Some(302),
+            Some("/.portero/oidc/start?next=/staff/reports".into())
+        )
+    );
+    assert_eq!(
+        navigate("/orders"),
+        (Some(302), Some("/login?next=/orders".into()))
+    );
+    // A form POST there gets the signed-out page, linking the route's own.
+    let mut host = FakeHost::new()
+        .with(":method", "POST")
+        .with(":path", "/staff/reports")
+        .with("sec-fetch-mode", "navigate");
+    new_flow(config.clone()).on_request_headers(&mut host);
+    assert_eq!(host.sent_status(), Some(401));
+    assert!(sent_page(&host).contains("href=\"/.portero/oidc/start?next=/staff/reports\""));
+}
+
+#[test]
 fn only_html_gets_of_login_matters_are_redirected() {
     let config = redirect_config();
     let html = "text/html";

@@ -12,6 +12,7 @@ use super::{
 };
 use crate::cache::CacheConfig;
 use crate::cookie::{CookieAttributes, CookieCodec, MIN_SECRET_LEN};
+use crate::policy::is_same_site_path_or_https_url;
 use crate::token::TokenVerifier;
 
 impl RawCache {
@@ -338,16 +339,6 @@ impl RawErrorPages {
             template: self.template,
         })
     }
-}
-
-/// A same-site absolute path (not `//host`, not `/\host`) or an absolute
-/// `https://` URL, with no blank or control character.
-fn is_same_site_path_or_https_url(url: &str) -> bool {
-    let same_site_path = url.starts_with('/') && !url.starts_with("//") && !url.starts_with("/\\");
-    let https_url = url
-        .strip_prefix("https://")
-        .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
-    (same_site_path || https_url) && !url.bytes().any(|b| b <= b' ' || b == 0x7f)
 }
 
 /// Every `{{…}}` names a known placeholder, `{{message}}` is there, and the

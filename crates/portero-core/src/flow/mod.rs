@@ -170,6 +170,8 @@ pub struct Flow {
     required_roles: Option<RoleRequirement>,
     /// The route is a sign-in callback ([`crate::policy::RouteDecision`]).
     sign_in_callback: bool,
+    /// The route's own sign-in page, if it has one.
+    login_redirect_url: Option<String>,
     /// Which session this is, for log lines (a hash, never the secret).
     session: Option<SessionRef>,
 }
@@ -183,6 +185,7 @@ impl Flow {
             policy: RoutePolicy::Required,
             required_roles: None,
             sign_in_callback: false,
+            login_redirect_url: None,
             session: None,
         }
     }
@@ -238,6 +241,7 @@ impl Flow {
         self.policy = decision.policy;
         self.required_roles = decision.roles.cloned();
         self.sign_in_callback = decision.sign_in_callback;
+        self.login_redirect_url = decision.login_redirect_url.map(str::to_string);
         Ok(())
     }
 
@@ -383,7 +387,8 @@ impl Flow {
         let path = header_text(host, ":path").unwrap_or_default();
         let method = header_text(host, ":method").unwrap_or_default();
         if matches!(method.as_str(), "GET" | "HEAD") {
-            if let Some(redirect) = rejection.login_redirect(config, kind, &path) {
+            let route_url = self.login_redirect_url.as_deref();
+            if let Some(redirect) = rejection.login_redirect(config, route_url, kind, &path) {
                 return redirect;
             }
         }
@@ -391,7 +396,7 @@ impl Flow {
         if !config.error_pages.enabled {
             return json;
         }
-        let sign_in = crate::reject::sign_in_url(config, &path);
+        let sign_in = crate::reject::sign_in_url(config, self.login_redirect_url.as_deref(), &path);
         crate::pages::page(config, rejection.reason, json, sign_in, &path)
     }
 
