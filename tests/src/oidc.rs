@@ -46,6 +46,8 @@ pub struct Provider {
     pub proc: Proc,
     pub port: u16,
     pub issuer: String,
+    config: std::path::PathBuf,
+    starts: usize,
 }
 
 impl Provider {
@@ -53,7 +55,6 @@ impl Provider {
     /// waiting for its `ready` line.
     pub fn start(dir: &Path, cert: &EdgeCertificate, apps: &[App], port: u16) -> Provider {
         let root = workspace_root();
-        let script = root.join("tests/oidc-provider/provider.mjs");
         require(
             &root.join("tests/oidc-provider/node_modules/oidc-provider"),
             "make setup (npm ci in tests/oidc-provider)",
@@ -98,26 +99,25 @@ impl Provider {
         });
         let config_path = dir.join("oidc-provider.json");
         std::fs::write(&config_path, config.to_string()).expect("oidc-provider.json");
-        let log = dir.join("oidc-provider.log");
-        let mut proc = Proc::spawn(
-            "oidc-provider",
-            Command::new("node").arg(&script).arg(&config_path),
-            log.clone(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let text = std::fs::read_to_string(&log).unwrap_or_default();
-            if text.lines().any(|l| l.trim() == format!("ready {issuer}")) {
-                break;
-            }
-            assert!(
-                !proc.exited() && Instant::now() < deadline,
-                "the OIDC provider did not start:\n{}",
-                proc.log_tail(40)
-            );
-            std::thread::sleep(Duration::from_millis(100));
+        let proc = spawn(&config_path, &issuer, dir.join("oidc-provider.log"));
+        Provider {
+            proc,
+            port,
+            issuer,
+            config: config_path,
+            starts: 1,
         }
-        Provider { proc, port, issuer }
+    }
+
+    /// Stops the provider and starts it again on the same port: a new
+    /// signing key (it makes one at every start), no sessions.
+    pub fn restart(&mut self) {
+        self.proc.stop();
+        self.starts += 1;
+        let log = self
+            .config
+            .with_file_name(format!("oidc-provider-{}.log", self.starts));
+        self.proc = spawn(&self.config, &self.issuer, log);
     }
 
     /// The sidecar's `--oidc-config` for `apps` at this provider, trusting
@@ -142,5 +142,29 @@ impl Provider {
             "claims": {"roles": "groups"},
             "provider_timeout_ms": 1500,
         })
+    }
+}
+
+/// Starts `tests/oidc-provider/provider.mjs` with `config`, waiting for its
+/// `ready` line.
+fn spawn(config: &Path, issuer: &str, log: std::path::PathBuf) -> Proc {
+    let script = workspace_root().join("tests/oidc-provider/provider.mjs");
+    let mut proc = Proc::spawn(
+        "oidc-provider",
+        Command::new("node").arg(&script).arg(config),
+        log.clone(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().any(|l| l.trim() == format!("ready {issuer}")) {
+            return proc;
+        }
+        assert!(
+            !proc.exited() && Instant::now() < deadline,
+            "the OIDC provider did not start:\n{}",
+            proc.log_tail(40)
+        );
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

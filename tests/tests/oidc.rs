@@ -425,3 +425,41 @@ fn provider_or_store_trouble_is_a_try_again_page_and_never_a_session() {
         assert!(!reply.body.contains("session_id"), "{path}: {}", reply.body);
     }
 }
+
+#[test]
+fn a_new_provider_key_is_fetched_once_a_token_names_it() {
+    let mut stack = sign_in_stack();
+    // Signing in fetches the provider's keys.
+    let mut browser = Browser::new(&stack);
+    let url = up_to_the_callback(&mut browser, "/me", GRACE);
+    assert_eq!(callback(&mut browser, &url).status, 200);
+    let fetched = std::time::Instant::now();
+    let session = browser.cookie("localhost", "__Host-portero").unwrap();
+    drop(browser);
+    // The provider starts over with a new signing key (and no sessions).
+    stack.provider.as_mut().unwrap().restart();
+    let mut second = Browser::new(&stack);
+    let url = up_to_the_callback(&mut second, "/me", GRACE);
+    // Within 10 s of the last fetch the keys are not fetched again (a token
+    // naming made-up keys cannot make the sidecar hammer the provider): a
+    // try-again page, not a refusal, and no session.
+    if fetched.elapsed() < std::time::Duration::from_secs(9) {
+        let early = callback(&mut second, &url);
+        assert_eq!(early.status, 503, "{}", early.body);
+        assert!(early.set_cookie("__Host-portero").is_none());
+        let url = up_to_the_callback(&mut second, "/me", GRACE);
+        std::thread::sleep(std::time::Duration::from_secs(10).saturating_sub(fetched.elapsed()));
+        let later = callback(&mut second, &url);
+        assert_eq!(later.status, 200, "the new key fetched: {}", later.body);
+    } else {
+        assert_eq!(callback(&mut second, &url).status, 200);
+    }
+    // The session made before the rotation lives on: portero's own.
+    let me = stack.send(
+        "GET",
+        &stack.https_url("/me"),
+        &[("cookie", &format!("__Host-portero={session}"))],
+        None,
+    );
+    assert_eq!(me.status, 200, "{}", me.body);
+}
