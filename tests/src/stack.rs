@@ -96,6 +96,8 @@ pub struct StackOptions {
     /// Navigations without a session go to the provider (`true`), or to
     /// the web app's login page, which then links the provider (`false`).
     pub oidc_login_redirect: bool,
+    /// Edits applied to the sidecar's `--oidc-config` before it starts.
+    pub oidc_config_patch: Option<fn(&mut Value)>,
 }
 
 /// Which shell the suite runs the filter in: `PORTERO_SHELL=wasm` (the
@@ -177,6 +179,7 @@ impl Default for StackOptions {
             sign_in_port: 0,
             provider_port: 0,
             oidc_login_redirect: true,
+            oidc_config_patch: None,
         }
     }
 }
@@ -762,7 +765,10 @@ impl Stack {
         });
         let provider =
             crate::oidc::Provider::start(&self.dir, &cert, &apps, self.options.provider_port);
-        let config = provider.sidecar_config(&cert, &apps);
+        let mut config = provider.sidecar_config(&cert, &apps);
+        if let Some(patch) = self.options.oidc_config_patch {
+            patch(&mut config);
+        }
         fs::write(self.dir.join("oidc.json"), config.to_string()).expect("oidc.json");
         self.provider = Some(provider);
     }

@@ -463,3 +463,34 @@ fn a_new_provider_key_is_fetched_once_a_token_names_it() {
     );
     assert_eq!(me.status, 200, "{}", me.body);
 }
+
+#[test]
+fn without_a_roles_claim_a_sign_in_keeps_the_roles_an_operator_gave() {
+    let stack = Stack::start_with(StackOptions {
+        https: true,
+        oidc: true,
+        oidc_config_patch: Some(|config| {
+            config["claims"].as_object_mut().unwrap().remove("roles");
+        }),
+        ..StackOptions::default()
+    });
+    let sign_in = || {
+        let mut browser = Browser::new(&stack);
+        let url = up_to_the_callback(&mut browser, "/me", GRACE);
+        assert_eq!(callback(&mut browser, &url).status, 200);
+        let me = browser.request("GET", &stack.https_url("/me"), "none", None);
+        assert_eq!(me.status, 200, "{}", me.body);
+        me.json()["roles"].clone()
+    };
+    // The provider's groups are not read: no roles at first.
+    assert_eq!(sign_in(), serde_json::json!([]));
+    let user = format!("/v1/users/oidc:{}", subject_of("grace"));
+    let given = stack.admin(
+        "PUT",
+        &user,
+        Some(&serde_json::json!({"roles": ["auditor"]})),
+    );
+    assert_eq!(given.status, 200, "{}", given.body);
+    // The next sign-in keeps them.
+    assert_eq!(sign_in(), serde_json::json!(["auditor"]));
+}

@@ -261,7 +261,19 @@ async fn finish(
         now,
     )
     .await?;
-    let user = token.user(config)?;
+    let mut user = token.user(config)?;
+    if config.claims.roles.is_none() {
+        // The provider says nothing of roles: the ones an operator gave the
+        // user (`PUT /v1/users/{id}`) stay, as a login would replace them.
+        user.roles = sign_in
+            .api
+            .store
+            .user(&user.user_id)
+            .await
+            .map_err(|e| SignInError::Store(e.to_string()))?
+            .map(|known| known.roles)
+            .unwrap_or_default();
+    }
     let request = CreateSessionRequest {
         user_id: user.user_id,
         email: user.email,
