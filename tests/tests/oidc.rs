@@ -210,6 +210,16 @@ fn a_browser_signs_in_with_the_provider_and_gets_a_portero_session() {
     let me = browser.request("GET", &stack.https_url("/me"), "none", None);
     assert_eq!(me.status, 200, "{}", me.body);
     let me = me.json();
+    // Sign-ins are counted by the sidecar, by step and status.
+    let metrics = stack
+        .send("GET", &stack.sidecar_url("/metrics"), &[], None)
+        .body;
+    for series in [
+        r#"portero_sidecar_http_requests_total{route="/oidc/start",method="GET",status="303"} 1"#,
+        r#"portero_sidecar_http_requests_total{route="/oidc/callback",method="GET",status="200"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} in:\n{metrics}");
+    }
     assert_eq!(me["user_id"], format!("oidc:{}", subject_of("grace")));
     assert_eq!(me["email"], "grace@example.test");
     assert_eq!(me["roles"], serde_json::json!(["admin", "staff"]));

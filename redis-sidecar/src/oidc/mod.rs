@@ -97,6 +97,9 @@ pub enum SignInError {
 /// The public routes (Envoy routes `/.portero/oidc/` here, the prefix
 /// rewritten to `/oidc/`).
 pub fn router(sign_in: Arc<SignIn>) -> Router {
+    // Counted with the API's requests (`portero_sidecar_http_requests`, by
+    // route and status): sign-ins started, finished and refused.
+    let metrics = sign_in.api.metrics.clone();
     Router::new()
         .route("/oidc/start", get(start_sign_in))
         .route("/oidc/callback", get(finish_sign_in))
@@ -113,6 +116,10 @@ pub fn router(sign_in: Arc<SignIn>) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            crate::metrics::track,
+        ))
         .with_state(sign_in)
 }
 
