@@ -242,6 +242,10 @@ fn each_bad_field_is_named() {
             }),
         ),
         (
+            "identity_response_cache_control",
+            Box::new(|v| v["identity_response_cache_control"] = json!("no-store\r\nx-evil: 1")),
+        ),
+        (
             "routes[0].login_redirect_url",
             Box::new(|v| {
                 v["routes"] = json!([{"path_prefix": "/a", "login_redirect_url": "//evil.example"}])

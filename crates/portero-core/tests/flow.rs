@@ -449,6 +449,41 @@ fn start_session_header_becomes_a_cookie() {
 }
 
 #[test]
+fn a_signed_in_users_answer_is_kept_out_of_caches_unless_the_app_says_otherwise() {
+    let answered = |config: &Rc<Config>, signed_in: bool, upstream: Option<&str>| {
+        let mut host = if signed_in {
+            cookie_host(config)
+        } else {
+            FakeHost::new().with(":path", "/public/page")
+        };
+        let mut flow = new_flow(config.clone());
+        if flow.on_request_headers(&mut host) == Verdict::Wait {
+            flow.on_sidecar_reply(&mut host, ok_reply(&session()));
+        }
+        host.add_response_header(":status", "200");
+        if let Some(value) = upstream {
+            host.add_response_header("cache-control", value);
+        }
+        flow.on_response_headers(&mut host);
+        host.response_header("cache-control")
+    };
+    let config = config_with(|v| {
+        v["routes"] = serde_json::json!([{"path_prefix": "/public/", "policy": "optional"}])
+    });
+    assert_eq!(answered(&config, true, None).as_deref(), Some("no-store"));
+    // The app's own choice stands.
+    assert_eq!(
+        answered(&config, true, Some("private, max-age=60")).as_deref(),
+        Some("private, max-age=60")
+    );
+    // Nobody signed in: nothing to keep private.
+    assert_eq!(answered(&config, false, None), None);
+    // Turned off.
+    let off = config_with(|v| v["identity_response_cache_control"] = serde_json::Value::Null);
+    assert_eq!(answered(&off, true, None), None);
+}
+
+#[test]
 fn bad_start_session_header_is_502_without_cookie() {
     let mut host = FakeHost::new();
     host.add_response_header(":status", "200");

@@ -134,6 +134,10 @@ pub struct Config {
     pub cache: CacheConfig,
     pub retry_after_seconds: u64,
     pub error_pages: ErrorPages,
+    /// `Cache-Control` for an answer to a signed-in user's request when the
+    /// upstream set none: a page built for one user must not come back
+    /// from the browser's cache (Back after logout) or a shared cache.
+    pub identity_response_cache_control: Option<String>,
 }
 
 impl Config {

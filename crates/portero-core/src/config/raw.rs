@@ -39,6 +39,14 @@ pub(super) struct RawConfig {
     pub(super) retry_after_seconds: u64,
     #[serde(default)]
     pub(super) error_pages: RawErrorPages,
+    /// `Cache-Control` given to answers for a signed-in user that set none
+    /// (`null`: left as they are).
+    #[serde(default = "default_identity_cache_control")]
+    pub(super) identity_response_cache_control: Option<String>,
+}
+
+fn default_identity_cache_control() -> Option<String> {
+    Some("no-store".into())
 }
 
 /// The HTML pages a browser navigation gets instead of a JSON error body.

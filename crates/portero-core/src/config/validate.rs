@@ -117,6 +117,19 @@ impl RawConfig {
             return Err(err("retry_after_seconds", "expected 1 to 3600"));
         }
         let error_pages = self.error_pages.validate()?;
+        let identity_response_cache_control = match self.identity_response_cache_control {
+            Some(value)
+                if value.is_empty()
+                    || value.len() > 256
+                    || value.bytes().any(|b| b < b' ' || b == 0x7f) =>
+            {
+                return Err(err(
+                    "identity_response_cache_control",
+                    "expected a Cache-Control value like \"no-store\" (or null to leave answers as they are)",
+                ))
+            }
+            value => value,
+        };
         Ok(Config {
             cookie,
             cookie_attributes,
@@ -135,6 +148,7 @@ impl RawConfig {
             cache,
             retry_after_seconds: self.retry_after_seconds,
             error_pages,
+            identity_response_cache_control,
         })
     }
 }

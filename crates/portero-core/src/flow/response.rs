@@ -18,6 +18,9 @@ impl Flow {
         };
         let config = &self.config;
         let name = config.cookie.name();
+        if forwarded.session_key.is_some() {
+            keep_out_of_caches(host, config.identity_response_cache_control.as_deref());
+        }
         // Only the filter speaks this header to clients.
         host.remove_response_header(&config.access_token_header);
         if let Some(token) = forwarded.refreshed_token {
@@ -64,6 +67,17 @@ impl Flow {
         }
         if cookie_to_clear {
             host.add_response_header("set-cookie", &config.cookie_attributes.clear_cookie(name));
+        }
+    }
+}
+
+/// "Keep it out of caches": an answer built for a signed-in user gets the
+/// configured `Cache-Control` when the upstream set none, so Back after a
+/// logout shows no private page and no shared cache keeps one.
+fn keep_out_of_caches(host: &mut dyn Host, cache_control: Option<&str>) {
+    if let Some(value) = cache_control {
+        if host.response_header_lines("cache-control").is_empty() {
+            host.add_response_header("cache-control", value);
         }
     }
 }
