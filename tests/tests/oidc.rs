@@ -255,6 +255,16 @@ fn a_callback_finishes_one_sign_in_once_and_only_in_the_browser_that_started_it(
         .starts_with("text/html"));
     assert!(again.body.contains("Sign-in didn"), "{}", again.body);
 
+    // Nothing half-made: the refused callbacks below leave no session and
+    // no user in Redis beyond the ones the real sign-ins make.
+    let sessions = || {
+        stack
+            .redis_cli(&["--scan", "--pattern", "portero:session:*"])
+            .lines()
+            .count()
+    };
+    let before = sessions();
+
     // Login CSRF: the attacker's own code and state, sent to a victim's
     // browser, which has no (or another) pre-login cookie.
     let mut attacker = Browser::new(&stack);
@@ -291,8 +301,12 @@ fn a_callback_finishes_one_sign_in_once_and_only_in_the_browser_that_started_it(
         assert!(reply.set_cookie("__Host-portero").is_none());
         assert!(!reply.body.contains("<script>"));
     }
+    assert_eq!(sessions(), before, "a refused callback made a session");
+    let users = stack.redis_cli(&["--scan", "--pattern", "portero:user:*"]);
+    assert_eq!(users.lines().count(), 1, "only grace's record: {users}");
     // The real one still works: nothing above spent it.
     assert_eq!(callback(&mut browser, &url).status, 200);
+    assert_eq!(sessions(), before + 1);
 
     // A callback naming another issuer (RFC 9207 mix-up): refused.
     let mut browser = Browser::new(&stack);
