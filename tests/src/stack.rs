@@ -98,6 +98,9 @@ pub struct StackOptions {
     pub oidc_login_redirect: bool,
     /// Edits applied to the sidecar's `--oidc-config` before it starts.
     pub oidc_config_patch: Option<fn(&mut Value)>,
+    /// Where the provider posts its back-channel logout tokens: the
+    /// sidecar's sign-in listener, or a test's own listener on this port.
+    pub backchannel_logout_port: Option<u16>,
 }
 
 /// Which shell the suite runs the filter in: `PORTERO_SHELL=wasm` (the
@@ -180,6 +183,7 @@ impl Default for StackOptions {
             provider_port: 0,
             oidc_login_redirect: true,
             oidc_config_patch: None,
+            backchannel_logout_port: None,
         }
     }
 }
@@ -760,7 +764,9 @@ impl Stack {
             // Server to server: straight to the sidecar's sign-in listener.
             backchannel_logout_uri: Some(format!(
                 "http://127.0.0.1:{}/oidc/backchannel-logout",
-                self.options.sign_in_port
+                self.options
+                    .backchannel_logout_port
+                    .unwrap_or(self.options.sign_in_port)
             )),
         });
         let provider =

@@ -518,3 +518,121 @@ fn without_a_roles_claim_a_sign_in_keeps_the_roles_an_operator_gave() {
     // The next sign-in keeps them.
     assert_eq!(sign_in(), serde_json::json!(["auditor"]));
 }
+
+/// What the provider posts to its apps' back-channel logout URI, caught on
+/// `listener` (answered 200) instead of reaching the sidecar.
+fn catch_logout_tokens(listener: std::net::TcpListener) -> std::sync::mpsc::Receiver<String> {
+    use std::io::{Read, Write};
+    let (sender, tokens) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let _ = stream.set_read_timeout(Some(std::time::Duration::from_secs(2)));
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            // Headers, then as much body as Content-Length says.
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&request).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            let (name, value) = l.split_once(':')?;
+                            name.eq_ignore_ascii_case("content-length")
+                                .then(|| value.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= length {
+                        if let Some(token) = body.strip_prefix("logout_token=") {
+                            let _ = sender.send(token.to_string());
+                        }
+                        break;
+                    }
+                }
+            }
+            let _ = stream
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+        }
+    });
+    tokens
+}
+
+#[test]
+fn a_logout_token_ends_its_sessions_once_and_a_replay_ends_nothing() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let tokens = catch_logout_tokens(listener);
+    let stack = Stack::start_with(StackOptions {
+        https: true,
+        oidc: true,
+        backchannel_logout_port: Some(port),
+        ..StackOptions::default()
+    });
+    let mut browser = Browser::new(&stack);
+    let url = up_to_the_callback(&mut browser, "/me", GRACE);
+    assert_eq!(callback(&mut browser, &url).status, 200);
+    // Sign out at the provider (portero's sign-out, then the provider's
+    // confirmation form): it posts the logout tokens, caught here.
+    let out = stack.https_url("/.portero/oidc/logout");
+    let reply = browser.request("POST", &out, "same-origin", Some(""));
+    assert_eq!(reply.status, 303, "{}", reply.body);
+    let (at, confirm) = browser.follow(out, reply, |_| false).unwrap();
+    let form_action = confirm
+        .body
+        .split("action=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let xsrf = confirm
+        .body
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap();
+    let confirm_url = absolute(&at, form_action);
+    let _ = browser.request(
+        "POST",
+        &confirm_url,
+        "same-origin",
+        Some(&format!("xsrf={xsrf}&logout=yes")),
+    );
+    let token = tokens
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("a logout token");
+    // A second session of the same user, made after the token was issued:
+    // a replay must not end it.
+    let mut later = Browser::new(&stack);
+    let url = up_to_the_callback(&mut later, "/me", GRACE);
+    assert_eq!(callback(&mut later, &url).status, 200);
+    let backchannel = format!(
+        "http://127.0.0.1:{}/oidc/backchannel-logout",
+        stack.options.sign_in_port
+    );
+    let post = || {
+        stack.send_raw(
+            "POST",
+            &backchannel,
+            &[("content-type", "application/x-www-form-urlencoded")],
+            format!("logout_token={token}").as_bytes(),
+        )
+    };
+    assert_eq!(post().status, 200);
+    assert_eq!(post().status, 200, "a retry is answered, and ignored");
+    let log = std::fs::read_to_string(stack.dir.join("sidecar.log")).unwrap();
+    assert!(
+        log.contains("provider session ended: back-channel logout"),
+        "{log}"
+    );
+    assert!(log.contains("logout token already acted on"), "{log}");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    let me = later.request("GET", &stack.https_url("/me"), "none", None);
+    assert_eq!(me.status, 200, "the later session lives: {}", me.body);
+}

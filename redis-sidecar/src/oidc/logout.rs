@@ -75,7 +75,9 @@ async fn end(sign_in: &SignIn, logout_token: &str) -> Result<(), SignInError> {
         .await
         .map_err(unavailable)?
     {
-        // Acted on already (the provider retried): nothing more to end.
+        // Acted on already (the provider retried, or someone replays it):
+        // nothing more to end, whatever was signed in since.
+        tracing::info!(target: LOG_TARGET, "logout token already acted on (a retry or a replay): nothing ended");
         return Ok(());
     }
     let issued_at = token.issued_at;
