@@ -186,47 +186,58 @@ fn kill_the_primary_under_load(
             .and_then(|v| v.trim().parse::<u64>().ok())
             .expect("the under-replicated writes metric")
     };
-    if !under_replicated {
-        // Sentinel re-points the surviving replica at the new primary; until
-        // it is attached and synchronised (`state=online`: `ROLE`, which the
-        // sidecar counts with, lists only those; `connected_slaves` also
-        // counts one still loading the primary's snapshot) and the sidecar's
-        // replica count, at most 1 s old, has seen it, a write is rightly
-        // accepted under-replicated.
-        let deadline = Instant::now() + RESUME_BOUND;
-        loop {
-            let primary = topology.primary_port().expect("a primary after failover");
-            let info = portero_integration::topology::cli(primary, &["INFO", "replication"]);
-            if info
-                .lines()
-                .any(|l| l.starts_with("slave0:") && l.contains("state=online"))
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no replica re-attached to {primary}: {info}"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        std::thread::sleep(Duration::from_millis(1200));
-    }
-    let before = under_replicated_writes();
-    assert_eq!(
-        stack
-            .me_with_cookie(&stack.login_web("ada", "lovelace"))
-            .status,
-        200
-    );
-    let counted = under_replicated_writes() - before;
     if under_replicated {
+        let before = under_replicated_writes();
+        assert_eq!(
+            stack
+                .me_with_cookie(&stack.login_web("ada", "lovelace"))
+                .status,
+            200
+        );
         assert!(
-            counted >= 1,
+            under_replicated_writes() - before >= 1,
             "the login on a shard left without replica is counted"
         );
-    } else {
-        assert_eq!(counted, 0, "the re-attached replica acknowledges the login");
+        return;
     }
+    // Sentinel re-points the surviving replica at the new primary. Until it
+    // is attached and synchronised, and the sidecar's replica count (at most
+    // 1 s old) has seen it, a login is rightly accepted under-replicated; a
+    // replica attached but slow to acknowledge within the write's wait (a
+    // loaded machine) makes it a 503 the client retries. With no operator,
+    // within the bound, a login is acknowledged by the re-attached replica:
+    // answered, and not counted under-replicated.
+    let deadline = Instant::now() + RESUME_BOUND;
+    let mut tries = Vec::new();
+    loop {
+        let before = under_replicated_writes();
+        let reply = stack.request(
+            "POST",
+            "/auth/login",
+            &[("user-agent", "portero-test")],
+            Some(&serde_json::json!({"username": "ada", "password": "lovelace", "client": "web"})),
+        );
+        let counted = under_replicated_writes() - before;
+        if reply.status == 200 && counted == 0 {
+            let cookie = reply.cookie_value(COOKIE_NAME).expect("a session cookie");
+            assert_eq!(stack.me_with_cookie(&cookie).status, 200);
+            break;
+        }
+        // Only the two answers the design allows meanwhile.
+        assert!(
+            reply.status == 200 || reply.status == 503,
+            "a login after failover: {} {}",
+            reply.status,
+            reply.body
+        );
+        tries.push((reply.status, counted));
+        assert!(
+            Instant::now() < deadline,
+            "no login acknowledged by a re-attached replica; tries (status, under-replicated): {tries:?}"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("logins before the re-attached replica acknowledged one: {tries:?}");
 }
 
 #[test]
