@@ -456,27 +456,11 @@ impl SignInError {
         match self {
             SignInError::Provider(e) => {
                 tracing::error!(target: LOG_TARGET, error = %e, "sign-in: provider unavailable");
-                let mut response = page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again in a moment",
-                    "Signing in is briefly unavailable. Try again in a moment.",
-                );
-                response
-                    .headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("5"));
-                response
+                try_again_page("5")
             }
             SignInError::Store(e) => {
                 tracing::error!(target: LOG_TARGET, error = %e, "sign-in: store unavailable");
-                let mut response = page(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "Try again in a moment",
-                    "Signing in is briefly unavailable. Try again in a moment.",
-                );
-                response
-                    .headers_mut()
-                    .insert("retry-after", HeaderValue::from_static("1"));
-                response
+                try_again_page("1")
             }
             SignInError::Refused(why) => {
                 tracing::warn!(target: LOG_TARGET, reason = %why, "sign-in refused");
@@ -507,6 +491,19 @@ impl SignInError {
             }
         }
     }
+}
+
+/// A 503 page: signing in is briefly unavailable; nothing was lost.
+fn try_again_page(retry_after_seconds: &'static str) -> Response {
+    let mut response = page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again in a moment",
+        "Signing in is briefly unavailable. Try again in a moment.",
+    );
+    response
+        .headers_mut()
+        .insert("retry-after", HeaderValue::from_static(retry_after_seconds));
+    response
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
